@@ -1,0 +1,43 @@
+# The README's two commands: `make generate` (the main job) and `make test`.
+# Both bootstrap .venv on a fresh machine. The FFI is compiled without build isolation so that it
+# is built against the jaxlib that runs it (the XLA FFI ABI is versioned).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+DEPS := jax jaxlib flax numpy nanobind scikit-build-core cmake ninja safetensors tokenizers optax tqdm pytest
+TEST_DEPS := torch==2.13.0 transformers
+FFI_SOURCES := $(shell find ffi -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh') CMakeLists.txt pyproject.toml
+
+.PHONY: test generate build bench gpu-test clean
+
+$(VENV)/.deps:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(DEPS) $(TEST_DEPS)
+	touch $@
+
+$(VENV)/.built: $(VENV)/.deps $(FFI_SOURCES)
+	$(PIP) install -q --no-build-isolation --no-deps -e .
+	touch $@
+
+build: $(VENV)/.built
+
+test: build
+	$(PY) -m pytest -q tests
+
+generate: build
+	$(PY) -m mamba_jax.cli generate --model default --prompt "def fibonacci(n):" --max-new-tokens 200
+
+bench: build
+	$(PY) benchmarks/bench_ops.py
+
+# On the GPU host (python3 there already has jax, the CUDA plugin and the build tools):
+gpu-build:
+	python3 -m pip install -q --no-build-isolation --no-deps -e .
+
+gpu-test: gpu-build
+	python3 -m pytest -q tests
+
+clean:
+	rm -rf build $(VENV)/.built

@@ -1,0 +1,110 @@
+"""Argument checks shared by the public ops: each raises before anything is traced into XLA.
+
+Errors name the op, the argument, the shape or dtype received and the one expected, e.g.
+``selective_scan: B has shape (2, 7, 3), expected [batch, seqlen, dstate] = (2, 8, 16)``.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+# The same limits as ffi/include/mamba_jax/params.h.
+MAX_DSTATE = 256
+MIN_CONV_WIDTH = 2
+MAX_CONV_WIDTH = 8
+
+ACTIVATION_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+IMPLEMENTATIONS = (None, "ffi", "xla")
+
+
+def _shape(x) -> tuple:
+    return tuple(np.shape(x))
+
+
+def _dtype(x):
+    return jnp.result_type(x)
+
+
+def check_impl(op: str, implementation) -> None:
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"{op}: implementation must be one of None, 'ffi', 'xla'; got {implementation!r}")
+
+
+def check_array(op: str, name: str, x, expected: tuple, labels: str) -> None:
+    """`expected` may hold None for a free size; `labels` reads like "[batch, seqlen, dim]"."""
+    if x is None:
+        raise ValueError(f"{op}: {name} is required, expected {labels}")
+    got = _shape(x)
+    ok = len(got) == len(expected) and all(e is None or g == e for g, e in zip(got, expected))
+    if not ok:
+        want = tuple("?" if e is None else e for e in expected)
+        raise ValueError(f"{op}: {name} has shape {got}, expected {labels} = {want}")
+
+
+def check_rank(op: str, name: str, x, rank: int, labels: str) -> tuple:
+    got = _shape(x)
+    if len(got) != rank:
+        raise ValueError(f"{op}: {name} has shape {got} (rank {len(got)}), expected rank {rank}: {labels}")
+    return got
+
+
+def check_activation_dtype(op: str, name: str, x, like=None, like_name: str = "") -> None:
+    dt = _dtype(x)
+    if like is not None:
+        want = _dtype(like)
+        if dt != want:
+            raise TypeError(f"{op}: {name} has dtype {dt}, expected {want} (the dtype of {like_name})")
+        return
+    if dt not in [np.dtype(d) for d in ACTIVATION_DTYPES]:
+        raise TypeError(f"{op}: {name} has dtype {dt}, expected one of float32, bfloat16, float16")
+
+
+def check_float32(op: str, name: str, x) -> None:
+    if _dtype(x) != np.dtype(jnp.float32):
+        raise TypeError(f"{op}: {name} has dtype {_dtype(x)}, expected float32 (state is always float32)")
+
+
+def as_param_f32(op: str, name: str, x):
+    """Parameters (A, D, biases, conv weights) may come in any float dtype; math is fp32."""
+    if x is None:
+        return None
+    if not jnp.issubdtype(_dtype(x), jnp.floating):
+        raise TypeError(f"{op}: {name} has dtype {_dtype(x)}, expected a floating dtype (used as float32)")
+    return jnp.asarray(x, jnp.float32)
+
+
+def check_dstate(op: str, dstate: int) -> None:
+    if not 1 <= dstate <= MAX_DSTATE:
+        raise ValueError(f"{op}: dstate is {dstate}, expected 1 <= dstate <= {MAX_DSTATE}")
+
+
+def check_width(op: str, width: int) -> None:
+    if not MIN_CONV_WIDTH <= width <= MAX_CONV_WIDTH:
+        raise ValueError(f"{op}: weight width is {width}, expected {MIN_CONV_WIDTH} <= width <= {MAX_CONV_WIDTH}")
+
+
+def check_activation(op: str, activation) -> bool:
+    if activation not in (None, "silu", "swish"):
+        raise ValueError(f"{op}: activation must be None or 'silu', got {activation!r}")
+    return activation is not None
+
+
+def check_groups(op: str, name: str, x, batch: int, seq: tuple, dim: int, dstate: int):
+    """B/C given as [batch, *seq, dstate] or [batch, *seq, ngroups, dstate]; returns (x4, ngroups)."""
+    got = _shape(x)
+    base = (batch, *seq)
+    seq_labels = ", ".join(["batch"] + (["seqlen"] if seq else []))
+    if len(got) == len(base) + 1:
+        check_array(op, name, x, base + (dstate,), f"[{seq_labels}, dstate]")
+        return jnp.expand_dims(x, -2), 1
+    if len(got) == len(base) + 2:
+        ngroups = got[-2]
+        check_array(op, name, x, base + (None, dstate), f"[{seq_labels}, ngroups, dstate]")
+        if ngroups < 1 or dim % ngroups:
+            raise ValueError(f"{op}: {name} has ngroups = {ngroups}, which must divide dim = {dim}")
+        return x, ngroups
+    raise ValueError(
+        f"{op}: {name} has shape {got}, expected [{seq_labels}, dstate] or [{seq_labels}, ngroups, dstate] "
+        f"with batch={batch}, dstate={dstate}"
+    )

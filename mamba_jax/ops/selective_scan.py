@@ -1,0 +1,191 @@
+"""Mamba-1 selective scan over a sequence, and its one-step state update (decode).
+
+    dt_t = delta_t + delta_bias, softplus'd if asked
+    h_t  = exp(dt_t A) * h_{t-1} + dt_t B_t u_t           (per channel d and state n)
+    y_t  = <h_t, C_t> + D u_t;   y_t *= silu(z_t) when z is given
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from . import _checks as ck
+from ._ffi import platform_dispatch
+from ._vjp import with_reference_vjp
+from .reference import selective_scan_ref, selective_state_update_ref
+
+_OP = "selective_scan"
+_OP_UPDATE = "selective_state_update"
+
+
+def _empty():
+    return jnp.zeros((0,), jnp.float32)
+
+
+def _or_empty(x, dtype=None):
+    if x is None:
+        return _empty() if dtype is None else jnp.zeros((0,), dtype)
+    return x
+
+
+def _scan_ffi(u, delta, A, B, C, D, z, delta_bias, initial_state, *, delta_softplus):
+    batch, seqlen, dim = u.shape
+    n = A.shape[1]
+    call = jax.ffi.ffi_call(
+        "mamba_jax_selective_scan",
+        (jax.ShapeDtypeStruct(u.shape, u.dtype), jax.ShapeDtypeStruct((batch, dim, n), jnp.float32)),
+        vmap_method="broadcast_all",
+    )
+    return tuple(call(u, delta, A, B, C, _or_empty(D), _or_empty(z, u.dtype), _or_empty(delta_bias),
+                      _or_empty(initial_state), delta_softplus=bool(delta_softplus)))
+
+
+def _scan_dispatch(u, delta, A, B, C, D, z, delta_bias, initial_state, *, delta_softplus, implementation):
+    ffi_fn = lambda *a: _scan_ffi(*a, delta_softplus=delta_softplus)
+    xla_fn = lambda *a: selective_scan_ref(*a[:8], delta_softplus=delta_softplus, initial_state=a[8])
+    return platform_dispatch(implementation, ffi_fn, xla_fn, u, delta, A, B, C, D, z, delta_bias, initial_state)
+
+
+def _scan_ref(u, delta, A, B, C, D, z, delta_bias, initial_state, *, delta_softplus, implementation):
+    del implementation
+    return selective_scan_ref(u, delta, A, B, C, D, z, delta_bias, delta_softplus=delta_softplus,
+                              initial_state=initial_state)
+
+
+_scan_core = with_reference_vjp(_scan_dispatch, _scan_ref)
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, delta_softplus=False,
+                   initial_state=None, return_last_state=False, implementation=None):
+    """Mamba-1 selective scan.
+
+    Args:
+      u: [batch, seqlen, dim] float32 | bfloat16 | float16, the input.
+      delta: [batch, seqlen, dim], same dtype as u, the step size before bias/softplus.
+      A: [dim, dstate] float32 (any float dtype is upcast), usually negative.
+      B, C: [batch, seqlen, dstate] or [batch, seqlen, ngroups, dstate], same dtype as u;
+        channel d reads group d // (dim // ngroups).
+      D: optional [dim], skip connection weight.
+      z: optional [batch, seqlen, dim], same dtype as u; the output is gated by silu(z).
+      delta_bias: optional [dim], added to delta before the softplus.
+      delta_softplus: apply softplus to delta + delta_bias.
+      initial_state: optional [batch, dim, dstate] float32, the state before t = 0 (default zeros).
+      return_last_state: also return the state after the last step ([batch, dim, dstate] float32).
+      implementation: None (the FFI kernel where one is built for the platform, else pure JAX),
+        "ffi" or "xla".
+
+    Returns:
+      y [batch, seqlen, dim] in u.dtype, or (y, last_state) when return_last_state.
+    """
+    ck.check_impl(_OP, implementation)
+    batch, seqlen, dim = ck.check_rank(_OP, "u", u, 3, "[batch, seqlen, dim]")
+    ck.check_activation_dtype(_OP, "u", u)
+    ck.check_array(_OP, "delta", delta, (batch, seqlen, dim), "[batch, seqlen, dim]")
+    ck.check_activation_dtype(_OP, "delta", delta, u, "u")
+    A = ck.as_param_f32(_OP, "A", A)
+    if A is None or np.ndim(A) != 2 or np.shape(A)[0] != dim:
+        raise ValueError(f"{_OP}: A has shape {np.shape(A) if A is not None else None}, expected [dim, dstate] with dim = {dim}")
+    dstate = np.shape(A)[1]
+    ck.check_dstate(_OP, dstate)
+    B, _ = ck.check_groups(_OP, "B", B, batch, (seqlen,), dim, dstate)
+    C, _ = ck.check_groups(_OP, "C", C, batch, (seqlen,), dim, dstate)
+    if np.shape(B) != np.shape(C):
+        raise ValueError(f"{_OP}: B has shape {np.shape(B)} but C has shape {np.shape(C)}; they must match")
+    ck.check_activation_dtype(_OP, "B", B, u, "u")
+    ck.check_activation_dtype(_OP, "C", C, u, "u")
+    D = ck.as_param_f32(_OP, "D", D)
+    delta_bias = ck.as_param_f32(_OP, "delta_bias", delta_bias)
+    for name, v in (("D", D), ("delta_bias", delta_bias)):
+        if v is not None:
+            ck.check_array(_OP, name, v, (dim,), "[dim]")
+    if z is not None:
+        ck.check_array(_OP, "z", z, (batch, seqlen, dim), "[batch, seqlen, dim]")
+        ck.check_activation_dtype(_OP, "z", z, u, "u")
+    if initial_state is not None:
+        ck.check_array(_OP, "initial_state", initial_state, (batch, dim, dstate), "[batch, dim, dstate]")
+        ck.check_float32(_OP, "initial_state", initial_state)
+    u, delta, B, C = map(jnp.asarray, (u, delta, B, C))
+    z = None if z is None else jnp.asarray(z)
+    initial_state = None if initial_state is None else jnp.asarray(initial_state)
+    args = (u, delta, A, B, C, D, z, delta_bias, initial_state)
+    if implementation == "xla":
+        y, last = selective_scan_ref(*args[:8], delta_softplus=bool(delta_softplus), initial_state=initial_state)
+    else:
+        static = (("delta_softplus", bool(delta_softplus)), ("implementation", implementation))
+        y, last = _scan_core(static, *args)
+    return (y, last) if return_last_state else y
+
+
+def _update_ffi(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus):
+    call = jax.ffi.ffi_call(
+        "mamba_jax_selective_state_update",
+        (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(state.shape, jnp.float32)),
+        vmap_method="broadcast_all",
+        input_output_aliases={0: 1},
+    )
+    return tuple(call(state, x, dt, A, B, C, _or_empty(D), _or_empty(z, x.dtype), _or_empty(dt_bias),
+                      dt_softplus=bool(dt_softplus)))
+
+
+def _update_dispatch(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, implementation):
+    ffi_fn = lambda *a: _update_ffi(*a, dt_softplus=dt_softplus)
+    xla_fn = lambda *a: selective_state_update_ref(*a, dt_softplus=dt_softplus)
+    return platform_dispatch(implementation, ffi_fn, xla_fn, state, x, dt, A, B, C, D, z, dt_bias)
+
+
+def _update_ref(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, implementation):
+    del implementation
+    return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=dt_softplus)
+
+
+_update_core = with_reference_vjp(_update_dispatch, _update_ref)
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, *, dt_softplus=False,
+                           implementation=None):
+    """One step of the selective-scan recurrence (decode).
+
+    Args:
+      state: [batch, dim, dstate] float32, the state before this step. With the FFI kernel under
+        ``jax.jit(..., donate_argnums=...)`` of the state, the update happens in place.
+      x, dt: [batch, dim] float32 | bfloat16 | float16 (same dtype).
+      A: [dim, dstate]; B, C: [batch, dstate] or [batch, ngroups, dstate] (dtype of x);
+      D, dt_bias: optional [dim]; z: optional [batch, dim]; dt_softplus as in `selective_scan`.
+
+    Returns:
+      (y [batch, dim] in x.dtype, new_state [batch, dim, dstate] float32).
+    """
+    op = _OP_UPDATE
+    ck.check_impl(op, implementation)
+    batch, dim, dstate = ck.check_rank(op, "state", state, 3, "[batch, dim, dstate]")
+    ck.check_float32(op, "state", state)
+    ck.check_dstate(op, dstate)
+    ck.check_array(op, "x", x, (batch, dim), "[batch, dim]")
+    ck.check_activation_dtype(op, "x", x)
+    ck.check_array(op, "dt", dt, (batch, dim), "[batch, dim]")
+    ck.check_activation_dtype(op, "dt", dt, x, "x")
+    A = ck.as_param_f32(op, "A", A)
+    ck.check_array(op, "A", A, (dim, dstate), "[dim, dstate]")
+    B, _ = ck.check_groups(op, "B", B, batch, (), dim, dstate)
+    C, _ = ck.check_groups(op, "C", C, batch, (), dim, dstate)
+    if np.shape(B) != np.shape(C):
+        raise ValueError(f"{op}: B has shape {np.shape(B)} but C has shape {np.shape(C)}; they must match")
+    ck.check_activation_dtype(op, "B", B, x, "x")
+    ck.check_activation_dtype(op, "C", C, x, "x")
+    D = ck.as_param_f32(op, "D", D)
+    dt_bias = ck.as_param_f32(op, "dt_bias", dt_bias)
+    for name, v in (("D", D), ("dt_bias", dt_bias)):
+        if v is not None:
+            ck.check_array(op, name, v, (dim,), "[dim]")
+    if z is not None:
+        ck.check_array(op, "z", z, (batch, dim), "[batch, dim]")
+        ck.check_activation_dtype(op, "z", z, x, "x")
+    state, x, dt, B, C = map(jnp.asarray, (state, x, dt, B, C))
+    z = None if z is None else jnp.asarray(z)
+    args = (state, x, dt, A, B, C, D, z, dt_bias)
+    if implementation == "xla":
+        return selective_state_update_ref(*args, dt_softplus=bool(dt_softplus))
+    static = (("dt_softplus", bool(dt_softplus)), ("implementation", implementation))
+    return _update_core(static, *args)
