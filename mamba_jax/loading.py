@@ -1,0 +1,303 @@
+"""Loads Mamba-1 checkpoints into `mamba_jax.nn.MambaLM`.
+
+Two folder formats are read:
+
+* Hugging Face ``*-hf`` (transformers ``MambaForCausalLM``): config.json with transformers MambaConfig
+  fields (hidden_size, num_hidden_layers, state_size, ...), weights in model.safetensors or sharded
+  safetensors with model.safetensors.index.json.
+* The original state-spaces format (mamba_ssm ``MambaLMHeadModel``): config.json with d_model,
+  n_layer, vocab_size, ssm_cfg, ...; weights in pytorch_model.bin, read through torch (imported only
+  when such a file has to be read).
+
+Both name weights ``backbone.layers.N.mixer.*`` (the embedding is ``backbone.embeddings.weight`` in
+one and ``backbone.embedding.weight`` in the other; both are accepted). A hub id is fetched with
+huggingface_hub when it is installed and the hub is reachable. tokenizer.json, when present, is read
+with `tokenizers` into ``model.tokenizer``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Callable, Optional
+
+import numpy as np
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint does not fit the model its config describes (missing, unexpected or misshapen tensor)."""
+
+
+# ----------------------------------------------------------------------------- locating the folder
+def resolve_folder(path_or_hub_id: str, *, revision: Optional[str] = None) -> str:
+    """Returns a local folder: `path_or_hub_id` itself when it is a directory, else a hub snapshot."""
+    path = os.fspath(path_or_hub_id)
+    if os.path.isdir(path):
+        return path
+    if os.path.exists(path):
+        raise FileNotFoundError(f"from_pretrained: {path!r} is a file; give the folder that holds config.json")
+    if not _HUB_ID.match(path):
+        raise FileNotFoundError(f"from_pretrained: no folder {path!r}, and it is not a hub id (owner/name)")
+    return _download(path, revision)
+
+
+def _download(repo_id: str, revision: Optional[str]) -> str:
+    try:
+        import huggingface_hub
+    except ImportError as e:
+        raise RuntimeError(
+            f"from_pretrained: {repo_id!r} is not a local folder, and huggingface_hub is not installed to fetch "
+            "it from the Hugging Face Hub; `pip install huggingface_hub` (or mamba-jax[hub]), or download the "
+            "folder yourself and pass its path") from e
+    try:
+        folder = huggingface_hub.snapshot_download(
+            repo_id, revision=revision, allow_patterns=["*.json", "*.safetensors", "tokenizer.model"])
+        if not _has_safetensors(folder):
+            folder = huggingface_hub.snapshot_download(repo_id, revision=revision,
+                                                       allow_patterns=["pytorch_model*.bin", "*.json"])
+    except Exception as e:  # offline, unreachable, unknown repo, gated repo: all end here
+        raise RuntimeError(
+            f"from_pretrained: could not fetch {repo_id!r} from the Hugging Face Hub "
+            f"({type(e).__name__}: {e}). No local folder has that name either. If you are offline, "
+            "download the folder elsewhere and pass its local path.") from e
+    return folder
+
+
+def _has_safetensors(folder: str) -> bool:
+    return any(f.endswith(".safetensors") for f in os.listdir(folder))
+
+
+# ----------------------------------------------------------------------------- config
+def load_config(folder: str):
+    """Reads folder/config.json. Returns (MambaConfig, format) with format "hf" or "state-spaces"."""
+    from .nn.config import MambaConfig
+
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"from_pretrained: no config.json in {folder!r}")
+    with open(path) as f:
+        d = json.load(f)
+    if "d_model" in d and "n_layer" in d:
+        return MambaConfig.from_state_spaces_dict(d), "state-spaces"
+    if "hidden_size" in d:
+        return MambaConfig.from_hf_dict(d), "hf"
+    raise ValueError(f"from_pretrained: {path} is neither a transformers MambaConfig (hidden_size, "
+                     "num_hidden_layers, ...) nor a state-spaces config (d_model, n_layer, ...)")
+
+
+# ----------------------------------------------------------------------------- reading tensors
+class _Tensors:
+    """name -> numpy array, read lazily from safetensors shards or a torch pickle."""
+
+    def __init__(self, folder: str):
+        self._get: dict[str, Callable[[], np.ndarray]] = {}
+        self._shape: dict[str, tuple] = {}
+        self.files: list[str] = []
+        index = os.path.join(folder, "model.safetensors.index.json")
+        single = os.path.join(folder, "model.safetensors")
+        bin_index = os.path.join(folder, "pytorch_model.bin.index.json")
+        single_bin = os.path.join(folder, "pytorch_model.bin")
+        if os.path.isfile(index):
+            for shard in _shards(index):
+                self._add_safetensors(os.path.join(folder, shard))
+        elif os.path.isfile(single):
+            self._add_safetensors(single)
+        elif os.path.isfile(bin_index):
+            for shard in _shards(bin_index):
+                self._add_torch(os.path.join(folder, shard))
+        elif os.path.isfile(single_bin):
+            self._add_torch(single_bin)
+        else:
+            raise FileNotFoundError(
+                f"from_pretrained: no weights in {folder!r} (looked for model.safetensors, "
+                "model.safetensors.index.json, pytorch_model.bin, pytorch_model.bin.index.json)")
+
+    def _add_safetensors(self, path: str):
+        from safetensors import safe_open
+
+        handle = safe_open(path, framework="numpy")
+        self.files.append(path)
+        for name in handle.keys():
+            self._shape[name] = tuple(handle.get_slice(name).get_shape())
+            self._get[name] = (lambda h=handle, n=name: h.get_tensor(n))
+
+    def _add_torch(self, path: str):
+        try:
+            import torch
+        except ImportError as e:
+            raise RuntimeError(f"from_pretrained: {path} is a PyTorch pickle and reading it needs torch; "
+                               "install torch (CPU is enough) or convert the checkpoint to safetensors") from e
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        self.files.append(path)
+        for name, t in sd.items():
+            self._shape[name] = tuple(t.shape)
+            self._get[name] = (lambda t=t: _torch_to_numpy(t))
+
+    def names(self):
+        return self._get.keys()
+
+    def shape(self, name: str) -> tuple:
+        return self._shape[name]
+
+    def get(self, name: str) -> np.ndarray:
+        return self._get[name]()
+
+
+def _shards(index_path: str) -> list[str]:
+    with open(index_path) as f:
+        weight_map = json.load(f)["weight_map"]
+    return sorted(set(weight_map.values()))
+
+
+def _torch_to_numpy(t) -> np.ndarray:
+    import torch
+
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; reinterpret the bits as ml_dtypes' one
+        import ml_dtypes
+
+        return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+# ----------------------------------------------------------------------------- name mapping
+_MIXER = {  # our path under layers.N.mixer -> (checkpoint name under backbone.layers.N.mixer, layout)
+    ("in_proj", "kernel"): ("in_proj.weight", "T"),
+    ("in_proj", "bias"): ("in_proj.bias", None),
+    ("conv_weight",): ("conv1d.weight", "conv"),
+    ("conv_bias",): ("conv1d.bias", None),
+    ("x_proj", "kernel"): ("x_proj.weight", "T"),
+    ("dt_proj", "kernel"): ("dt_proj.weight", "T"),
+    ("dt_bias",): ("dt_proj.bias", None),
+    ("A_log",): ("A_log", None),
+    ("D",): ("D", None),
+    ("out_proj", "kernel"): ("out_proj.weight", "T"),
+    ("out_proj", "bias"): ("out_proj.bias", None),
+}
+_EMBEDDING_NAMES = ("backbone.embeddings.weight", "backbone.embedding.weight")
+
+
+def _checkpoint_name(path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
+    """Our parameter path -> (candidate checkpoint names, layout)."""
+    if path == ("embedding", "embedding"):
+        return _EMBEDDING_NAMES, None
+    if path == ("norm_f", "scale"):
+        return ("backbone.norm_f.weight",), None
+    if path == ("lm_head", "kernel"):
+        return ("lm_head.weight",), "T"
+    if path[0] == "layers" and len(path) >= 4:
+        i = path[1]
+        if path[2:] == ("norm", "scale"):
+            return (f"backbone.layers.{i}.norm.weight",), None
+        if path[2] == "mixer" and tuple(path[3:]) in _MIXER:
+            name, layout = _MIXER[tuple(path[3:])]
+            return (f"backbone.layers.{i}.mixer.{name}",), layout
+    raise KeyError(f"no checkpoint name for parameter {'.'.join(map(str, path))}")
+
+
+def _checkpoint_shapes(shape: tuple, layout: Optional[str]) -> tuple[tuple, ...]:
+    """Shapes a checkpoint tensor may have for one of our parameters of `shape`."""
+    if layout == "T":
+        return (tuple(reversed(shape)),)
+    if layout == "conv":  # torch Conv1d weight [e, 1, w]; also accept [e, w]
+        return ((shape[0], 1, shape[1]), tuple(shape))
+    return (tuple(shape),)
+
+
+def _to_ours(arr: np.ndarray, shape: tuple, layout: Optional[str]) -> np.ndarray:
+    if layout == "T":
+        return np.ascontiguousarray(arr.T)
+    return arr.reshape(shape)
+
+
+def load_weights(model, folder: str) -> None:
+    """Fills every parameter of `model` (a MambaLM, possibly abstract from nnx.eval_shape) from the
+    checkpoint in `folder`, converting to each parameter's dtype. Raises CheckpointError naming the
+    tensor for a missing, unexpected or misshapen tensor."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    tensors = _Tensors(folder)
+    names = set(tensors.names())
+    used: set[str] = set()
+    where = ", ".join(os.path.basename(f) for f in tensors.files)
+    params = [(p, v) for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
+    for path, var in params:
+        candidates, layout = _checkpoint_name(tuple(path))
+        found = [n for n in candidates if n in names]
+        cur = var.get_value()
+        ours = tuple(cur.shape)
+        wanted = _checkpoint_shapes(ours, layout)
+        if not found:
+            raise CheckpointError(
+                f"checkpoint tensor {candidates[0]} (model parameter {'.'.join(map(str, path))}, expected "
+                f"shape {wanted[0]}) is missing from {where} in {folder}")
+        name = found[0]
+        got = tensors.shape(name)
+        if got not in wanted:
+            raise CheckpointError(
+                f"checkpoint tensor {name} has shape {got}, but the model built from config.json expects "
+                f"{wanted[0]} (parameter {'.'.join(map(str, path))}); config.json and the weights disagree")
+        arr = _to_ours(tensors.get(name), ours, layout)
+        var.set_value(jnp.asarray(jax.device_put(arr)).astype(cur.dtype))
+        used.update(found)
+    leftover = [p for p, v in nnx.iter_graph(model)
+                if isinstance(v, nnx.Variable) and isinstance(v.get_value(), jax.ShapeDtypeStruct)]
+    if leftover:  # a variable this loader does not know how to fill (a new parameter kind)
+        raise CheckpointError(f"model variables not filled from the checkpoint: {leftover}")
+    unexpected = names - used
+    if model.config.tie_embeddings:
+        unexpected.discard("lm_head.weight")  # tied head: the pickle of a state dict keeps both names
+    if unexpected:
+        raise CheckpointError(f"checkpoint tensors not used by the model built from config.json: "
+                              f"{sorted(unexpected)} (in {where} in {folder})")
+
+
+# ----------------------------------------------------------------------------- entry point
+def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = None, *, param_dtype=None,
+                    precision=None, revision: Optional[str] = None):
+    """Loads a Mamba-1 checkpoint into a `mamba_jax.nn.MambaLM`.
+
+    Args:
+      path_or_hub_id: a local folder (transformers ``*-hf`` or state-spaces format) or a hub id such as
+        "state-spaces/mamba-130m-hf" (needs huggingface_hub and a reachable hub).
+      dtype: activation dtype (default float32); also the parameter dtype unless `param_dtype` is given.
+        A_log, D and the dt bias stay float32.
+      implementation: None | "ffi" | "xla" for every op call; settable later on ``model.implementation``.
+      param_dtype: dtype the weights are stored in on the device (default: `dtype`).
+      precision: matmul precision for the projections and the head.
+      revision: hub revision (branch, tag or commit) for a hub id.
+
+    Returns:
+      MambaLM with ``model.tokenizer`` a `tokenizers.Tokenizer` when the folder has tokenizer.json,
+      else None. Its logits cover ``config.padded_vocab_size`` tokens.
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from .nn import MambaLM
+
+    dtype = jnp.float32 if dtype is None else dtype
+    param_dtype = dtype if param_dtype is None else param_dtype
+    folder = resolve_folder(path_or_hub_id, revision=revision)
+    cfg, _ = load_config(folder)
+    # Built abstractly: no random initialisation of weights that are overwritten right after.
+    model = nnx.eval_shape(lambda: MambaLM(cfg, dtype=dtype, param_dtype=param_dtype, precision=precision,
+                                           implementation=implementation, rngs=nnx.Rngs(0)))
+    load_weights(model, folder)
+    model.tokenizer = load_tokenizer(folder)
+    return model
+
+
+def load_tokenizer(folder: str):
+    """tokenizers.Tokenizer from folder/tokenizer.json, or None when there is none."""
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(path):
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(path)

@@ -1,0 +1,177 @@
+"""The Mamba-1 mixer (selective SSM block) as a Flax NNX module, on top of mamba_jax.ops.
+
+Shape legend: b batch, l seqlen, d d_model, e d_inner (= expand * d_model), n d_state, r dt_rank,
+w d_conv.  Activations are in the module's dtype (float32, bfloat16 or float16); the SSM state,
+A_log, D and the dt bias are always float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from .. import ops
+from ..ops.reference import softplus
+
+f32 = jnp.float32
+
+# torch.nn.Linear / Conv1d's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which the reference keeps.
+_torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _uniform(bound: float):
+    def init(key, shape, dtype=f32):
+        return jax.random.uniform(key, shape, f32, -bound, bound).astype(dtype)
+    return init
+
+
+class MambaMixer(nnx.Module):
+    """Mamba-1 block: in_proj -> causal conv1d + SiLU -> x_proj -> dt_proj -> selective scan
+    (with D skip and SiLU(z) gating) -> out_proj.
+
+    Drops into any NNX model. ``mixer(x)`` maps [b, l, d] -> [b, l, d]; ``mixer.step`` runs one token
+    against a (conv_state, ssm_state) pair, for decoding.
+
+    Parameters (names match the checkpoint layout after transposition):
+      in_proj.kernel [d, 2e] (+ bias [2e] when bias); conv_weight [e, w]; conv_bias [e] when conv_bias;
+      x_proj.kernel [e, r + 2n]; dt_proj.kernel [r, e]; dt_bias [e] f32; A_log [e, n] f32; D [e] f32;
+      out_proj.kernel [e, d] (+ bias [d]).
+
+    Args:
+      d_model: input and output width.
+      d_state, d_conv, expand, dt_rank, conv_bias, bias: sizes and options, as in `MambaConfig`.
+      dt_min, dt_max, dt_init, dt_scale, dt_init_floor: dt_proj initialisation (the reference's:
+        dt log-uniform in [dt_min, dt_max], dt_bias = softplus^-1(dt)); A_log = log(1..n), D = 1.
+      dtype: activation dtype (None: that of the input promoted with the parameters).
+      param_dtype: dtype of the projection and conv parameters.
+      precision: matmul precision passed to the projections.
+      implementation: None | "ffi" | "xla", passed to every op call (can be overridden per call).
+      rngs: nnx.Rngs for the initialisation.
+    """
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: Union[int, str] = "auto", conv_bias: bool = True, bias: bool = False,
+                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
+                 dt_init_floor: float = 1e-4, dtype=None, param_dtype=f32, precision=None,
+                 implementation: Optional[str] = None, rngs: nnx.Rngs):
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dtype = dtype
+        self.implementation = implementation
+        e, n, r = self.d_inner, d_state, self.dt_rank
+        lin = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
+
+        self.in_proj = nnx.Linear(d_model, 2 * e, use_bias=bias, kernel_init=_torch_default_init, **lin)
+        self.conv_weight = nnx.Param(_uniform(1.0 / math.sqrt(d_conv))(rngs.params(), (e, d_conv), param_dtype))
+        self.conv_bias = (nnx.Param(_uniform(1.0 / math.sqrt(d_conv))(rngs.params(), (e,), param_dtype))
+                          if conv_bias else None)
+        self.x_proj = nnx.Linear(e, r + 2 * n, use_bias=False, kernel_init=_torch_default_init, **lin)
+
+        dt_std = r ** -0.5 * dt_scale
+        dt_kernel_init = (nnx.initializers.constant(dt_std) if dt_init == "constant" else _uniform(dt_std))
+        self.dt_proj = nnx.Linear(r, e, use_bias=False, kernel_init=dt_kernel_init, **lin)
+        u = jax.random.uniform(rngs.params(), (e,), f32)
+        dt = jnp.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = jnp.maximum(dt, dt_init_floor)
+        self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))  # softplus^-1(dt), float32
+
+        self.A_log = nnx.Param(jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=f32), (e, n))))
+        self.D = nnx.Param(jnp.ones((e,), f32))
+        self.out_proj = nnx.Linear(e, d_model, use_bias=bias, kernel_init=_torch_default_init, **lin)
+
+    # ------------------------------------------------------------------ helpers
+    def _impl(self, implementation):
+        return self.implementation if implementation is ... else implementation
+
+    def _conv_params(self):
+        return self.conv_weight[...], (None if self.conv_bias is None else self.conv_bias[...])
+
+    def _A(self):
+        return -jnp.exp(self.A_log[...].astype(f32))
+
+    def _ssm_inputs(self, xc):
+        """xc [..., e] -> (dt before bias [..., e], B [..., n], C [..., n]), all in xc's dtype."""
+        x_dbl = self.x_proj(xc).astype(xc.dtype)
+        r, n = self.dt_rank, self.d_state
+        dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + n], x_dbl[..., r + n:]
+        return self.dt_proj(dt_low).astype(xc.dtype), B, C
+
+    def init_state(self, batch: int, dtype=None):
+        """Zero decode state: (conv_state [b, e, w-1] in `dtype` (default self.dtype or float32),
+        ssm_state [b, e, n] float32)."""
+        dtype = dtype or self.dtype or f32
+        return (jnp.zeros((batch, self.d_inner, self.d_conv - 1), dtype),
+                jnp.zeros((batch, self.d_inner, self.d_state), f32))
+
+    # ------------------------------------------------------------------ forward
+    def __call__(self, x, mask=None, *, return_state: bool = False, implementation=...):
+        """Full-sequence forward.
+
+        Args:
+          x: [b, l, d] activations.
+          mask: optional [b, l] bool, True at real tokens. Padded positions leave the state untouched
+            (their conv input is zeroed and their dt is 0), so a LEFT-padded row gives exactly the
+            outputs and final state of the unpadded sequence. Outputs at padded positions are junk.
+          return_state: also return (conv_state [b, e, w-1] in the activation dtype,
+            ssm_state [b, e, n] float32), the state after the last position, from the ops.
+          implementation: None | "ffi" | "xla"; default self.implementation.
+
+        Returns:
+          y [b, l, d] in the activation dtype, or (y, (conv_state, ssm_state)).
+        """
+        impl = self._impl(implementation)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        xz = self.in_proj(x)
+        act_dtype = xz.dtype
+        xi, z = xz[..., :self.d_inner], xz[..., self.d_inner:]
+        if mask is not None:
+            xi = jnp.where(mask[..., None], xi, jnp.zeros((), act_dtype))
+        w, b = self._conv_params()
+        xc, conv_state = ops.causal_conv1d(xi, w, b, activation="silu", return_final_state=True,
+                                           implementation=impl)
+        dt, B, C = self._ssm_inputs(xc)
+        A, D, dt_bias = self._A(), self.D[...], self.dt_bias[...]
+        if mask is None:
+            y, ssm_state = ops.selective_scan(xc, dt, A, B, C, D, z, dt_bias, delta_softplus=True,
+                                              return_last_state=True, implementation=impl)
+        else:
+            # dt = 0 at padded positions: exp(0 * A) = 1 and dt * B * u = 0 leave the state as it was.
+            dt = softplus(dt.astype(f32) + dt_bias.astype(f32)) * mask[..., None].astype(f32)
+            y, ssm_state = ops.selective_scan(xc, dt.astype(act_dtype), A, B, C, D, z, None,
+                                              delta_softplus=False, return_last_state=True,
+                                              implementation=impl)
+        out = self.out_proj(y).astype(act_dtype)
+        return (out, (conv_state, ssm_state)) if return_state else out
+
+    def step(self, x, conv_state, ssm_state, *, implementation=...):
+        """One decode step.
+
+        Args:
+          x: [b, d] activations of the new token.
+          conv_state: [b, e, w-1] in the activation dtype (previous conv inputs, oldest first).
+          ssm_state: [b, e, n] float32.
+
+        Returns:
+          (y [b, d], new conv_state, new ssm_state).
+        """
+        impl = self._impl(implementation)
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        xz = self.in_proj(x)
+        act_dtype = xz.dtype
+        xi, z = xz[..., :self.d_inner], xz[..., self.d_inner:]
+        w, b = self._conv_params()
+        xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
+                                                  implementation=impl)
+        dt, B, C = self._ssm_inputs(xc)
+        y, ssm_state = ops.selective_state_update(ssm_state, xc, dt, self._A(), B, C, self.D[...], z,
+                                                  self.dt_bias[...], dt_softplus=True, implementation=impl)
+        return self.out_proj(y).astype(act_dtype), conv_state, ssm_state
