@@ -2,6 +2,7 @@
 
 from . import ops
 from .ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from .loading import from_pretrained  # imports flax only when called
 
 __version__ = "0.1.0"
 
@@ -11,4 +12,22 @@ __all__ = [
     "selective_state_update",
     "causal_conv1d",
     "causal_conv1d_update",
+    "from_pretrained",
+    "nn",
+    "MambaConfig",
+    "MambaMixer",
+    "MambaLM",
+    "MambaCache",
 ]
+
+_NN_NAMES = ("MambaConfig", "MambaMixer", "MambaLM", "MambaCache")
+
+
+def __getattr__(name):
+    # mamba_jax.nn (and so flax) is imported on first use, keeping `import mamba_jax` light.
+    if name == "nn" or name in _NN_NAMES:
+        import importlib
+
+        nn = importlib.import_module(".nn", __name__)
+        return nn if name == "nn" else getattr(nn, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
