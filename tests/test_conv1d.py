@@ -1,0 +1,229 @@
+"""causal_conv1d and causal_conv1d_update against the float64 oracle: every implementation, widths
+2..8, odd sizes, options, dtypes, jit, prefill -> decode hand-off, vmap and gradients."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import oracle
+from conftest import ConvCase, assert_close, conv_inputs, conv_update_inputs, rows, tolerance
+from mamba_jax.ops import causal_conv1d, causal_conv1d_update
+
+BASE = ConvCase()  # B2-L63-D96-W4-f32 with bias and silu
+BF16, F16 = jnp.bfloat16, jnp.float16
+CONV_NAMES = ("x", "weight", "bias", "initial_state")
+UPDATE_NAMES = ("x", "conv_state", "weight", "bias")
+
+CONV_CASES = rows(
+    BASE,
+    {},
+    {"seqlen": 1}, {"seqlen": 2}, {"seqlen": 113},
+    {"dim": 40}, {"dim": 200}, {"dim": 5},
+    {"width": 2}, {"width": 3}, {"width": 8},
+    {"bias": False}, {"silu": False}, {"bias": False, "silu": False}, {"init": True},
+    # seqlen shorter than width - 1: the final state reaches back into the initial state
+    {"init": True, "seqlen": 1}, {"init": True, "seqlen": 2}, {"init": True, "seqlen": 5, "width": 8},
+    {"batch": 1}, {"batch": 3, "init": True, "width": 3},
+    {"dtype": BF16}, {"dtype": F16},
+    {"dtype": BF16, "init": True, "width": 2, "seqlen": 113},
+    {"dtype": F16, "init": True, "seqlen": 2, "dim": 40, "width": 8},
+    {"dtype": BF16, "silu": False, "bias": False, "seqlen": 1},
+)
+CONV_LONG = rows(ConvCase(batch=1, seqlen=2048, dim=40), {}, {"dtype": BF16, "init": True})
+
+UPDATE_BASE = ConvCase(seqlen=1)
+UPDATE_CASES = rows(
+    UPDATE_BASE,
+    {},
+    {"dim": 40}, {"dim": 200}, {"dim": 5},
+    {"width": 2}, {"width": 3}, {"width": 8},
+    {"bias": False}, {"silu": False}, {"bias": False, "silu": False},
+    {"batch": 1}, {"batch": 7},
+    {"dtype": BF16}, {"dtype": F16},
+    {"dtype": BF16, "width": 2, "dim": 40}, {"dtype": F16, "width": 8, "silu": False},
+)
+
+
+def _act(case):
+    return "silu" if case.silu else None
+
+
+def run_conv(impl, inputs, activation, jit=True):
+    fn = functools.partial(causal_conv1d, activation=activation, return_final_state=True, implementation=impl)
+    return (jax.jit(fn) if jit else fn)(**inputs)
+
+
+def run_update(impl, inputs, activation, jit=True):
+    fn = functools.partial(causal_conv1d_update, activation=activation, implementation=impl)
+    return (jax.jit(fn) if jit else fn)(**inputs)
+
+
+def check_conv(case, impl, inputs, y, final):
+    y_ref, final_ref = oracle.causal_conv1d(**inputs, activation=_act(case))
+    assert y.dtype == case.dtype and final.dtype == case.dtype
+    assert_close(y, y_ref, case.dtype, "out", f"{impl} y")
+    assert_close(final, final_ref, case.dtype, "conv_state", f"{impl} final_state")
+
+
+def check_update(case, impl, inputs, y, new_state):
+    y_ref, state_ref = oracle.causal_conv1d_update(**inputs, activation=_act(case))
+    assert y.dtype == case.dtype and new_state.dtype == case.dtype
+    assert_close(y, y_ref, case.dtype, "out", f"{impl} y")
+    assert_close(new_state, state_ref, case.dtype, "conv_state", f"{impl} new_conv_state")
+
+
+@pytest.mark.parametrize("case", CONV_CASES + CONV_LONG)
+def test_conv_matches_oracle(case, impl, rng):
+    inputs = conv_inputs(rng, case)
+    y, final = run_conv(impl, inputs, _act(case))
+    check_conv(case, impl, inputs, y, final)
+
+
+@pytest.mark.parametrize("case", UPDATE_CASES)
+def test_update_matches_oracle(case, impl, rng):
+    inputs = conv_update_inputs(rng, case)
+    y, new_state = run_update(impl, inputs, _act(case))
+    check_update(case, impl, inputs, y, new_state)
+
+
+@pytest.mark.parametrize("case", rows(BASE, {"init": True}, {"dtype": BF16, "width": 3}))
+def test_eager(case, impl, rng):
+    inputs = conv_inputs(rng, case)
+    y, final = run_conv(impl, inputs, _act(case), jit=False)
+    check_conv(case, impl, inputs, y, final)
+    y_only = causal_conv1d(**inputs, activation=_act(case), implementation=impl)
+    np.testing.assert_array_equal(np.asarray(y_only, np.float32), np.asarray(y, np.float32))
+    u_inputs = conv_update_inputs(rng, case)
+    y_u, state_u = run_update(impl, u_inputs, _act(case), jit=False)
+    check_update(case, impl, u_inputs, y_u, state_u)
+
+
+def test_swish_is_silu(impl, rng):
+    case = ConvCase(seqlen=7, dim=40)
+    inputs = conv_inputs(rng, case)
+    y = causal_conv1d(**inputs, activation="swish", implementation=impl)
+    assert_close(y, oracle.causal_conv1d(**inputs, activation="silu")[0], case.dtype, "out", f"{impl} swish")
+
+
+@pytest.mark.parametrize("case", rows(ConvCase(seqlen=12, dim=40, init=True), {}, {"dtype": BF16, "width": 2}))
+def test_prefill_then_decode(case, impl, rng):
+    """causal_conv1d on the first steps, then causal_conv1d_update from its final state, step by
+    step in a jitted lax.scan, reproduce the oracle's conv over the whole sequence."""
+    inputs = conv_inputs(rng, case)
+    split = 5
+    act = _act(case)
+
+    @jax.jit
+    def prefill_decode(x, weight, bias, initial_state):
+        y0, state = causal_conv1d(x[:, :split], weight, bias, activation=act, initial_state=initial_state,
+                                  return_final_state=True, implementation=impl)
+
+        def step(s, x_t):
+            y_t, s = causal_conv1d_update(x_t, s, weight, bias, activation=act, implementation=impl)
+            return s, y_t
+
+        state, ys = jax.lax.scan(step, state, jnp.swapaxes(x[:, split:], 0, 1))
+        return jnp.concatenate([y0, jnp.swapaxes(ys, 0, 1)], axis=1), state
+
+    y, final = prefill_decode(*(inputs[k] for k in CONV_NAMES))
+    check_conv(case, impl, inputs, y, final)
+
+
+# ---------------------------------------------------------------------------------------------
+# vmap: a leading axis on the activations (and states), then on the weight too.
+# ---------------------------------------------------------------------------------------------
+VMAP_CASES = rows(ConvCase(seqlen=9, dim=40, init=True), {}, {"dtype": BF16, "width": 3})
+
+
+def _stacked(draw, names, nv, batched_params):
+    draws = [draw() for _ in range(nv)]
+    stacked = {k: jnp.stack([d[k] for d in draws]) for k in names}
+    unbatched = () if batched_params else ("weight", "bias")
+    stacked.update({k: stacked[k][0] for k in unbatched})
+    in_axes = tuple(None if k in unbatched else 0 for k in names)
+    slices = [{k: (stacked[k][i] if a == 0 else stacked[k]) for k, a in zip(names, in_axes)} for i in range(nv)]
+    return stacked, in_axes, slices
+
+
+@pytest.mark.parametrize("batched_params", [False, True], ids=["acts", "acts+weight"])
+@pytest.mark.parametrize("case", VMAP_CASES)
+def test_vmap(case, impl, batched_params, rng):
+    nv = 3
+    act = _act(case)
+    stacked, in_axes, slices = _stacked(lambda: conv_inputs(rng, case), CONV_NAMES, nv, batched_params)
+    f = lambda x, w, b, s: causal_conv1d(x, w, b, activation=act, initial_state=s, return_final_state=True,
+                                         implementation=impl)
+    y, final = jax.jit(jax.vmap(f, in_axes=in_axes))(*(stacked[k] for k in CONV_NAMES))
+    for i, one in enumerate(slices):
+        y_ref, final_ref = oracle.causal_conv1d(**one, activation=act)
+        assert_close(y[i], y_ref, case.dtype, "out", f"{impl} vmap[{i}] y")
+        assert_close(final[i], final_ref, case.dtype, "conv_state", f"{impl} vmap[{i}] final_state")
+
+    stacked, in_axes, slices = _stacked(lambda: conv_update_inputs(rng, case), UPDATE_NAMES, nv, batched_params)
+    g = functools.partial(causal_conv1d_update, activation=act, implementation=impl)
+    y, new_state = jax.jit(jax.vmap(g, in_axes=in_axes))(*(stacked[k] for k in UPDATE_NAMES))
+    for i, one in enumerate(slices):
+        y_ref, state_ref = oracle.causal_conv1d_update(**one, activation=act)
+        assert_close(y[i], y_ref, case.dtype, "out", f"{impl} update vmap[{i}] y")
+        assert_close(new_state[i], state_ref, case.dtype, "conv_state", f"{impl} update vmap[{i}] state")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients (float32, small sizes).
+# ---------------------------------------------------------------------------------------------
+GRAD_CASE = ConvCase(batch=2, seqlen=6, dim=5, width=4, init=True)
+
+
+def test_check_grads(impl, rng):
+    rtol, atol = tolerance(jnp.float32, "check_grads")
+    inputs = conv_inputs(rng, GRAD_CASE)
+    f = lambda x, w, b, s: causal_conv1d(x, w, b, activation="silu", initial_state=s, return_final_state=True,
+                                         implementation=impl)
+    check_grads(jax.jit(f), tuple(inputs[k] for k in CONV_NAMES), order=1, modes=["rev"], atol=atol, rtol=rtol)
+    u_inputs = conv_update_inputs(rng, GRAD_CASE)
+    g = functools.partial(causal_conv1d_update, activation="silu", implementation=impl)
+    check_grads(jax.jit(g), tuple(u_inputs[k] for k in UPDATE_NAMES), order=1, modes=["rev"], atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("activation", ["silu", None], ids=["silu", "linear"])
+def test_grad_matches_oracle(impl, activation, rng):
+    inputs = conv_inputs(rng, GRAD_CASE)
+    gy = rng.normal(size=inputs["x"].shape)
+    gs = rng.normal(size=inputs["initial_state"].shape)
+
+    def loss(*a):
+        y, final = causal_conv1d(*a[:3], activation=activation, initial_state=a[3], return_final_state=True,
+                                 implementation=impl)
+        return jnp.sum(y * gy) + jnp.sum(final * gs)
+
+    def loss_ref(**kw):
+        y, final = oracle.causal_conv1d(**kw, activation=activation)
+        return np.sum(y * gy) + np.sum(final * gs)
+
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))(*(inputs[k] for k in CONV_NAMES))
+    ref = oracle.numerical_grad(loss_ref, inputs)
+    for k, g in zip(CONV_NAMES, grads):
+        assert_close(g, ref[k], jnp.float32, "grad", f"{impl} conv d/d{k}")
+
+    u_inputs = conv_update_inputs(rng, GRAD_CASE)
+    gy = rng.normal(size=u_inputs["x"].shape)
+    gs = rng.normal(size=u_inputs["conv_state"].shape)
+
+    def u_loss(*a):
+        y, s = causal_conv1d_update(*a, activation=activation, implementation=impl)
+        return jnp.sum(y * gy) + jnp.sum(s * gs)
+
+    def u_loss_ref(**kw):
+        y, s = oracle.causal_conv1d_update(**kw, activation=activation)
+        return np.sum(y * gy) + np.sum(s * gs)
+
+    grads = jax.jit(jax.grad(u_loss, argnums=(0, 1, 2, 3)))(*(u_inputs[k] for k in UPDATE_NAMES))
+    ref = oracle.numerical_grad(u_loss_ref, u_inputs)
+    for k, g in zip(UPDATE_NAMES, grads):
+        assert_close(g, ref[k], jnp.float32, "grad", f"{impl} update d/d{k}")

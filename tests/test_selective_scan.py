@@ -1,0 +1,187 @@
+"""selective_scan against the float64 oracle: every implementation, odd sizes, options, dtypes,
+jit, eager, vmap and gradients."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import oracle
+from conftest import ScanCase, assert_close, rows, scan_inputs, tolerance
+from mamba_jax.ops import selective_scan, selective_state_update
+
+BASE = ScanCase()  # B2-L63-D96-N16-G1-f32, with D, z, delta_bias, softplus
+BF16, F16 = jnp.bfloat16, jnp.float16
+
+CASES = rows(
+    BASE,
+    {},
+    # seqlen
+    {"seqlen": 1}, {"seqlen": 2}, {"seqlen": 113},
+    # dim not a multiple of 32, and one that is not a multiple of 8
+    {"dim": 40}, {"dim": 200}, {"dim": 36, "ngroups": 2},
+    # dstate, up to the limit
+    {"dstate": 1}, {"dstate": 64}, {"dstate": 256, "seqlen": 17},
+    # B/C layouts: no group axis (the Mamba-1 form), 2 and 4 groups
+    {"ngroups": 0}, {"ngroups": 2}, {"ngroups": 4},
+    # each option off in turn, then all off; initial state on
+    {"D": False}, {"z": False}, {"bias": False}, {"softplus": False},
+    {"D": False, "z": False, "bias": False, "softplus": False}, {"init": True},
+    {"batch": 1}, {"batch": 3, "init": True, "ngroups": 2},
+    # every activation dtype, on the base case and on rows with the other features
+    {"dtype": BF16}, {"dtype": F16},
+    {"dtype": BF16, "seqlen": 113, "ngroups": 2, "init": True},
+    {"dtype": F16, "seqlen": 2, "dim": 40, "dstate": 64, "init": True},
+    {"dtype": BF16, "seqlen": 1, "ngroups": 0, "z": False},
+    {"dtype": F16, "softplus": False, "bias": False, "ngroups": 0},
+)
+
+LONG = rows(
+    ScanCase(batch=1, seqlen=2048, dim=40),
+    {}, {"dtype": BF16, "ngroups": 2, "init": True},
+)
+
+
+def run_scan(impl, inputs, softplus, jit=True):
+    fn = functools.partial(selective_scan, delta_softplus=softplus, return_last_state=True,
+                           implementation=impl)
+    return (jax.jit(fn) if jit else fn)(**inputs)
+
+
+def oracle_scan(inputs, softplus):
+    return oracle.selective_scan(**inputs, delta_softplus=softplus)
+
+
+def check_against_oracle(case, impl, inputs, y, last):
+    y_ref, last_ref = oracle_scan(inputs, case.softplus)
+    assert y.dtype == case.dtype and last.dtype == jnp.float32
+    assert_close(y, y_ref, case.dtype, "out", f"{impl} y")
+    assert_close(last, last_ref, case.dtype, "state", f"{impl} last_state")
+
+
+@pytest.mark.parametrize("case", CASES + LONG)
+def test_matches_oracle(case, impl, rng):
+    inputs = scan_inputs(rng, case)
+    y, last = run_scan(impl, inputs, case.softplus)
+    check_against_oracle(case, impl, inputs, y, last)
+
+
+@pytest.mark.parametrize("case", rows(BASE, {"init": True}, {"dtype": BF16, "ngroups": 2}))
+def test_eager(case, impl, rng):
+    inputs = scan_inputs(rng, case)
+    y, last = run_scan(impl, inputs, case.softplus, jit=False)
+    check_against_oracle(case, impl, inputs, y, last)
+    # Without return_last_state only y comes back.
+    y_only = selective_scan(**inputs, delta_softplus=case.softplus, implementation=impl)
+    np.testing.assert_array_equal(np.asarray(y_only, np.float32), np.asarray(y, np.float32))
+
+
+def test_softplus_both_branches(impl, rng):
+    """delta + delta_bias spread over [-30, 30]: the kernels switch to dt = x above 20."""
+    case = ScanCase(batch=1, seqlen=24, dim=40, dstate=8)
+    inputs = scan_inputs(rng, case)
+    inputs["delta"] = jnp.asarray(rng.uniform(-30.0, 30.0, inputs["u"].shape), jnp.float32)
+    inputs["A"] = inputs["A"] * 0.01  # keep exp(dt * A) away from 0 so that every step counts
+    y, last = run_scan(impl, inputs, True)
+    check_against_oracle(case, impl, inputs, y, last)
+
+
+def test_prefill_state_feeds_decode(impl, rng):
+    """Scanning L - 1 steps, then one selective_state_update from the returned state, gives the
+    same last output and state as the oracle on the whole sequence."""
+    case = ScanCase(seqlen=9, ngroups=2, init=True)
+    inputs = scan_inputs(rng, case)
+    head = {k: (v[:, :-1] if k in ("u", "delta", "B", "C", "z") else v) for k, v in inputs.items()}
+    _, state = run_scan(impl, head, True)
+    y_last, new_state = jax.jit(functools.partial(selective_state_update, dt_softplus=True,
+                                                  implementation=impl))(
+        state, inputs["u"][:, -1], inputs["delta"][:, -1], inputs["A"], inputs["B"][:, -1],
+        inputs["C"][:, -1], inputs["D"], inputs["z"][:, -1], inputs["delta_bias"])
+    y_ref, last_ref = oracle_scan(inputs, True)
+    assert_close(y_last, y_ref[:, -1], case.dtype, "out", f"{impl} decode y")
+    assert_close(new_state, last_ref, case.dtype, "state", f"{impl} decode state")
+
+
+# ---------------------------------------------------------------------------------------------
+# vmap: a leading axis on the activations, then on a parameter (A) too.
+# ---------------------------------------------------------------------------------------------
+VMAP_CASES = rows(ScanCase(batch=2, seqlen=13, dim=40, dstate=8, init=True),
+                  {}, {"dtype": BF16, "ngroups": 2})
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def _stack(rng, case, nv):
+    draws = [scan_inputs(rng, case) for _ in range(nv)]
+    return {k: jnp.stack([d[k] for d in draws]) for k in NAMES}
+
+
+@pytest.mark.parametrize("batched_params", [False, True], ids=["acts", "acts+A"])
+@pytest.mark.parametrize("case", VMAP_CASES)
+def test_vmap(case, impl, batched_params, rng):
+    nv = 3
+    stacked = _stack(rng, case, nv)
+    params = ("A",) if batched_params else ("A", "D", "delta_bias")
+    if not batched_params:
+        stacked.update({k: stacked[k][0] for k in params})
+    in_axes = tuple(None if (k in params and not batched_params) else 0 for k in NAMES)
+
+    def f(*args):
+        return selective_scan(*args[:8], delta_softplus=True, initial_state=args[8],
+                              return_last_state=True, implementation=impl)
+
+    y, last = jax.jit(jax.vmap(f, in_axes=in_axes))(*(stacked[k] for k in NAMES))
+    assert y.shape == (nv,) + stacked["u"].shape[1:]
+    for i in range(nv):
+        one = {k: (stacked[k][i] if a == 0 else stacked[k]) for k, a in zip(NAMES, in_axes)}
+        y_ref, last_ref = oracle_scan(one, True)
+        assert_close(y[i], y_ref, case.dtype, "out", f"{impl} vmap[{i}] y")
+        assert_close(last[i], last_ref, case.dtype, "state", f"{impl} vmap[{i}] last_state")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients (float32, small sizes): check_grads, and every input's gradient against float64
+# central differences of the oracle.
+# ---------------------------------------------------------------------------------------------
+GRAD_CASE = ScanCase(batch=2, seqlen=5, dim=6, dstate=3, ngroups=2, init=True)
+
+
+def test_check_grads(impl, rng):
+    inputs = scan_inputs(rng, GRAD_CASE)
+    args = tuple(inputs[k] for k in NAMES)
+
+    def f(*a):
+        return selective_scan(*a[:8], delta_softplus=True, initial_state=a[8], return_last_state=True,
+                              implementation=impl)
+
+    rtol, atol = tolerance(jnp.float32, "check_grads")
+    check_grads(jax.jit(f), args, order=1, modes=["rev"], atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("softplus", [True, False], ids=["softplus", "no-softplus"])
+def test_grad_matches_oracle(impl, softplus, rng):
+    case = dataclasses.replace(GRAD_CASE, softplus=softplus)
+    inputs = scan_inputs(rng, case)
+    gy = rng.normal(size=inputs["u"].shape)
+    gs = rng.normal(size=inputs["initial_state"].shape)
+
+    def loss(*a):
+        y, last = selective_scan(*a[:8], delta_softplus=softplus, initial_state=a[8],
+                                 return_last_state=True, implementation=impl)
+        return jnp.sum(y * gy) + jnp.sum(last * gs)
+
+    grads = jax.jit(jax.grad(loss, argnums=tuple(range(len(NAMES)))))(*(inputs[k] for k in NAMES))
+
+    def loss_ref(**kw):
+        y, last = oracle_scan(kw, softplus)
+        return np.sum(y * gy) + np.sum(last * gs)
+
+    ref = oracle.numerical_grad(loss_ref, {k: inputs[k] for k in NAMES})
+    for k, g in zip(NAMES, grads):
+        assert_close(g, ref[k], jnp.float32, "grad", f"{impl} d/d{k}")
+
