@@ -74,14 +74,16 @@ def as_param_f32(op: str, name: str, x):
     return jnp.asarray(x, jnp.float32)
 
 
-def check_dstate(op: str, dstate: int) -> None:
+def check_dstate(op: str, dstate: int, name: str | None = None, shape: tuple | None = None) -> None:
     if not 1 <= dstate <= MAX_DSTATE:
-        raise ValueError(f"{op}: dstate is {dstate}, expected 1 <= dstate <= {MAX_DSTATE}")
+        where = f" ({name} has shape {tuple(shape)})" if name is not None else ""
+        raise ValueError(f"{op}: dstate is {dstate}{where}, expected 1 <= dstate <= {MAX_DSTATE}")
 
 
-def check_width(op: str, width: int) -> None:
+def check_width(op: str, width: int, shape: tuple | None = None) -> None:
     if not MIN_CONV_WIDTH <= width <= MAX_CONV_WIDTH:
-        raise ValueError(f"{op}: weight width is {width}, expected {MIN_CONV_WIDTH} <= width <= {MAX_CONV_WIDTH}")
+        where = f" (weight has shape {tuple(shape)})" if shape is not None else ""
+        raise ValueError(f"{op}: weight width is {width}{where}, expected {MIN_CONV_WIDTH} <= width <= {MAX_CONV_WIDTH}")
 
 
 def check_activation(op: str, activation) -> bool:

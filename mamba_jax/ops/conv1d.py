@@ -57,7 +57,7 @@ def _check_weight(op, weight, bias, dim):
         raise ValueError(f"{op}: weight has shape {None if weight is None else np.shape(weight)}, "
                          f"expected [dim, width] with dim = {dim}")
     width = np.shape(weight)[1]
-    ck.check_width(op, width)
+    ck.check_width(op, width, np.shape(weight))
     bias = ck.as_param_f32(op, "bias", bias)
     if bias is not None:
         ck.check_array(op, "bias", bias, (dim,), "[dim]")

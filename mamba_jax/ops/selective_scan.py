@@ -88,7 +88,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, delta_
     if A is None or np.ndim(A) != 2 or np.shape(A)[0] != dim:
         raise ValueError(f"{_OP}: A has shape {np.shape(A) if A is not None else None}, expected [dim, dstate] with dim = {dim}")
     dstate = np.shape(A)[1]
-    ck.check_dstate(_OP, dstate)
+    ck.check_dstate(_OP, dstate, "A", np.shape(A))
     B, _ = ck.check_groups(_OP, "B", B, batch, (seqlen,), dim, dstate)
     C, _ = ck.check_groups(_OP, "C", C, batch, (seqlen,), dim, dstate)
     if np.shape(B) != np.shape(C):
@@ -161,7 +161,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     ck.check_impl(op, implementation)
     batch, dim, dstate = ck.check_rank(op, "state", state, 3, "[batch, dim, dstate]")
     ck.check_float32(op, "state", state)
-    ck.check_dstate(op, dstate)
+    ck.check_dstate(op, dstate, "state", np.shape(state))
     ck.check_array(op, "x", x, (batch, dim), "[batch, dim]")
     ck.check_activation_dtype(op, "x", x)
     ck.check_array(op, "dt", dt, (batch, dim), "[batch, dim]")
