@@ -1,0 +1,312 @@
+"""Bad input: the public ops raise ValueError/TypeError naming the argument and the shapes before
+anything is lowered, and the C++ handlers, called directly with inconsistent operands (bypassing
+the Python checks), return InvalidArgument, which XLA raises with the handler's message."""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mamba_jax import ops
+from mamba_jax.ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+
+BATCH, SEQLEN, DIM, N, W = 2, 8, 6, 4, 4
+F32, BF16 = jnp.float32, jnp.bfloat16
+
+
+def zeros(*shape, dtype=F32):
+    return jnp.zeros(shape, dtype)
+
+
+def scan_args(**change):
+    args = dict(u=zeros(BATCH, SEQLEN, DIM), delta=zeros(BATCH, SEQLEN, DIM), A=-jnp.ones((DIM, N)),
+                B=zeros(BATCH, SEQLEN, N), C=zeros(BATCH, SEQLEN, N), D=zeros(DIM), z=zeros(BATCH, SEQLEN, DIM),
+                delta_bias=zeros(DIM), initial_state=zeros(BATCH, DIM, N))
+    return {**args, **change}
+
+
+def update_args(**change):
+    args = dict(state=zeros(BATCH, DIM, N), x=zeros(BATCH, DIM), dt=zeros(BATCH, DIM), A=-jnp.ones((DIM, N)),
+                B=zeros(BATCH, N), C=zeros(BATCH, N), D=zeros(DIM), z=zeros(BATCH, DIM), dt_bias=zeros(DIM))
+    return {**args, **change}
+
+
+def conv_args(**change):
+    args = dict(x=zeros(BATCH, SEQLEN, DIM), weight=zeros(DIM, W), bias=zeros(DIM),
+                initial_state=zeros(BATCH, DIM, W - 1))
+    return {**args, **change}
+
+
+def conv_update_args(**change):
+    args = dict(x=zeros(BATCH, DIM), conv_state=zeros(BATCH, DIM, W - 1), weight=zeros(DIM, W), bias=zeros(DIM))
+    return {**args, **change}
+
+
+def shape_re(*shape) -> str:
+    return re.escape(str(tuple(shape)))
+
+
+# (id, op, arguments, extra keyword options, exception, pattern the message must match)
+CASES = [
+    # selective_scan: rank, sizes
+    ("scan-u-rank", selective_scan, scan_args(u=zeros(BATCH, DIM)), {}, ValueError,
+     r"selective_scan: u has shape \(2, 6\) \(rank 2\), expected rank 3: \[batch, seqlen, dim\]"),
+    ("scan-delta-seqlen", selective_scan, scan_args(delta=zeros(BATCH, 7, DIM)), {}, ValueError,
+     r"delta has shape " + shape_re(2, 7, 6) + r", expected \[batch, seqlen, dim\] = " + shape_re(2, 8, 6)),
+    ("scan-A-dim", selective_scan, scan_args(A=zeros(5, N)), {}, ValueError,
+     r"A has shape " + shape_re(5, 4) + r", expected \[dim, dstate\] with dim = 6"),
+    ("scan-A-rank", selective_scan, scan_args(A=zeros(DIM)), {}, ValueError, r"A has shape \(6,\)"),
+    ("scan-B-seqlen", selective_scan, scan_args(B=zeros(BATCH, 7, N)), {}, ValueError,
+     r"B has shape " + shape_re(2, 7, 4) + r", expected \[batch, seqlen, dstate\] = " + shape_re(2, 8, 4)),
+    ("scan-C-dstate", selective_scan, scan_args(C=zeros(BATCH, SEQLEN, 5)), {}, ValueError,
+     r"C has shape " + shape_re(2, 8, 5) + r", expected .* = " + shape_re(2, 8, 4)),
+    ("scan-B-rank", selective_scan, scan_args(B=zeros(SEQLEN, N)), {}, ValueError,
+     r"B has shape \(8, 4\), expected \[batch, seqlen, dstate\] or \[batch, seqlen, ngroups, dstate\]"),
+    ("scan-BC-groups-differ", selective_scan,
+     scan_args(B=zeros(BATCH, SEQLEN, 2, N), C=zeros(BATCH, SEQLEN, 1, N)), {}, ValueError,
+     r"B has shape " + shape_re(2, 8, 2, 4) + r" but C has shape " + shape_re(2, 8, 1, 4)),
+    ("scan-ngroups-4", selective_scan, scan_args(B=zeros(BATCH, SEQLEN, 4, N), C=zeros(BATCH, SEQLEN, 4, N)), {},
+     ValueError, r"B has ngroups = 4, which must divide dim = 6"),
+    ("scan-D", selective_scan, scan_args(D=zeros(5)), {}, ValueError,
+     r"D has shape \(5,\), expected \[dim\] = \(6,\)"),
+    ("scan-z", selective_scan, scan_args(z=zeros(BATCH, SEQLEN, 5)), {}, ValueError,
+     r"z has shape " + shape_re(2, 8, 5) + r", expected \[batch, seqlen, dim\] = " + shape_re(2, 8, 6)),
+    ("scan-delta_bias", selective_scan, scan_args(delta_bias=zeros(DIM, 1)), {}, ValueError,
+     r"delta_bias has shape \(6, 1\), expected \[dim\] = \(6,\)"),
+    ("scan-initial_state", selective_scan, scan_args(initial_state=zeros(BATCH, DIM, 5)), {}, ValueError,
+     r"initial_state has shape " + shape_re(2, 6, 5) + r", expected \[batch, dim, dstate\] = " + shape_re(2, 6, 4)),
+    ("scan-dstate-0", selective_scan,
+     scan_args(A=zeros(DIM, 0), B=zeros(BATCH, SEQLEN, 0), C=zeros(BATCH, SEQLEN, 0), initial_state=None), {},
+     ValueError, r"dstate is 0 \(A has shape \(6, 0\)\), expected 1 <= dstate <= 256"),
+    ("scan-dstate-257", selective_scan,
+     scan_args(A=zeros(DIM, 257), B=zeros(BATCH, SEQLEN, 257), C=zeros(BATCH, SEQLEN, 257), initial_state=None),
+     {}, ValueError, r"dstate is 257 \(A has shape \(6, 257\)\), expected 1 <= dstate <= 256"),
+    # selective_scan: dtypes
+    ("scan-u-int32", selective_scan, scan_args(u=zeros(BATCH, SEQLEN, DIM, dtype=jnp.int32)), {}, TypeError,
+     r"u has dtype int32, expected one of float32, bfloat16, float16"),
+    ("scan-delta-bf16", selective_scan, scan_args(delta=zeros(BATCH, SEQLEN, DIM, dtype=BF16)), {}, TypeError,
+     r"delta has dtype bfloat16, expected float32 \(the dtype of u\)"),
+    ("scan-B-bf16", selective_scan, scan_args(B=zeros(BATCH, SEQLEN, N, dtype=BF16)), {}, TypeError,
+     r"B has dtype bfloat16, expected float32"),
+    ("scan-z-f16", selective_scan, scan_args(z=zeros(BATCH, SEQLEN, DIM, dtype=jnp.float16)), {}, TypeError,
+     r"z has dtype float16, expected float32"),
+    ("scan-initial_state-bf16", selective_scan, scan_args(initial_state=zeros(BATCH, DIM, N, dtype=BF16)), {},
+     TypeError, r"initial_state has dtype bfloat16, expected float32"),
+    ("scan-A-int32", selective_scan, scan_args(A=zeros(DIM, N, dtype=jnp.int32)), {}, TypeError,
+     r"A has dtype int32, expected a floating dtype"),
+    ("scan-implementation", selective_scan, scan_args(), {"implementation": "cuda"}, ValueError,
+     r"selective_scan: implementation must be one of None, 'ffi', 'xla'; got 'cuda'"),
+    # selective_state_update
+    ("update-state-rank", selective_state_update, update_args(state=zeros(BATCH, DIM)), {}, ValueError,
+     r"state has shape \(2, 6\) \(rank 2\), expected rank 3: \[batch, dim, dstate\]"),
+    ("update-x", selective_state_update, update_args(x=zeros(BATCH, 5)), {}, ValueError,
+     r"x has shape \(2, 5\), expected \[batch, dim\] = \(2, 6\)"),
+    ("update-dt", selective_state_update, update_args(dt=zeros(3, DIM)), {}, ValueError,
+     r"dt has shape \(3, 6\), expected \[batch, dim\] = \(2, 6\)"),
+    ("update-A", selective_state_update, update_args(A=zeros(DIM, 5)), {}, ValueError,
+     r"A has shape \(6, 5\), expected \[dim, dstate\] = \(6, 4\)"),
+    ("update-B", selective_state_update, update_args(B=zeros(BATCH, 5)), {}, ValueError,
+     r"B has shape \(2, 5\), expected \[batch, dstate\] = \(2, 4\)"),
+    ("update-C-groups", selective_state_update, update_args(B=zeros(BATCH, 4, N), C=zeros(BATCH, 4, N)), {},
+     ValueError, r"B has ngroups = 4, which must divide dim = 6"),
+    ("update-z", selective_state_update, update_args(z=zeros(BATCH, DIM, 1)), {}, ValueError,
+     r"z has shape \(2, 6, 1\), expected \[batch, dim\] = \(2, 6\)"),
+    ("update-dt_bias", selective_state_update, update_args(dt_bias=zeros(7)), {}, ValueError,
+     r"dt_bias has shape \(7,\), expected \[dim\] = \(6,\)"),
+    ("update-dstate-0", selective_state_update,
+     update_args(state=zeros(BATCH, DIM, 0), A=zeros(DIM, 0), B=zeros(BATCH, 0), C=zeros(BATCH, 0)), {},
+     ValueError, r"dstate is 0 \(state has shape \(2, 6, 0\)\)"),
+    ("update-dstate-257", selective_state_update,
+     update_args(state=zeros(BATCH, DIM, 257), A=zeros(DIM, 257), B=zeros(BATCH, 257), C=zeros(BATCH, 257)), {},
+     ValueError, r"dstate is 257 \(state has shape \(2, 6, 257\)\)"),
+    ("update-state-bf16", selective_state_update, update_args(state=zeros(BATCH, DIM, N, dtype=BF16)), {}, TypeError,
+     r"state has dtype bfloat16, expected float32"),
+    ("update-x-int32", selective_state_update, update_args(x=zeros(BATCH, DIM, dtype=jnp.int32)), {}, TypeError,
+     r"x has dtype int32, expected one of float32, bfloat16, float16"),
+    ("update-dt-bf16", selective_state_update, update_args(dt=zeros(BATCH, DIM, dtype=BF16)), {}, TypeError,
+     r"dt has dtype bfloat16, expected float32 \(the dtype of x\)"),
+    ("update-implementation", selective_state_update, update_args(), {"implementation": "gpu"}, ValueError,
+     r"implementation must be one of None, 'ffi', 'xla'; got 'gpu'"),
+    # causal_conv1d
+    ("conv-x-rank", causal_conv1d, conv_args(x=zeros(SEQLEN, DIM)), {}, ValueError,
+     r"causal_conv1d: x has shape \(8, 6\) \(rank 2\), expected rank 3: \[batch, seqlen, dim\]"),
+    ("conv-weight-dim", causal_conv1d, conv_args(weight=zeros(5, W)), {}, ValueError,
+     r"weight has shape \(5, 4\), expected \[dim, width\] with dim = 6"),
+    ("conv-weight-rank", causal_conv1d, conv_args(weight=zeros(DIM)), {}, ValueError, r"weight has shape \(6,\)"),
+    ("conv-width-1", causal_conv1d, conv_args(weight=zeros(DIM, 1), initial_state=None), {}, ValueError,
+     r"weight width is 1 \(weight has shape \(6, 1\)\), expected 2 <= width <= 8"),
+    ("conv-width-9", causal_conv1d, conv_args(weight=zeros(DIM, 9), initial_state=None), {}, ValueError,
+     r"weight width is 9 \(weight has shape \(6, 9\)\), expected 2 <= width <= 8"),
+    ("conv-bias", causal_conv1d, conv_args(bias=zeros(5)), {}, ValueError,
+     r"bias has shape \(5,\), expected \[dim\] = \(6,\)"),
+    ("conv-initial_state", causal_conv1d, conv_args(initial_state=zeros(BATCH, DIM, W)), {}, ValueError,
+     r"initial_state has shape \(2, 6, 4\), expected \[batch, dim, width - 1\] = \(2, 6, 3\)"),
+    ("conv-initial_state-bf16", causal_conv1d, conv_args(initial_state=zeros(BATCH, DIM, W - 1, dtype=BF16)), {},
+     TypeError, r"initial_state has dtype bfloat16, expected float32 \(the dtype of x\)"),
+    ("conv-x-int32", causal_conv1d, conv_args(x=zeros(BATCH, SEQLEN, DIM, dtype=jnp.int32)), {}, TypeError,
+     r"x has dtype int32, expected one of float32, bfloat16, float16"),
+    ("conv-activation", causal_conv1d, conv_args(), {"activation": "relu"}, ValueError,
+     r"causal_conv1d: activation must be None or 'silu', got 'relu'"),
+    ("conv-implementation", causal_conv1d, conv_args(), {"implementation": "XLA"}, ValueError,
+     r"implementation must be one of None, 'ffi', 'xla'; got 'XLA'"),
+    # causal_conv1d_update
+    ("conv-update-x-rank", causal_conv1d_update, conv_update_args(x=zeros(BATCH, 1, DIM)), {}, ValueError,
+     r"causal_conv1d_update: x has shape \(2, 1, 6\) \(rank 3\), expected rank 2: \[batch, dim\]"),
+    ("conv-update-state", causal_conv1d_update, conv_update_args(conv_state=zeros(BATCH, DIM, W - 2)), {},
+     ValueError, r"conv_state has shape \(2, 6, 2\), expected \[batch, dim, width - 1\] = \(2, 6, 3\)"),
+    ("conv-update-state-batch", causal_conv1d_update, conv_update_args(conv_state=zeros(1, DIM, W - 1)), {},
+     ValueError, r"conv_state has shape \(1, 6, 3\), expected \[batch, dim, width - 1\] = \(2, 6, 3\)"),
+    ("conv-update-width-1", causal_conv1d_update, conv_update_args(weight=zeros(DIM, 1)), {}, ValueError,
+     r"weight width is 1 \(weight has shape \(6, 1\)\)"),
+    ("conv-update-width-9", causal_conv1d_update, conv_update_args(weight=zeros(DIM, 9)), {}, ValueError,
+     r"weight width is 9 \(weight has shape \(6, 9\)\)"),
+    ("conv-update-state-f16", causal_conv1d_update,
+     conv_update_args(conv_state=zeros(BATCH, DIM, W - 1, dtype=jnp.float16)), {}, TypeError,
+     r"conv_state has dtype float16, expected float32 \(the dtype of x\)"),
+    ("conv-update-activation", causal_conv1d_update, conv_update_args(), {"activation": "gelu"}, ValueError,
+     r"activation must be None or 'silu', got 'gelu'"),
+]
+
+
+@pytest.mark.parametrize("op, args, options, exc, pattern", [pytest.param(*c[1:], id=c[0]) for c in CASES])
+@pytest.mark.parametrize("implementation", [None, "ffi", "xla"], ids=["auto", "ffi", "xla"])
+def test_python_checks(op, args, options, exc, pattern, implementation):
+    options = {"implementation": implementation, **options}
+    with pytest.raises(exc, match=pattern):
+        op(**args, **options)
+    # The same call under jit raises the same error at trace time.
+    with pytest.raises(exc, match=pattern):
+        jax.jit(lambda a: op(**a, **options))(args)
+
+
+def test_float64_activations_rejected():
+    """With x64 enabled a float64 array reaches the checks as float64 and is refused. (With x64 off,
+    JAX itself turns NumPy float64 input into float32, as it does for every jnp function.)"""
+    with jax.enable_x64(True):
+        u = jnp.zeros((BATCH, SEQLEN, DIM), jnp.float64)
+        with pytest.raises(TypeError, match=r"u has dtype float64, expected one of float32, bfloat16, float16"):
+            selective_scan(**scan_args(u=u, delta=u))
+        x = jnp.zeros((BATCH, DIM), jnp.float64)
+        with pytest.raises(TypeError, match=r"x has dtype float64"):
+            selective_state_update(**update_args(x=x, dt=x))
+        with pytest.raises(TypeError, match=r"x has dtype float64"):
+            causal_conv1d(**conv_args(x=u, initial_state=None))
+        with pytest.raises(TypeError, match=r"x has dtype float64"):
+            causal_conv1d_update(**conv_update_args(x=x, conv_state=zeros(BATCH, DIM, W - 1, dtype=jnp.float64)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The C++ handlers' own checks: raw ffi_call with inconsistent operands on the CPU device.
+# ---------------------------------------------------------------------------------------------
+requires_cpu_ffi = pytest.mark.skipif(not ops.cpu_available(), reason="mamba_jax C++ CPU kernels are not built")
+
+
+def _empty():
+    return zeros(0)
+
+
+def _sds(shape, dtype=F32):
+    return jax.ShapeDtypeStruct(shape, dtype)
+
+
+def raw_scan(u=None, delta=None, A=None, B=None, C=None, D=None, z=None, bias=None, init=None, y_shape=None):
+    u = zeros(BATCH, SEQLEN, DIM) if u is None else u
+    args = [u, zeros(BATCH, SEQLEN, DIM) if delta is None else delta, -jnp.ones((DIM, N)) if A is None else A,
+            zeros(BATCH, SEQLEN, 1, N) if B is None else B, zeros(BATCH, SEQLEN, 1, N) if C is None else C,
+            _empty() if D is None else D, _empty() if z is None else z, _empty() if bias is None else bias,
+            _empty() if init is None else init]
+    dstate = args[3].shape[-1]
+    outs = (_sds(y_shape or u.shape, u.dtype), _sds((BATCH, DIM, dstate)))
+    return "mamba_jax_selective_scan", args, outs, {"delta_softplus": False}
+
+
+def raw_update(state=None, x=None, B=None, C=None, D=None):
+    state = zeros(BATCH, DIM, N) if state is None else state
+    x = zeros(BATCH, DIM) if x is None else x
+    args = [state, x, zeros(BATCH, DIM), -jnp.ones((DIM, N)), zeros(BATCH, 1, N) if B is None else B,
+            zeros(BATCH, 1, N) if C is None else C, _empty() if D is None else D, _empty(), _empty()]
+    outs = (_sds((BATCH, DIM), x.dtype), _sds(state.shape))
+    return "mamba_jax_selective_state_update", args, outs, {"dt_softplus": False}
+
+
+def raw_conv(x=None, weight=None, bias=None, init=None, final_shape=None):
+    x = zeros(BATCH, SEQLEN, DIM) if x is None else x
+    weight = zeros(DIM, W) if weight is None else weight
+    args = [x, weight, _empty() if bias is None else bias, _empty() if init is None else init]
+    outs = (_sds(x.shape, x.dtype), _sds(final_shape or (BATCH, DIM, weight.shape[-1] - 1), x.dtype))
+    return "mamba_jax_causal_conv1d", args, outs, {"silu": False}
+
+
+def raw_conv_update(x=None, state=None, weight=None):
+    x = zeros(BATCH, DIM) if x is None else x
+    weight = zeros(DIM, W) if weight is None else weight
+    state = zeros(BATCH, DIM, W - 1) if state is None else state
+    args = [x, state, weight, _empty()]
+    outs = (_sds(x.shape, x.dtype), _sds(state.shape, state.dtype))
+    return "mamba_jax_causal_conv1d_update", args, outs, {"silu": False}
+
+
+RAW_CASES = [
+    ("scan-delta", raw_scan(delta=zeros(BATCH, 7, DIM)), r"delta has shape \[2, 7, 6\], expected \[2, 8, 6\]"),
+    ("scan-A", raw_scan(A=zeros(5, N)), r"A has shape \[5, 4\], expected \[6, 4\]"),
+    ("scan-B-rank", raw_scan(B=zeros(BATCH, SEQLEN, N)), r"B must be \[batch, seqlen, ngroups, dstate\], got \[2, 8, 4\]"),
+    ("scan-C", raw_scan(C=zeros(BATCH, SEQLEN, 1, 3)), r"C has shape \[2, 8, 1, 3\], expected \[2, 8, 1, 4\]"),
+    ("scan-ngroups", raw_scan(B=zeros(BATCH, SEQLEN, 4, N), C=zeros(BATCH, SEQLEN, 4, N)), r"ngroups must divide dim"),
+    ("scan-dstate-0", raw_scan(A=zeros(DIM, 0), B=zeros(BATCH, SEQLEN, 1, 0), C=zeros(BATCH, SEQLEN, 1, 0)),
+     r"dstate must be in \[1, 256\], got 0"),
+    ("scan-dstate-257", raw_scan(A=zeros(DIM, 257), B=zeros(BATCH, SEQLEN, 1, 257), C=zeros(BATCH, SEQLEN, 1, 257)),
+     r"dstate must be in \[1, 256\], got 257"),
+    ("scan-D", raw_scan(D=zeros(5)), r"D has shape \[5\], expected \[6\]"),
+    ("scan-z", raw_scan(z=zeros(BATCH, SEQLEN, 5)), r"z has shape \[2, 8, 5\], expected \[2, 8, 6\]"),
+    ("scan-init", raw_scan(init=zeros(BATCH, DIM, 3)), r"initial_state has shape \[2, 6, 3\], expected \[2, 6, 4\]"),
+    ("scan-y", raw_scan(y_shape=(BATCH, SEQLEN, 5)), r"y has shape \[2, 8, 5\], expected \[2, 8, 6\]"),
+    ("scan-u-rank", raw_scan(u=zeros(BATCH, DIM)), r"u must have rank >= 3, got shape \[2, 6\]"),
+    ("scan-u-int32", raw_scan(u=zeros(BATCH, SEQLEN, DIM, dtype=jnp.int32)), r"u must be float32, bfloat16 or float16"),
+    ("scan-delta-bf16", raw_scan(delta=zeros(BATCH, SEQLEN, DIM, dtype=BF16)), r"delta/B/C has the wrong dtype"),
+    ("scan-A-bf16", raw_scan(A=zeros(DIM, N, dtype=BF16)), r"A.* has the wrong dtype"),
+    ("update-x", raw_update(x=zeros(BATCH, 5)), r"x has shape \[2, 5\], expected \[2, 6\]"),
+    ("update-B", raw_update(B=zeros(BATCH, 1, 5)), r"B has shape \[2, 1, 5\], expected \[2, 1, 4\]"),
+    ("update-B-rank", raw_update(B=zeros(BATCH, N)), r"B must be \[batch, ngroups, dstate\], got \[2, 4\]"),
+    ("update-D", raw_update(D=zeros(DIM + 1)), r"D has shape \[7\], expected \[6\]"),
+    ("update-state-bf16", raw_update(state=zeros(BATCH, DIM, N, dtype=BF16)), r"state has the wrong dtype"),
+    ("update-dstate-0", raw_update(state=zeros(BATCH, DIM, 0)), r"dstate must be in \[1, 256\], got 0"),
+    ("conv-width-1", raw_conv(weight=zeros(DIM, 1)), r"conv width must be in \[2, 8\], got 1"),
+    ("conv-width-9", raw_conv(weight=zeros(DIM, 9)), r"conv width must be in \[2, 8\], got 9"),
+    ("conv-weight-dim", raw_conv(weight=zeros(5, W)), r"weight has shape \[5, 4\], expected \[6, 4\]"),
+    ("conv-bias", raw_conv(bias=zeros(5)), r"bias has shape \[5\], expected \[6\]"),
+    ("conv-init", raw_conv(init=zeros(BATCH, DIM, 2)), r"initial_state has shape \[2, 6, 2\], expected \[2, 6, 3\]"),
+    ("conv-final", raw_conv(final_shape=(BATCH, DIM, 2)), r"final_state has shape \[2, 6, 2\], expected \[2, 6, 3\]"),
+    ("conv-init-bf16", raw_conv(init=zeros(BATCH, DIM, W - 1, dtype=BF16)), r"initial_state has the wrong dtype"),
+    ("conv-update-state", raw_conv_update(state=zeros(BATCH, DIM, 2)),
+     r"conv_state has shape \[2, 6, 2\], expected \[2, 6, 3\]"),
+    ("conv-update-width-9", raw_conv_update(weight=zeros(DIM, 9), state=zeros(BATCH, DIM, 8)),
+     r"conv width must be in \[2, 8\], got 9"),
+    ("conv-update-x-rank", raw_conv_update(x=zeros(DIM)), r"x must have rank >= 2, got shape \[6\]"),
+    ("conv-update-state-f16", raw_conv_update(state=zeros(BATCH, DIM, W - 1, dtype=jnp.float16)),
+     r"conv_state has the wrong dtype"),
+]
+
+
+@requires_cpu_ffi
+@pytest.mark.parametrize("call, pattern", [pytest.param(c[1], c[2], id=c[0]) for c in RAW_CASES])
+def test_cpp_handler_checks(call, pattern):
+    target, args, outs, attrs = call
+    cpu = jax.devices("cpu")[0]
+    args = [jax.device_put(a, cpu) for a in args]  # committed to the CPU: the CPU handler runs
+    f = jax.ffi.ffi_call(target, outs)
+    with pytest.raises(jax.errors.JaxRuntimeError, match=pattern):
+        jax.block_until_ready(jax.jit(lambda *a: f(*a, **attrs))(*args))
+
+
+@requires_cpu_ffi
+def test_cpp_handler_accepts_consistent_raw_call():
+    """The raw-call builders above are right when nothing is changed: the errors come from the change."""
+    cpu = jax.devices("cpu")[0]
+    for target, args, outs, attrs in (raw_scan(), raw_update(), raw_conv(), raw_conv_update()):
+        args = [jax.device_put(a, cpu) for a in args]
+        out = jax.jit(lambda *a: jax.ffi.ffi_call(target, outs)(*a, **attrs))(*args)
+        assert all(np.all(np.isfinite(np.asarray(o))) for o in out)
