@@ -15,6 +15,7 @@ from . import _checks as ck
 from ._ffi import platform_dispatch
 from ._vjp import with_reference_vjp
 from .reference import selective_scan_ref, selective_state_update_ref
+from .chunked import selective_scan_xla
 
 _OP = "selective_scan"
 _OP_UPDATE = "selective_state_update"
@@ -44,7 +45,7 @@ def _scan_ffi(u, delta, A, B, C, D, z, delta_bias, initial_state, *, delta_softp
 
 def _scan_dispatch(u, delta, A, B, C, D, z, delta_bias, initial_state, *, delta_softplus, implementation):
     ffi_fn = lambda *a: _scan_ffi(*a, delta_softplus=delta_softplus)
-    xla_fn = lambda *a: selective_scan_ref(*a[:8], delta_softplus=delta_softplus, initial_state=a[8])
+    xla_fn = lambda *a: selective_scan_xla(*a[:8], delta_softplus=delta_softplus, initial_state=a[8])
     return platform_dispatch(implementation, ffi_fn, xla_fn, u, delta, A, B, C, D, z, delta_bias, initial_state)
 
 
@@ -111,7 +112,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, delta_
     initial_state = None if initial_state is None else jnp.asarray(initial_state)
     args = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     if implementation == "xla":
-        y, last = selective_scan_ref(*args[:8], delta_softplus=bool(delta_softplus), initial_state=initial_state)
+        # The chunked pure-JAX scan (Metal-safe); its gradients come from its own autodiff.
+        y, last = selective_scan_xla(*args[:8], delta_softplus=bool(delta_softplus), initial_state=initial_state)
     else:
         static = (("delta_softplus", bool(delta_softplus)), ("implementation", implementation))
         y, last = _scan_core(static, *args)
