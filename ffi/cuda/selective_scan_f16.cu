@@ -1,0 +1,9 @@
+// Explicit instantiation of the selective-scan launcher for __half, one file per dtype so the
+// heaviest kernel templates compile in parallel.
+#include "mamba_jax/selective_scan.cuh"
+
+namespace mamba_jax {
+namespace cuda {
+template cudaError_t launch_selective_scan<__half>(const SelectiveScanParams&, cudaStream_t);
+}  // namespace cuda
+}  // namespace mamba_jax

@@ -1,0 +1,78 @@
+// Device helpers shared by the CUDA kernels: dtype conversion, the fast math the scans use, 16-byte
+// vectors and cp.async staging. Framework-free (no XLA): handlers in ffi/cuda include this.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace mamba_jax {
+namespace cuda {
+
+#define MJ_DEVICE __device__ __forceinline__
+
+// ---- dtype conversion (activations are float32, bfloat16 or float16; math is float32) ----------
+template <typename T> MJ_DEVICE float to_f32(T x);
+template <> MJ_DEVICE float to_f32<float>(float x) { return x; }
+template <> MJ_DEVICE float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <> MJ_DEVICE float to_f32<__half>(__half x) { return __half2float(x); }
+
+template <typename T> MJ_DEVICE T from_f32(float x);
+template <> MJ_DEVICE float from_f32<float>(float x) { return x; }
+template <> MJ_DEVICE __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <> MJ_DEVICE __half from_f32<__half>(float x) { return __float2half_rn(x); }
+
+// ---- math ---------------------------------------------------------------------------------------
+constexpr float kLog2e = 1.4426950408889634f;
+
+// 2^x on the special-function unit (one MUFU.EX2, ~2 ulp). Denormal results flush to zero, which
+// is what a decaying state wants; -inf gives 0. Written out so it does not depend on --use_fast_math.
+MJ_DEVICE float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+MJ_DEVICE float exp_fast(float x) { return ex2_approx(x * kLog2e); }
+
+// softplus(x) = log(1 + e^x); log1pf keeps the relative accuracy of small results (dt ~ 1e-4).
+MJ_DEVICE float softplus(float x) { return x > 20.0f ? x : log1pf(exp_fast(x)); }
+
+// x * sigmoid(x). For x << 0, e^-x overflows to inf and the quotient is -0, as it should be.
+MJ_DEVICE float silu(float x) { return __fdividef(x, 1.0f + exp_fast(-x)); }
+
+// ---- vectors ------------------------------------------------------------------------------------
+// VEC elements of T loaded/stored as one access (16 bytes when VEC * sizeof(T) == 16).
+template <typename T, int VEC>
+struct alignas(sizeof(T) * VEC) Vec {
+  T v[VEC];
+};
+
+inline bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---- cp.async (sm_80+): global -> shared copies that complete in the background ------------------
+MJ_DEVICE void cp_async16(void* smem, const void* gmem) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+#else
+  *reinterpret_cast<int4*>(smem) = *reinterpret_cast<const int4*>(gmem);
+#endif
+}
+
+MJ_DEVICE void cp_async_commit() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+MJ_DEVICE void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+}  // namespace cuda
+}  // namespace mamba_jax

@@ -1,0 +1,407 @@
+// CUDA kernels for the Mamba-1 selective scan (prefill) and its one-step state update (decode).
+// Framework-free: they take the Params structs of params.h and a cudaStream_t. The launchers
+// return cudaGetLastError() of their launches; they never allocate or synchronise.
+//
+// selective_scan: the work is B x D x N independent recurrences over L steps, each step costing one
+// exp (MUFU.EX2, 16 per SM per clock) and four float ops. The kernel spreads the N states of one
+// channel over G lanes of a warp (S = N/G states per lane, in registers), so that B x D x N lanes
+// fill the chip without splitting the sequence, and keeps every exponential computed once.
+// A block owns 8 consecutive channels of one batch row (16 bytes of a bf16 row) and walks the
+// sequence in chunks of TC steps staged through shared memory:
+//   1. cp.async brings chunk k+1 (u, delta, z rows and the group's B, C rows) into the other stage
+//      while chunk k is processed;
+//   2. "prepare" turns chunk k into float32: dt = softplus(delta + bias), dt*u, and B, C, once per
+//      (step, channel) instead of once per lane;
+//   3. "compute" runs the recurrence; each lane's partial <h_t, C_t> over its S states is summed
+//      over the G lanes with a transposed butterfly, so after G steps lane j holds y for step j
+//      and finishes it (D skip, silu(z) gate) with no idle lanes;
+//   4. y goes through shared memory and out as 16-byte row stores.
+#pragma once
+
+#include "mamba_jax/cuda_common.cuh"
+#include "mamba_jax/params.h"
+
+namespace mamba_jax {
+namespace cuda {
+
+// ---------------------------------------------------------------------------------------------
+// selective_scan
+// ---------------------------------------------------------------------------------------------
+
+// What one launch covers: channels [d_begin, d_end), all in groups of `per_group` channels.
+struct ScanLaunch {
+  int64_t d_begin, d_end, per_group;
+  int64_t channel_blocks;  // ceil((d_end - d_begin) / kChannels)
+  bool vec_act;            // u/delta/z/y rows of a block are 16-byte aligned vectors
+  bool vec_bc;             // B/C rows are 16-byte aligned vectors
+};
+
+// S states per lane, G lanes per channel (S * G = padded dstate).
+template <int S, int G>
+struct ScanCfg {
+  static constexpr int kChannels = 8;
+  static constexpr int kThreads = kChannels * G;
+  static constexpr int kNpad = S * G;
+  static constexpr int kChunkWanted = 1024 / kNpad;  // keep the B/C stages ~24 KB at most
+  static constexpr int kChunk = kChunkWanted > 64 ? 64 : (kChunkWanted < G ? G : kChunkWanted);
+  static_assert(kThreads % 32 == 0, "a block is whole warps");
+  static_assert(kChunk % G == 0, "the butterfly covers G steps at a time");
+
+  template <typename T>
+  static constexpr size_t smem_bytes() {
+    return kChunk * kChannels * sizeof(float2) + 2 * kChunk * kNpad * sizeof(float) +
+           (2 * 3 * kChunk * kChannels + 2 * 2 * kChunk * kNpad + kChunk * kChannels) * sizeof(T);
+  }
+};
+
+// S consecutive floats from shared memory, in the widest aligned accesses.
+template <int S>
+MJ_DEVICE void load_lane_floats(const float* src, float (&dst)[S]) {
+  if constexpr (S % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < S; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src + i);
+      dst[i] = v.x; dst[i + 1] = v.y; dst[i + 2] = v.z; dst[i + 3] = v.w;
+    }
+  } else if constexpr (S == 2) {
+    const float2 v = *reinterpret_cast<const float2*>(src);
+    dst[0] = v.x; dst[1] = v.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < S; ++i) dst[i] = src[i];
+  }
+}
+
+// v[k] holds this lane's partial sum for step k (k < G). Afterwards v[0] holds the sum over the G
+// lanes of the group for step j (this lane's index in the group). G - 1 shuffles per lane.
+template <int G>
+MJ_DEVICE void transpose_reduce(float (&v)[G], int j) {
+#pragma unroll
+  for (int half = G / 2; half >= 1; half /= 2) {
+    const bool upper = (j & half) != 0;
+#pragma unroll
+    for (int i = 0; i < half; ++i) {
+      const float send = upper ? v[i] : v[i + half];
+      const float keep = upper ? v[i + half] : v[i];
+      v[i] = keep + __shfl_xor_sync(0xffffffffu, send, half);
+    }
+  }
+}
+
+template <typename T, int S, int G>
+__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads)
+selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
+  using Cfg = ScanCfg<S, G>;
+  constexpr int K = Cfg::kChannels, NP = Cfg::kNpad, TC = Cfg::kChunk, NT = Cfg::kThreads;
+  constexpr int EV = 16 / sizeof(T);  // elements per 16-byte vector
+  constexpr int VPR = K / EV;         // 16-byte vectors per block row of an activation
+  static_assert(K % EV == 0, "a block row is whole vectors");
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  float2* s_dtdu = reinterpret_cast<float2*>(smem);        // [TC][K]   (dt, dt * u)
+  float* s_B = reinterpret_cast<float*>(s_dtdu + TC * K);  // [TC][NP]
+  float* s_C = s_B + TC * NP;                              // [TC][NP]
+  T* raw_act = reinterpret_cast<T*>(s_C + TC * NP);        // [2 stages][u, delta, z][TC][K]
+  T* raw_bc = raw_act + 2 * 3 * TC * K;                    // [2 stages][B, C][TC][NP]
+  T* s_y = raw_bc + 2 * 2 * TC * NP;                       // [TC][K]
+
+  const int tid = threadIdx.x;
+  const int c = tid / G, j = tid % G;
+  const int64_t b = blockIdx.x / ln.channel_blocks;
+  const int64_t d0 = ln.d_begin + (blockIdx.x % ln.channel_blocks) * K;
+  const int nch = static_cast<int>(ln.d_end - d0 < K ? ln.d_end - d0 : K);
+  const int64_t L = p.seqlen, D = p.dim, N = p.dstate;
+  const int64_t grp = d0 / ln.per_group;
+
+  const int64_t act_off = b * p.u_batch_stride + d0;
+  const T* u_g = static_cast<const T*>(p.u) + act_off;
+  const T* dl_g = static_cast<const T*>(p.delta) + act_off;
+  const T* z_g = p.z ? static_cast<const T*>(p.z) + act_off : nullptr;
+  T* y_g = static_cast<T*>(p.y) + act_off;
+  const int64_t bc_off = b * p.bc_batch_stride + grp * p.bc_group_stride;
+  const T* B_g = static_cast<const T*>(p.Bm) + bc_off;
+  const T* C_g = static_cast<const T*>(p.Cm) + bc_off;
+
+  // This lane's recurrence: channel d, states j*S ... j*S+S-1 (padding states stay zero).
+  const int64_t d = d0 + c;
+  const bool chan_ok = c < nch;
+  float A2[S], h[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int64_t n = int64_t(j) * S + s;
+    const bool ok = chan_ok && n < N;
+    A2[s] = ok ? p.A[d * N + n] * kLog2e : 0.0f;
+    h[s] = (ok && p.initial_state) ? p.initial_state[(b * D + d) * N + n] : 0.0f;
+  }
+  const float dskip = (chan_ok && p.Dskip) ? p.Dskip[d] : 0.0f;
+  // In "prepare", thread tid always handles channel tid % K (NT is a multiple of K).
+  const int pc = tid % K;
+  const bool pc_ok = pc < nch;
+  const float pbias = (pc_ok && p.delta_bias) ? p.delta_bias[d0 + pc] : 0.0f;
+
+  const int64_t nchunks = (L + TC - 1) / TC;
+
+  auto rows_of = [&](int64_t k) -> int { return static_cast<int>(L - k * TC < TC ? L - k * TC : TC); };
+
+  auto load_chunk = [&](int64_t k, int st) {
+    const int64_t t0 = k * TC;
+    const int rows = rows_of(k);
+    T* ra = raw_act + st * 3 * TC * K;
+    T* rb = raw_bc + st * 2 * TC * NP;
+    if (ln.vec_act) {
+      for (int v = tid; v < 3 * TC * VPR; v += NT) {
+        const int q = v / (TC * VPR), r = v % (TC * VPR), t = r / VPR, part = r % VPR;
+        const T* base = q == 0 ? u_g : (q == 1 ? dl_g : z_g);
+        if (base != nullptr && t < rows)
+          cp_async16(ra + (q * TC + t) * K + part * EV, base + (t0 + t) * D + part * EV);
+      }
+    } else {
+      for (int v = tid; v < 3 * TC * K; v += NT) {
+        const int q = v / (TC * K), r = v % (TC * K), t = r / K, cc = r % K;
+        const T* base = q == 0 ? u_g : (q == 1 ? dl_g : z_g);
+        ra[(q * TC + t) * K + cc] =
+            (base != nullptr && t < rows && cc < nch) ? base[(t0 + t) * D + cc] : from_f32<T>(0.0f);
+      }
+    }
+    if (ln.vec_bc) {
+      const int vpr = static_cast<int>(N / EV);
+      const int per_q = rows * vpr;
+      for (int v = tid; v < 2 * per_q; v += NT) {
+        const int q = v / per_q, r = v % per_q, t = r / vpr, part = r % vpr;
+        cp_async16(rb + (q * TC + t) * NP + part * EV, (q == 0 ? B_g : C_g) + (t0 + t) * p.bc_seq_stride + part * EV);
+      }
+    } else {
+      for (int v = tid; v < 2 * TC * NP; v += NT) {
+        const int q = v / (TC * NP), r = v % (TC * NP), t = r / NP, n = r % NP;
+        rb[(q * TC + t) * NP + n] = (t < rows && n < N) ? (q == 0 ? B_g : C_g)[(t0 + t) * p.bc_seq_stride + n]
+                                                        : from_f32<T>(0.0f);
+      }
+    }
+    cp_async_commit();
+  };
+
+  // Raw chunk k -> float32 operands of the recurrence. Steps past the end get dt = 0 and B = 0, so
+  // they leave the state as it is (exp(0) = 1), which keeps last_state right.
+  auto prepare = [&](int64_t k, int st) {
+    const int rows = rows_of(k);
+    const T* ra = raw_act + st * 3 * TC * K;
+    const T* rb = raw_bc + st * 2 * TC * NP;
+    for (int i = tid; i < TC * K; i += NT) {
+      const int t = i / K;
+      float2 v = make_float2(0.0f, 0.0f);
+      if (t < rows && pc_ok) {
+        float dt = to_f32(ra[(TC + t) * K + pc]) + pbias;
+        if (p.delta_softplus) dt = softplus(dt);
+        v = make_float2(dt, dt * to_f32(ra[t * K + pc]));
+      }
+      s_dtdu[i] = v;
+    }
+    for (int i = tid; i < TC * NP; i += NT) {
+      const int t = i / NP, n = i % NP;
+      const bool ok = t < rows && n < N;
+      s_B[i] = ok ? to_f32(rb[i]) : 0.0f;
+      s_C[i] = ok ? to_f32(rb[TC * NP + i]) : 0.0f;
+    }
+  };
+
+  auto store_y = [&](int64_t k) {
+    const int64_t t0 = k * TC;
+    const int rows = rows_of(k);
+    if (ln.vec_act) {
+      for (int v = tid; v < TC * VPR; v += NT) {
+        const int t = v / VPR, part = v % VPR;
+        if (t < rows)
+          *reinterpret_cast<int4*>(y_g + (t0 + t) * D + part * EV) =
+              *reinterpret_cast<const int4*>(s_y + t * K + part * EV);
+      }
+    } else {
+      for (int v = tid; v < TC * K; v += NT) {
+        const int t = v / K, cc = v % K;
+        if (t < rows && cc < nch) y_g[(t0 + t) * D + cc] = s_y[t * K + cc];
+      }
+    }
+  };
+
+  auto compute = [&](int st) {
+    const T* ra = raw_act + st * 3 * TC * K;
+#pragma unroll 1
+    for (int tb = 0; tb < TC; tb += G) {
+      float part[G];
+#pragma unroll
+      for (int kk = 0; kk < G; ++kk) {
+        const int t = tb + kk;
+        const float2 dd = s_dtdu[t * K + c];
+        float bv[S], cv[S];
+        load_lane_floats<S>(s_B + t * NP + j * S, bv);
+        load_lane_floats<S>(s_C + t * NP + j * S, cv);
+        float acc = 0.0f;
+#pragma unroll
+        for (int s = 0; s < S; ++s) {
+          const float dA = ex2_approx(dd.x * A2[s]);
+          h[s] = fmaf(dA, h[s], dd.y * bv[s]);
+          acc = fmaf(h[s], cv[s], acc);
+        }
+        part[kk] = acc;
+      }
+      transpose_reduce<G>(part, j);
+      const int t = tb + j;
+      float yv = part[0] + dskip * to_f32(ra[t * K + c]);
+      if (z_g != nullptr) yv *= silu(to_f32(ra[(2 * TC + t) * K + c]));
+      s_y[t * K + c] = from_f32<T>(yv);
+    }
+  };
+
+  if (nchunks > 0) load_chunk(0, 0);
+  for (int64_t k = 0; k < nchunks; ++k) {
+    const int st = static_cast<int>(k & 1);
+    cp_async_wait_all();
+    __syncthreads();  // chunk k landed; chunk k-1's compute is done with s_* and stage st^1
+    if (k + 1 < nchunks) load_chunk(k + 1, st ^ 1);
+    if (k > 0) store_y(k - 1);
+    prepare(k, st);
+    __syncthreads();
+    compute(st);
+  }
+  __syncthreads();
+  if (nchunks > 0) store_y(nchunks - 1);
+
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int64_t n = int64_t(j) * S + s;
+    if (chan_ok && n < N) p.last_state[(b * D + d) * N + n] = h[s];
+  }
+}
+
+template <typename T, int S, int G>
+cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
+  using Cfg = ScanCfg<S, G>;
+  constexpr int K = Cfg::kChannels;
+  constexpr int EV = 16 / sizeof(T);
+  const size_t smem = Cfg::template smem_bytes<T>();
+  auto kernel = selective_scan_kernel<T, S, G>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    if (e != cudaSuccess) return e;
+  }
+  const int64_t per_group = p.dim / p.ngroups;
+  // One launch when every block of 8 channels sits inside one group (always for ngroups == 1),
+  // otherwise one launch per group.
+  const bool one_launch = p.ngroups == 1 || per_group % K == 0;
+  const int64_t launches = one_launch ? 1 : p.ngroups;
+  auto al = [](const void* q) { return q == nullptr || (reinterpret_cast<uintptr_t>(q) & 15u) == 0; };
+  const bool ptrs_act = al(p.u) && al(p.delta) && al(p.z) && al(p.y);
+  const bool vec_bc = p.dstate % EV == 0 && al(p.Bm) && al(p.Cm);
+  for (int64_t g = 0; g < launches; ++g) {
+    ScanLaunch ln;
+    ln.d_begin = one_launch ? 0 : g * per_group;
+    ln.d_end = one_launch ? p.dim : (g + 1) * per_group;
+    ln.per_group = per_group;
+    ln.channel_blocks = (ln.d_end - ln.d_begin + K - 1) / K;
+    // Row vectors only when every block is 8 whole channels (no vector may straddle a block edge).
+    ln.vec_act = ptrs_act && p.dim % EV == 0 && ln.d_begin % EV == 0 && (ln.d_end - ln.d_begin) % K == 0;
+    ln.vec_bc = vec_bc;
+    const int64_t blocks = ln.channel_blocks * p.batch;
+    kernel<<<dim3(static_cast<unsigned>(blocks)), Cfg::kThreads, smem, stream>>>(p, ln);
+    cudaError_t e = cudaGetLastError();
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+// Picks S and G from dstate: dstate is padded to a power of two >= 4, spread over G <= 16 lanes.
+template <typename T>
+cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream) {
+  if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+  const int64_t n = p.dstate;
+  if (n <= 4) return launch_scan_cfg<T, 1, 4>(p, stream);
+  if (n <= 8) return launch_scan_cfg<T, 2, 4>(p, stream);
+  if (n <= 16) return launch_scan_cfg<T, 2, 8>(p, stream);
+  if (n <= 32) return launch_scan_cfg<T, 2, 16>(p, stream);
+  if (n <= 64) return launch_scan_cfg<T, 4, 16>(p, stream);
+  if (n <= 128) return launch_scan_cfg<T, 8, 16>(p, stream);
+  return launch_scan_cfg<T, 16, 16>(p, stream);
+}
+
+// ---------------------------------------------------------------------------------------------
+// selective_state_update: one step, memory-bound on the float32 state (read + write once).
+// tpc lanes share one (batch, channel); each lane owns 4 consecutive states per float4 (kVec) or
+// single states, and the lanes' <h, C> partials meet through xor shuffles.
+// ---------------------------------------------------------------------------------------------
+constexpr int kUpdateThreads = 256;
+
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(kUpdateThreads)
+selective_state_update_kernel(const StateUpdateParams p, int tpc_log2) {
+  const int tpc = 1 << tpc_log2;
+  const int64_t gid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int j = threadIdx.x & (tpc - 1);
+  const int64_t bd = gid >> tpc_log2;  // b * dim + d
+  const int64_t D = p.dim, N = p.dstate;
+  const bool active = bd < p.batch * D;
+  float ypart = 0.0f, xv = 0.0f;
+  int64_t d = 0;
+  if (active) {
+    const int64_t b = bd / D;
+    d = bd - b * D;
+    const int64_t g = d / (D / p.ngroups);
+    const float* s_in = p.state + bd * N;
+    float* s_out = p.new_state + bd * N;  // may be s_in (in place): each element is read before written
+    const float* A = p.A + d * N;
+    const T* Bp = static_cast<const T*>(p.Bm) + (b * p.ngroups + g) * N;
+    const T* Cp = static_cast<const T*>(p.Cm) + (b * p.ngroups + g) * N;
+    xv = to_f32(static_cast<const T*>(p.x)[bd]);
+    float dt = to_f32(static_cast<const T*>(p.dt)[bd]) + (p.dt_bias ? p.dt_bias[d] : 0.0f);
+    if (p.dt_softplus) dt = softplus(dt);
+    const float dt2 = dt * kLog2e, dtx = dt * xv;
+    if constexpr (kVec) {
+      using V4 = Vec<T, 4>;
+      for (int64_t q = j; q < N / 4; q += tpc) {
+        const float4 hs = __ldcs(reinterpret_cast<const float4*>(s_in) + q);
+        const float4 a = __ldg(reinterpret_cast<const float4*>(A) + q);
+        const V4 bq = reinterpret_cast<const V4*>(Bp)[q];
+        const V4 cq = reinterpret_cast<const V4*>(Cp)[q];
+        float hv[4] = {hs.x, hs.y, hs.z, hs.w};
+        const float av[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          hv[i] = fmaf(ex2_approx(dt2 * av[i]), hv[i], dtx * to_f32(bq.v[i]));
+          ypart = fmaf(hv[i], to_f32(cq.v[i]), ypart);
+        }
+        __stcs(reinterpret_cast<float4*>(s_out) + q, make_float4(hv[0], hv[1], hv[2], hv[3]));
+      }
+    } else {
+      for (int64_t n = j; n < N; n += tpc) {
+        const float hv = fmaf(ex2_approx(dt2 * A[n]), s_in[n], dtx * to_f32(Bp[n]));
+        ypart = fmaf(hv, to_f32(Cp[n]), ypart);
+        s_out[n] = hv;
+      }
+    }
+  }
+  for (int off = tpc / 2; off > 0; off >>= 1) ypart += __shfl_xor_sync(0xffffffffu, ypart, off);
+  if (active && j == 0) {
+    float y = ypart + (p.Dskip ? p.Dskip[d] * xv : 0.0f);
+    if (p.z) y *= silu(to_f32(static_cast<const T*>(p.z)[bd]));
+    static_cast<T*>(p.y)[bd] = from_f32<T>(y);
+  }
+}
+
+template <typename T>
+cudaError_t launch_selective_state_update(const StateUpdateParams& p, cudaStream_t stream) {
+  if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+  auto al = [](const void* q, uintptr_t a) { return (reinterpret_cast<uintptr_t>(q) & (a - 1)) == 0; };
+  const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
+                   al(p.Bm, 4 * sizeof(T)) && al(p.Cm, 4 * sizeof(T));
+  const int64_t per_lane_items = vec ? p.dstate / 4 : p.dstate;
+  int tpc_log2 = 0;
+  while ((int64_t(1) << tpc_log2) < per_lane_items && tpc_log2 < 5) ++tpc_log2;
+  const int64_t threads = p.batch * p.dim << tpc_log2;
+  const unsigned blocks = static_cast<unsigned>((threads + kUpdateThreads - 1) / kUpdateThreads);
+  if (vec)
+    selective_state_update_kernel<T, true><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
+  else
+    selective_state_update_kernel<T, false><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace mamba_jax
