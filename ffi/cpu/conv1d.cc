@@ -42,8 +42,10 @@ ffi::Error Conv1dImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer wei
   MJ_RETURN_IF_ERROR(expect_dtype(bias, "bias", ffi::DataType::F32, true));
   if (batch == 0 || dim == 0) return ffi::Error::Success();
 
-  const int64_t items = batch * cpu::num_channel_blocks(dim);
-  const int64_t min_items = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, seqlen * width));
+  // Items are (batch, chunk of kConvRows rows); tasks of >= ~2^17 multiply-adds.
+  const int64_t items = batch * cpu::num_row_chunks(seqlen);
+  const int64_t item_work = std::max<int64_t>(1, std::min(cpu::kConvRows, seqlen) * dim * width);
+  const int64_t min_items = std::max<int64_t>(1, ((1 << 17) + item_work - 1) / item_work);
   for (int64_t i = 0; i < lead.count; ++i) {
     Conv1dParams p{};
     p.batch = batch; p.seqlen = seqlen; p.dim = dim; p.width = width;
@@ -92,7 +94,10 @@ ffi::Error Conv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuff
   MJ_RETURN_IF_ERROR(expect_dtype(bias, "bias", ffi::DataType::F32, true));
   if (batch == 0 || dim == 0) return ffi::Error::Success();
 
-  const int64_t items = batch * dim;
+  // Items are (batch, block of 16 channels); one costs ~0.1 us, so threads only pay from
+  // batches of a few dozen at mamba sizes.
+  const int64_t items = batch * cpu::num_channel_blocks(dim);
+  const int64_t min_items = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, cpu::kLanes * width));
   for (int64_t i = 0; i < lead.count; ++i) {
     Conv1dUpdateParams p{};
     p.batch = batch; p.dim = dim; p.width = width;
@@ -104,7 +109,7 @@ ffi::Error Conv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuff
     p.y = slice_ptr<void>(y, lead, i);
     p.silu = silu;
     auto run = [&](auto kernel) {
-      cpu::parallel_for(pool, items, 1 << 15, [&](int64_t b, int64_t e) { kernel(p, b, e); });
+      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, b, e); });
     };
     switch (et) {
       case ffi::DataType::F32: run(cpu::causal_conv1d_update<float>); break;

@@ -51,9 +51,13 @@ ffi::Error SelectiveScanImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::AnyBuf
   MJ_RETURN_IF_ERROR(expect_dtype(*last_state, "last_state", ffi::DataType::F32));
   if (batch == 0 || dim == 0) return ffi::Error::Success();
 
-  const int64_t items = batch * cpu::num_channel_blocks(dim);
-  // A block costs about seqlen * dstate * 8 lanes of work; aim for tasks of >= ~1M lane-updates.
-  const int64_t min_items = std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(1, seqlen * dstate));
+  // Wide items (many channel blocks) stream along the rows; just enough of them to keep every
+  // thread busy. Tasks below ~2^17 lane-updates (~50 us) are not worth a thread hand-off.
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  const int64_t per_item = cpu::scan_blocks_per_item(batch, dim, dstate, threads);
+  const int64_t items = cpu::selective_scan_num_items(batch, dim, dstate, per_item);
+  const int64_t item_work = per_item * cpu::kLanes * std::max<int64_t>(1, seqlen * dstate);
+  const int64_t min_items = std::max<int64_t>(1, ((1 << 17) + item_work - 1) / item_work);
   for (int64_t i = 0; i < lead.count; ++i) {
     SelectiveScanParams p{};
     p.batch = batch; p.seqlen = seqlen; p.dim = dim; p.dstate = dstate; p.ngroups = ngroups;
@@ -71,10 +75,13 @@ ffi::Error SelectiveScanImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::AnyBuf
     p.y = slice_ptr<void>(y, lead, i);
     p.last_state = slice_ptr<float>(last_state, lead, i);
     p.delta_softplus = delta_softplus;
+    auto scan = [&](auto kernel) {
+      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, per_item, b, e); });
+    };
     switch (dt) {
-      case ffi::DataType::F32: run_items(pool, p, items, min_items, cpu::selective_scan<float>); break;
-      case ffi::DataType::BF16: run_items(pool, p, items, min_items, cpu::selective_scan<bf16_t>); break;
-      default: run_items(pool, p, items, min_items, cpu::selective_scan<f16_t>); break;
+      case ffi::DataType::F32: scan(cpu::selective_scan<float>); break;
+      case ffi::DataType::BF16: scan(cpu::selective_scan<bf16_t>); break;
+      default: scan(cpu::selective_scan<f16_t>); break;
     }
   }
   return ffi::Error::Success();
@@ -117,7 +124,8 @@ ffi::Error StateUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer state, ffi::AnyB
   if (batch == 0 || dim == 0) return ffi::Error::Success();
 
   const int64_t items = batch * cpu::num_channel_blocks(dim);
-  const int64_t min_items = std::max<int64_t>(1, (1 << 14) / dstate);
+  // Items are (batch, block of 16 channels); tasks of >= ~2^17 lane-updates (~50 us).
+  const int64_t min_items = std::max<int64_t>(1, (1 << 17) / (cpu::kLanes * dstate));
   for (int64_t i = 0; i < lead.count; ++i) {
     StateUpdateParams p{};
     p.batch = batch; p.dim = dim; p.dstate = dstate; p.ngroups = ngroups;

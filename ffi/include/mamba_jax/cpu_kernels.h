@@ -1,14 +1,21 @@
 // CPU loops for the Mamba-1 ops. Framework-free: they take the Params structs of params.h and a
 // range of work items, so the handler decides how to spread items over threads.
 //
-// Work item = (batch index, block of kLanes consecutive channels). Channels are the contiguous axis
-// of every activation ([B, L, D]), so a block's loads and stores are contiguous, and the lane loops
-// below compile to SIMD across channels. The state of a block ([N][kLanes] floats, 8 KB at N=256)
-// stays in L1 for the whole sequence.
+// All arithmetic is on simd::vf, 16 float lanes (cpu_math.h), and the lanes always run along a
+// contiguous axis:
+//  - selective_scan: item = (batch, block of 16 channels). Channels are contiguous in [B, L, D], so
+//    each step loads one cache line of u/delta/z per block; the block's state ([N] vectors, 16 KB
+//    at N = 256) stays in L1 for the whole sequence and B_t/C_t are broadcast per state index.
+//  - selective_state_update: item = (batch, block of 16 channels), but the state [B, D, N] is
+//    contiguous along N, so each channel's state update runs on vectors of 16 state entries, and
+//    the per-channel work (softplus, silu, D) runs once per block on vectors of 16 channels.
+//  - causal_conv1d: item = (batch, chunk of rows); lanes run along the channels of a row, so a
+//    chunk reads and writes contiguous memory and its last width-1 rows are still in L1.
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "mamba_jax/cpu_math.h"
 #include "mamba_jax/dtypes.h"
@@ -17,46 +24,76 @@
 namespace mamba_jax {
 namespace cpu {
 
-constexpr int kLanes = 8;
+using simd::vf;
+constexpr int kLanes = simd::kWidth;
 
 inline int64_t num_channel_blocks(int64_t dim) { return (dim + kLanes - 1) / kLanes; }
 
-#if defined(__GNUC__) && !defined(__clang__)
-#define MJ_SIMD _Pragma("GCC ivdep")
-#else
-#define MJ_SIMD _Pragma("omp simd")
-#endif
+// Rows per work item of causal_conv1d.
+constexpr int64_t kConvRows = 64;
+inline int64_t num_row_chunks(int64_t seqlen) { return std::max<int64_t>(1, (seqlen + kConvRows - 1) / kConvRows); }
+
+// ---- loads and stores of activations (any dtype) as 16 float lanes ------------------------------
+
+MJ_INLINE vf load_full(const float* p) { return simd::load(p); }
+MJ_INLINE vf load_full(const bf16_t* p) {
+  simd::vh h;
+  std::memcpy(&h, p, sizeof h);
+  return bit_cast<vf>(__builtin_convertvector(h, simd::vu) << 16);
+}
+MJ_INLINE vf load_full(const f16_t* p) {
+  alignas(64) float t[kLanes];
+  for (int l = 0; l < kLanes; ++l) t[l] = to_float(p[l]);
+  return simd::load(t);
+}
+
+// Loads n <= 16 values (the rest of the lanes are 0).
+template <typename T>
+MJ_INLINE vf load_lanes(const T* p, int64_t n) {
+  if (n == kLanes) return load_full(p);
+  alignas(64) float t[kLanes] = {};
+  for (int64_t l = 0; l < n; ++l) t[l] = to_float(p[l]);
+  return simd::load(t);
+}
+
+MJ_INLINE vf load_params(const float* p, int64_t n, float fill) {
+  if (p == nullptr) return simd::splat(fill);
+  return load_lanes(p, n);
+}
+
+MJ_INLINE void store_full(float* p, vf v) { simd::store(p, v); }
+MJ_INLINE void store_full(bf16_t* p, vf v) {
+  // Round to nearest even; NaN stays a (quiet) NaN.
+  simd::vu b = bit_cast<simd::vu>(v);
+  const simd::vu nan = (b & 0x7fffffffu) > 0x7f800000u;
+  const simd::vu rounded = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+  const simd::vu r = nan ? ((b >> 16) | 0x40u) : rounded;
+  const simd::vh h = __builtin_convertvector(r, simd::vh);
+  std::memcpy(p, &h, sizeof h);
+}
+MJ_INLINE void store_full(f16_t* p, vf v) {
+  for (int l = 0; l < kLanes; ++l) p[l] = from_float<f16_t>(v[l]);
+}
 
 template <typename T>
-inline void load_lanes(const T* src, int64_t n, float* dst) {
-  for (int l = 0; l < kLanes; ++l) dst[l] = l < n ? to_float(src[l]) : 0.0f;
-}
-
-template <typename T>
-inline void store_lanes(const float* src, int64_t n, T* dst) {
-  for (int l = 0; l < n; ++l) dst[l] = from_float<T>(src[l]);
-}
-
-inline void load_param_lanes(const float* src, int64_t n, float fill, float* dst) {
-  for (int l = 0; l < kLanes; ++l) dst[l] = (src != nullptr && l < n) ? src[l] : fill;
-}
-
-// Fills dt (after bias and softplus), du = dt * u and the raw u for one block and one step.
-inline void prepare_dt(const float* u, float* dt, const float* bias, bool softplus, float* du) {
-  MJ_SIMD for (int l = 0; l < kLanes; ++l) {
-    float d = dt[l] + bias[l];
-    d = softplus ? fast_softplus(d) : d;
-    dt[l] = d;
-    du[l] = d * u[l];
+MJ_INLINE void store_lanes(T* p, vf v, int64_t n) {
+  if (n == kLanes) {
+    store_full(p, v);
+    return;
   }
+  for (int64_t l = 0; l < n; ++l) p[l] = from_float<T>(v[l]);
 }
 
-// Gates y with D * u and silu(z) (when given).
-inline void finish_y(float* y, const float* u, const float* dskip, const float* z, bool has_z) {
-  MJ_SIMD for (int l = 0; l < kLanes; ++l) {
-    float v = y[l] + dskip[l] * u[l];
-    y[l] = has_z ? v * silu(z[l]) : v;
-  }
+// dt after bias and (optional) softplus.
+MJ_INLINE vf prepare_dt(vf dt, vf bias, bool softplus) {
+  dt = dt + bias;
+  return softplus ? softplus_fast(dt) : dt;
+}
+
+// y = (y + D u) * silu(z), the gate only when z is given.
+MJ_INLINE vf finish_y(vf y, vf u, vf dskip, vf z, bool has_z) {
+  y = y + dskip * u;
+  return has_z ? y * silu_fast(z) : y;
 }
 
 // Group index of each lane; returns true when the whole block reads one group.
@@ -66,186 +103,381 @@ inline bool lane_groups(int64_t d0, int64_t nv, int64_t dim, int64_t ngroups, in
   return g[0] == g[kLanes - 1];
 }
 
-// One recurrence step for a block: h = exp(dt A) h + du B;  y = <h, C>.
-// Bv/Cv hold the group's B and C for each lane ([N][kLanes]) or, when uniform, just [N].
-template <bool kUniform>
-inline void scan_step(int64_t N, float (*h)[kLanes], const float (*At)[kLanes], const float* dt,
-                      const float* du, const float* Bv, const float* Cv, float* y) {
-  for (int l = 0; l < kLanes; ++l) y[l] = 0.0f;
-  for (int64_t n = 0; n < N; ++n) {
-    MJ_SIMD for (int l = 0; l < kLanes; ++l) {
-      const float bn = kUniform ? Bv[n] : Bv[n * kLanes + l];
-      const float cn = kUniform ? Cv[n] : Cv[n * kLanes + l];
-      const float hn = fast_exp(dt[l] * At[n][l]) * h[n][l] + du[l] * bn;
-      h[n][l] = hn;
-      y[l] += hn * cn;
+// ---- selective_scan -----------------------------------------------------------------------------
+
+// Work item of the scan: (batch, a run of `blocks_per_item` consecutive blocks of 16 channels).
+// Rows of [B, L, D] are dim * 4 bytes apart, so at every step a narrow item touches a new cache
+// line and usually a new 4 KB page per row it reads; wide items share each page walk and let the
+// hardware prefetchers stream along the row. The handler picks the width from the thread count
+// (enough items to balance the threads), bounded so the item's state stays small.
+constexpr int64_t kScanMaxStateVectors = 512;  // blocks * dstate vectors of state: 32 KB
+inline int64_t scan_max_blocks_per_item(int64_t dstate) {
+  return std::max<int64_t>(1, kScanMaxStateVectors / std::max<int64_t>(1, dstate));
+}
+// Widest items that still give every thread `items_per_thread` of them.
+inline int64_t scan_blocks_per_item(int64_t batch, int64_t dim, int64_t dstate, int64_t threads,
+                                    int64_t items_per_thread = 2) {
+  const int64_t nblocks = num_channel_blocks(dim);
+  const int64_t want_items = std::max<int64_t>(1, threads * items_per_thread);
+  const int64_t per_batch = std::max<int64_t>(1, (want_items + batch - 1) / batch);
+  const int64_t g = std::max<int64_t>(1, nblocks / per_batch);
+  return std::min(g, scan_max_blocks_per_item(dstate));
+}
+inline int64_t scan_clamp_blocks_per_item(int64_t blocks_per_item, int64_t dstate) {
+  return std::max<int64_t>(1, std::min(blocks_per_item, scan_max_blocks_per_item(dstate)));
+}
+inline int64_t selective_scan_num_items(int64_t batch, int64_t dim, int64_t dstate, int64_t blocks_per_item) {
+  const int64_t per = scan_clamp_blocks_per_item(blocks_per_item, dstate);
+  return batch * ((num_channel_blocks(dim) + per - 1) / per);
+}
+
+// Steps per chunk. Each chunk runs three passes over its steps: (1) dt, dt * u for every step
+// (softplus: ~100 cycles of latency, independent across steps, so these overlap), (2) the
+// recurrence, whose only chain across steps is one FMA per state entry, (3) D * u and the silu(z)
+// gate. Fused into one loop, (1) and (3) put their latency on every step's critical path and a
+// step's row loads could not start early; split, each pass's loads are independent and overlap.
+constexpr int64_t kScanChunk = 16;
+
+MJ_INLINE bool all_lanes(simd::vi m) {
+  bool ok = true;
+  for (int l = 0; l < kLanes; ++l) ok = ok && m[l] != 0;
+  return ok;
+}
+
+// Pass (2) for one block and one chunk when all lanes read one group of B/C (broadcast scalars):
+// h = exp2(dt A2) h + du B;  y = <h, C>. kN > 0 fixes dstate at compile time (full unrolling).
+template <typename T, int kN, bool kInRange>
+MJ_INLINE void scan_chunk_uniform(int64_t N, int64_t steps, vf* h, const vf* A2, const vf* dts, const vf* dus,
+                                  const T* Bg, const T* Cg, int64_t bc_seq_stride, vf* ys) {
+  if (kN > 0) N = kN;
+  for (int64_t i = 0; i < steps; ++i) {
+    const vf dt = dts[i], du = dus[i];
+    const T* Bt = Bg + i * bc_seq_stride;
+    const T* Ct = Cg + i * bc_seq_stride;
+    vf y0 = simd::splat(0.0f), y1 = simd::splat(0.0f);  // two chains: half the add latency
+    int64_t n = 0;
+    for (; n + 1 < N; n += 2) {
+      const vf t0 = dt * A2[n], t1 = dt * A2[n + 1];
+      const vf e0 = kInRange ? exp2_inrange(t0) : exp2_fast(t0);
+      const vf e1 = kInRange ? exp2_inrange(t1) : exp2_fast(t1);
+      const vf h0 = e0 * h[n] + du * to_float(Bt[n]);
+      const vf h1 = e1 * h[n + 1] + du * to_float(Bt[n + 1]);
+      h[n] = h0;
+      h[n + 1] = h1;
+      y0 = y0 + h0 * to_float(Ct[n]);
+      y1 = y1 + h1 * to_float(Ct[n + 1]);
     }
+    if (n < N) {
+      const vf h0 = exp2_fast(dt * A2[n]) * h[n] + du * to_float(Bt[n]);
+      h[n] = h0;
+      y0 = y0 + h0 * to_float(Ct[n]);
+    }
+    ys[i] = y0 + y1;
   }
 }
 
+// Pass (2) when the lanes of a block straddle groups (dim / ngroups not a multiple of 16): B and
+// C are gathered per lane.
 template <typename T>
-inline void gather_bc(const T* base, int64_t group_stride, int64_t N, const int64_t* g, bool uniform,
-                      float* out) {
-  if (uniform) {
-    const T* src = base + g[0] * group_stride;
-    for (int64_t n = 0; n < N; ++n) out[n] = to_float(src[n]);
-  } else {
-    for (int64_t n = 0; n < N; ++n)
-      for (int l = 0; l < kLanes; ++l) out[n * kLanes + l] = to_float(base[g[l] * group_stride + n]);
-  }
-}
-
-template <typename T>
-void selective_scan(const SelectiveScanParams& p, int64_t item_begin, int64_t item_end) {
-  const int64_t N = p.dstate, D = p.dim;
-  const int64_t nblocks = num_channel_blocks(D);
-  alignas(64) float h[kMaxDstate][kLanes];
-  alignas(64) float At[kMaxDstate][kLanes];
-  alignas(64) float Bv[kMaxDstate * kLanes];
-  alignas(64) float Cv[kMaxDstate * kLanes];
-  for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / nblocks;
-    const int64_t d0 = (item % nblocks) * kLanes;
-    const int64_t nv = std::min<int64_t>(kLanes, D - d0);
+void scan_chunk_gather(int64_t N, int64_t steps, vf* h, const vf* A2, const vf* dts, const vf* dus,
+                       const T* Bt, const T* Ct, int64_t bc_seq_stride, int64_t gs, const int64_t* g, vf* ys) {
+  for (int64_t i = 0; i < steps; ++i) {
+    vf y0 = simd::splat(0.0f);
     for (int64_t n = 0; n < N; ++n) {
+      alignas(64) float bv[kLanes], cv[kLanes];
       for (int l = 0; l < kLanes; ++l) {
-        const bool on = l < nv;
-        At[n][l] = on ? p.A[(d0 + l) * N + n] : 0.0f;
-        h[n][l] = (on && p.initial_state) ? p.initial_state[(b * D + d0 + l) * N + n] : 0.0f;
+        bv[l] = to_float(Bt[i * bc_seq_stride + g[l] * gs + n]);
+        cv[l] = to_float(Ct[i * bc_seq_stride + g[l] * gs + n]);
+      }
+      const vf h0 = exp2_fast(dts[i] * A2[n]) * h[n] + dus[i] * simd::load(bv);
+      h[n] = h0;
+      y0 = y0 + h0 * simd::load(cv);
+    }
+    ys[i] = y0;
+  }
+}
+
+// Per-block constants of an item.
+struct ScanBlock {
+  vf a_lo, a_hi, dskip, bias, dt_lo, dt_hi;
+  int64_t d0, nv;
+  int64_t g[kLanes];
+  bool uniform;
+};
+
+// Per-thread scratch of the scan (reused across calls; grows to the largest item seen).
+struct ScanWorkspace {
+  std::vector<vf> vecs;
+  std::vector<ScanBlock> blocks;
+};
+
+// One item: blocks [blk0, blk0 + nblk) of batch b, over the whole sequence.
+template <typename T, int kN>
+void scan_item(const SelectiveScanParams& p, int64_t b, int64_t blk0, int64_t nblk, ScanWorkspace& w) {
+  const int64_t N = kN > 0 ? kN : p.dstate, D = p.dim, rs = p.u_seq_stride;
+  // Block j: state h[j * N + n] and A2 = A log2(e) (so exp(dt A) = exp2(dt A2)) as vectors over
+  // its 16 channels; dt, dt * u and y of the chunk's steps at dts[j * kScanChunk + i], etc.
+  w.vecs.resize(nblk * (2 * N + 3 * kScanChunk));
+  w.blocks.resize(nblk);
+  vf* h = w.vecs.data();
+  vf* A2 = h + nblk * N;
+  vf* dts = A2 + nblk * N;
+  vf* dus = dts + nblk * kScanChunk;
+  vf* ys = dus + nblk * kScanChunk;
+  ScanBlock* blk = w.blocks.data();
+  for (int64_t j = 0; j < nblk; ++j) {
+    ScanBlock& k = blk[j];
+    k.d0 = (blk0 + j) * kLanes;
+    k.nv = std::min<int64_t>(kLanes, D - k.d0);
+    k.uniform = lane_groups(k.d0, k.nv, D, p.ngroups, k.g);
+    for (int64_t n = 0; n < N; ++n) {
+      alignas(64) float a[kLanes] = {}, s[kLanes] = {};
+      for (int64_t l = 0; l < k.nv; ++l) {
+        a[l] = p.A[(k.d0 + l) * N + n] * kLog2e;
+        s[l] = p.initial_state ? p.initial_state[(b * D + k.d0 + l) * N + n] : 0.0f;
+      }
+      const vf av = simd::load(a);
+      A2[j * N + n] = av;
+      h[j * N + n] = simd::load(s);
+      k.a_lo = n == 0 ? av : vmin(k.a_lo, av);
+      k.a_hi = n == 0 ? av : vmax(k.a_hi, av);
+    }
+    k.dskip = load_params(p.Dskip ? p.Dskip + k.d0 : nullptr, k.nv, 0.0f);
+    k.bias = load_params(p.delta_bias ? p.delta_bias + k.d0 : nullptr, k.nv, 0.0f);
+  }
+  const int64_t boff = b * p.u_batch_stride;
+  const T* u = static_cast<const T*>(p.u) + boff;
+  const T* dl = static_cast<const T*>(p.delta) + boff;
+  const T* z = p.z ? static_cast<const T*>(p.z) + boff : nullptr;
+  T* y = static_cast<T*>(p.y) + boff;
+  const T* Bb = static_cast<const T*>(p.Bm) + b * p.bc_batch_stride;
+  const T* Cb = static_cast<const T*>(p.Cm) + b * p.bc_batch_stride;
+  const int64_t gs = p.bc_group_stride;
+  for (int64_t t0 = 0; t0 < p.seqlen; t0 += kScanChunk) {
+    const int64_t steps = std::min<int64_t>(kScanChunk, p.seqlen - t0);
+    // (1) dt and dt * u, and the range of dt over the chunk. Prefetches u and delta for the next
+    // chunk (each load feeds ~100 cycles of softplus, so out-of-order execution alone cannot run
+    // far enough ahead to hide a miss), and z and y for pass (3).
+    const int64_t pf_steps = std::min<int64_t>(kScanChunk, p.seqlen - t0 - kScanChunk);
+    for (int64_t i = 0; i < steps; ++i) {
+      const int64_t off = (t0 + i) * rs;
+      for (int64_t j = 0; j < nblk; ++j) {
+        ScanBlock& k = blk[j];
+        const int64_t o = off + k.d0;
+        if (i < pf_steps) {
+          __builtin_prefetch(u + o + kScanChunk * rs);
+          __builtin_prefetch(dl + o + kScanChunk * rs);
+        }
+        if (z) __builtin_prefetch(z + o);
+        __builtin_prefetch(y + o, 1);
+        const vf dt = prepare_dt(load_lanes(dl + o, k.nv), k.bias, p.delta_softplus);
+        dts[j * kScanChunk + i] = dt;
+        dus[j * kScanChunk + i] = dt * load_lanes(u + o, k.nv);
+        k.dt_lo = i == 0 ? dt : vmin(k.dt_lo, dt);
+        k.dt_hi = i == 0 ? dt : vmax(k.dt_hi, dt);
       }
     }
-    alignas(64) float dskip[kLanes], bias[kLanes];
-    load_param_lanes(p.Dskip ? p.Dskip + d0 : nullptr, nv, 0.0f, dskip);
-    load_param_lanes(p.delta_bias ? p.delta_bias + d0 : nullptr, nv, 0.0f, bias);
-    int64_t g[kLanes];
-    const bool uniform = lane_groups(d0, nv, D, p.ngroups, g);
-    const T* u = static_cast<const T*>(p.u) + b * p.u_batch_stride + d0;
-    const T* dl = static_cast<const T*>(p.delta) + b * p.u_batch_stride + d0;
-    const T* z = p.z ? static_cast<const T*>(p.z) + b * p.u_batch_stride + d0 : nullptr;
-    T* y = static_cast<T*>(p.y) + b * p.u_batch_stride + d0;
-    const T* Bb = static_cast<const T*>(p.Bm) + b * p.bc_batch_stride;
-    const T* Cb = static_cast<const T*>(p.Cm) + b * p.bc_batch_stride;
-    for (int64_t t = 0; t < p.seqlen; ++t) {
-      const int64_t off = t * p.u_seq_stride;
-      alignas(64) float uu[kLanes], dt[kLanes], du[kLanes], zz[kLanes], yy[kLanes];
-      load_lanes(u + off, nv, uu);
-      load_lanes(dl + off, nv, dt);
-      prepare_dt(uu, dt, bias, p.delta_softplus, du);
-      gather_bc(Bb + t * p.bc_seq_stride, p.bc_group_stride, N, g, uniform, Bv);
-      gather_bc(Cb + t * p.bc_seq_stride, p.bc_group_stride, N, g, uniform, Cv);
-      if (uniform) scan_step<true>(N, h, At, dt, du, Bv, Cv, yy);
-      else scan_step<false>(N, h, At, dt, du, Bv, Cv, yy);
-      if (z) load_lanes(z + off, nv, zz);
-      finish_y(yy, uu, dskip, zz, z != nullptr);
-      store_lanes(yy, nv, y + off);
+    // (2) the recurrence, block by block. dt * A2 is bilinear, so its extremes over the chunk
+    // are at the corners of [dt_lo, dt_hi] x [a_lo, a_hi] (rounding is monotone); when they lie
+    // inside [-125, 126] exp2 needs no clamp. NaNs fail the test and take the clamped path.
+    const T* Bt = Bb + t0 * p.bc_seq_stride;
+    const T* Ct = Cb + t0 * p.bc_seq_stride;
+    for (int64_t j = 0; j < nblk; ++j) {
+      const ScanBlock& k = blk[j];
+      vf* hj = h + j * N;
+      const vf* aj = A2 + j * N;
+      const vf* dtj = dts + j * kScanChunk;
+      const vf* duj = dus + j * kScanChunk;
+      vf* yj = ys + j * kScanChunk;
+      if (!k.uniform) {
+        scan_chunk_gather<T>(N, steps, hj, aj, dtj, duj, Bt, Ct, p.bc_seq_stride, gs, k.g, yj);
+        continue;
+      }
+      const vf c0 = k.dt_lo * k.a_lo, c1 = k.dt_lo * k.a_hi, c2 = k.dt_hi * k.a_lo, c3 = k.dt_hi * k.a_hi;
+      const vf lo = vmin(vmin(c0, c1), vmin(c2, c3)), hi = vmax(vmax(c0, c1), vmax(c2, c3));
+      const bool in_range = all_lanes(lo >= simd::splat(-125.0f)) && all_lanes(hi <= simd::splat(126.0f));
+      const T* Bg = Bt + k.g[0] * gs;
+      const T* Cg = Ct + k.g[0] * gs;
+      if (in_range)
+        scan_chunk_uniform<T, kN, true>(N, steps, hj, aj, dtj, duj, Bg, Cg, p.bc_seq_stride, yj);
+      else
+        scan_chunk_uniform<T, kN, false>(N, steps, hj, aj, dtj, duj, Bg, Cg, p.bc_seq_stride, yj);
     }
+    // (3) y = (y + D u) * silu(z).
+    for (int64_t i = 0; i < steps; ++i) {
+      const int64_t off = (t0 + i) * rs;
+      for (int64_t j = 0; j < nblk; ++j) {
+        const ScanBlock& k = blk[j];
+        const int64_t o = off + k.d0;
+        const vf zz = z ? load_lanes(z + o, k.nv) : simd::splat(0.0f);
+        const vf yv = finish_y(ys[j * kScanChunk + i], load_lanes(u + o, k.nv), k.dskip, zz, z != nullptr);
+        store_lanes(y + o, yv, k.nv);
+      }
+    }
+  }
+  for (int64_t j = 0; j < nblk; ++j)
     for (int64_t n = 0; n < N; ++n)
-      for (int l = 0; l < nv; ++l) p.last_state[(b * D + d0 + l) * N + n] = h[n][l];
+      for (int64_t l = 0; l < blk[j].nv; ++l) p.last_state[(b * D + blk[j].d0 + l) * N + n] = h[j * N + n][l];
+}
+
+// Items [item_begin, item_end) of selective_scan_num_items(batch, dim, dstate, blocks_per_item), numbered
+// batch-major.
+template <typename T>
+void selective_scan(const SelectiveScanParams& p, int64_t blocks_per_item, int64_t item_begin, int64_t item_end) {
+  static thread_local ScanWorkspace ws;
+  const int64_t nblocks = num_channel_blocks(p.dim);
+  const int64_t per = scan_clamp_blocks_per_item(blocks_per_item, p.dstate);
+  const int64_t groups = (nblocks + per - 1) / per;
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t b = item / groups;
+    const int64_t blk0 = (item % groups) * per;
+    const int64_t nblk = std::min<int64_t>(per, nblocks - blk0);
+    if (p.dstate == 16) scan_item<T, 16>(p, b, blk0, nblk, ws);
+    else scan_item<T, 0>(p, b, blk0, nblk, ws);
   }
 }
+
+// ---- selective_state_update ---------------------------------------------------------------------
+
+// Loads / stores n <= 16 state-axis floats.
+MJ_INLINE vf load_n(const float* p, int64_t n) { return load_lanes(p, n); }
+MJ_INLINE void store_n(float* p, vf v, int64_t n) { store_lanes(p, v, n); }
+template <typename T>
+MJ_INLINE vf load_n(const T* p, int64_t n) { return load_lanes(p, n); }
 
 template <typename T>
 void selective_state_update(const StateUpdateParams& p, int64_t item_begin, int64_t item_end) {
   const int64_t N = p.dstate, D = p.dim;
   const int64_t nblocks = num_channel_blocks(D);
-  alignas(64) float h[kMaxDstate][kLanes];
-  alignas(64) float At[kMaxDstate][kLanes];
-  alignas(64) float Bv[kMaxDstate * kLanes];
-  alignas(64) float Cv[kMaxDstate * kLanes];
+  const int64_t per_group = D / p.ngroups;
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t b = item / nblocks;
     const int64_t d0 = (item % nblocks) * kLanes;
     const int64_t nv = std::min<int64_t>(kLanes, D - d0);
-    const float* s = p.state + (b * D + d0) * N;
-    for (int64_t n = 0; n < N; ++n) {
-      for (int l = 0; l < kLanes; ++l) {
-        const bool on = l < nv;
-        At[n][l] = on ? p.A[(d0 + l) * N + n] : 0.0f;
-        h[n][l] = on ? s[l * N + n] : 0.0f;
-      }
-    }
-    alignas(64) float dskip[kLanes], bias[kLanes], uu[kLanes], dt[kLanes], du[kLanes], zz[kLanes],
-        yy[kLanes];
-    load_param_lanes(p.Dskip ? p.Dskip + d0 : nullptr, nv, 0.0f, dskip);
-    load_param_lanes(p.dt_bias ? p.dt_bias + d0 : nullptr, nv, 0.0f, bias);
-    int64_t g[kLanes];
-    const bool uniform = lane_groups(d0, nv, D, p.ngroups, g);
     const int64_t off = b * D + d0;
-    load_lanes(static_cast<const T*>(p.x) + off, nv, uu);
-    load_lanes(static_cast<const T*>(p.dt) + off, nv, dt);
-    prepare_dt(uu, dt, bias, p.dt_softplus, du);
-    const int64_t bc_off = b * p.ngroups * N;
-    gather_bc(static_cast<const T*>(p.Bm) + bc_off, N, N, g, uniform, Bv);
-    gather_bc(static_cast<const T*>(p.Cm) + bc_off, N, N, g, uniform, Cv);
-    if (uniform) scan_step<true>(N, h, At, dt, du, Bv, Cv, yy);
-    else scan_step<false>(N, h, At, dt, du, Bv, Cv, yy);
-    if (p.z) load_lanes(static_cast<const T*>(p.z) + off, nv, zz);
-    finish_y(yy, uu, dskip, zz, p.z != nullptr);
-    store_lanes(yy, nv, static_cast<T*>(p.y) + off);
-    float* ns = p.new_state + (b * D + d0) * N;
-    for (int l = 0; l < nv; ++l)
-      for (int64_t n = 0; n < N; ++n) ns[l * N + n] = h[n][l];
+    // Per-channel values of the block, on vectors of 16 channels.
+    const vf uu = load_lanes(static_cast<const T*>(p.x) + off, nv);
+    const vf bias = load_params(p.dt_bias ? p.dt_bias + d0 : nullptr, nv, 0.0f);
+    const vf dt = prepare_dt(load_lanes(static_cast<const T*>(p.dt) + off, nv), bias, p.dt_softplus);
+    const vf dt2 = dt * kLog2e;
+    const vf du = dt * uu;
+    alignas(64) float yv[kLanes] = {};
+    for (int64_t l = 0; l < nv; ++l) {
+      const int64_t d = d0 + l;
+      const int64_t g = d / per_group;
+      const float* s = p.state + (b * D + d) * N;
+      float* ns = p.new_state + (b * D + d) * N;
+      const float* a = p.A + d * N;
+      const T* Bg = static_cast<const T*>(p.Bm) + (b * p.ngroups + g) * N;
+      const T* Cg = static_cast<const T*>(p.Cm) + (b * p.ngroups + g) * N;
+      const float dts = dt2[l], dus = du[l];
+      vf acc = simd::splat(0.0f);
+      for (int64_t n = 0; n < N; n += kLanes) {
+        const int64_t m = std::min<int64_t>(kLanes, N - n);
+        const vf hn = exp2_fast(load_n(a + n, m) * dts) * load_n(s + n, m) + load_n(Bg + n, m) * dus;
+        store_n(ns + n, hn, m);
+        acc = acc + hn * load_n(Cg + n, m);
+      }
+      yv[l] = simd::hsum(acc);
+    }
+    const vf dskip = load_params(p.Dskip ? p.Dskip + d0 : nullptr, nv, 0.0f);
+    const vf zz = p.z ? load_lanes(static_cast<const T*>(p.z) + off, nv) : simd::splat(0.0f);
+    store_lanes(static_cast<T*>(p.y) + off, finish_y(simd::load(yv), uu, dskip, zz, p.z != nullptr), nv);
   }
 }
 
-// Causal depthwise conv: a window of the last W inputs per lane slides along the sequence.
+// ---- causal_conv1d ------------------------------------------------------------------------------
+
+// Transposes weight [D, W] to [W, D] so a row of taps loads as vectors along the channels.
+inline std::vector<float> transpose_weight(const float* w, int64_t D, int64_t W) {
+  std::vector<float> wt(W * D);
+  for (int64_t d = 0; d < D; ++d)
+    for (int64_t k = 0; k < W; ++k) wt[k * D + d] = w[d * W + k];
+  return wt;
+}
+
+// Item = (batch, chunk of kConvRows rows). Row j of the padded input is x[b, j] for j >= 0 and
+// initial_state[b, :, S + j] (or zero) for -S <= j < 0.
 template <typename T>
 void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) {
-  const int64_t D = p.dim, W = p.width, S = W - 1;
-  const int64_t nblocks = num_channel_blocks(D);
+  const int64_t D = p.dim, W = p.width, S = W - 1, L = p.seqlen;
+  const int64_t nchunks = num_row_chunks(L);
+  const std::vector<float> wt = transpose_weight(p.weight, D, W);
+  std::vector<T> hist;  // the S rows before t = 0, as [S, D], built when a chunk needs them
+  int64_t hist_b = -1;
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / nblocks;
-    const int64_t d0 = (item % nblocks) * kLanes;
-    const int64_t nv = std::min<int64_t>(kLanes, D - d0);
-    alignas(64) float w[kMaxConvWidth][kLanes], win[kMaxConvWidth][kLanes], bias[kLanes];
-    for (int64_t k = 0; k < W; ++k)
-      for (int l = 0; l < kLanes; ++l) w[k][l] = l < nv ? p.weight[(d0 + l) * W + k] : 0.0f;
-    load_param_lanes(p.bias ? p.bias + d0 : nullptr, nv, 0.0f, bias);
-    // win[0..S-1] holds the S inputs before the current step, oldest first.
-    const T* init = p.initial_state ? static_cast<const T*>(p.initial_state) + (b * D + d0) * S : nullptr;
-    for (int64_t k = 0; k < S; ++k)
-      for (int l = 0; l < kLanes; ++l) win[k][l] = (init && l < nv) ? to_float(init[l * S + k]) : 0.0f;
-    const T* x = static_cast<const T*>(p.x) + b * p.seqlen * D + d0;
-    T* y = static_cast<T*>(p.y) + b * p.seqlen * D + d0;
-    for (int64_t t = 0; t < p.seqlen; ++t) {
-      load_lanes(x + t * D, nv, win[S]);
-      alignas(64) float acc[kLanes];
-      MJ_SIMD for (int l = 0; l < kLanes; ++l) acc[l] = bias[l];
-      for (int64_t k = 0; k < W; ++k) {
-        MJ_SIMD for (int l = 0; l < kLanes; ++l) acc[l] += w[k][l] * win[k][l];
+    const int64_t b = item / nchunks;
+    const int64_t t0 = (item % nchunks) * kConvRows;
+    const int64_t t1 = std::min<int64_t>(L, t0 + kConvRows);
+    const T* x = static_cast<const T*>(p.x) + b * L * D;
+    T* y = static_cast<T*>(p.y) + b * L * D;
+    const bool need_hist = t0 < S || L < S;
+    if (need_hist && hist_b != b) {
+      hist.assign(S * D, from_float<T>(0.0f));
+      if (p.initial_state) {
+        const T* init = static_cast<const T*>(p.initial_state) + b * D * S;
+        for (int64_t d = 0; d < D; ++d)
+          for (int64_t k = 0; k < S; ++k) hist[k * D + d] = init[d * S + k];
       }
-      if (p.silu) {
-        MJ_SIMD for (int l = 0; l < kLanes; ++l) acc[l] = silu(acc[l]);
-      }
-      store_lanes(acc, nv, y + t * D);
-      for (int64_t k = 0; k < S; ++k)
-        for (int l = 0; l < kLanes; ++l) win[k][l] = win[k + 1][l];
+      hist_b = b;
     }
-    // After the loop win[0..S-1] holds the last S inputs (or initial-state entries if L < S).
-    T* fin = static_cast<T*>(p.final_state) + (b * D + d0) * S;
-    for (int l = 0; l < nv; ++l)
-      for (int64_t k = 0; k < S; ++k) fin[l * S + k] = from_float<T>(win[k][l]);
+    auto row = [&](int64_t j) -> const T* { return j >= 0 ? x + j * D : hist.data() + (S + j) * D; };
+    for (int64_t t = t0; t < t1; ++t) {
+      const T* rows[kMaxConvWidth];
+      for (int64_t k = 0; k < W; ++k) rows[k] = row(t - S + k);
+      T* yt = y + t * D;
+      for (int64_t d = 0; d < D; d += kLanes) {
+        const int64_t nv = std::min<int64_t>(kLanes, D - d);
+        vf acc = p.bias ? load_lanes(p.bias + d, nv) : simd::splat(0.0f);
+        for (int64_t k = 0; k < W; ++k) acc = acc + load_lanes(wt.data() + k * D + d, nv) * load_lanes(rows[k] + d, nv);
+        if (p.silu) acc = silu_fast(acc);
+        store_lanes(yt + d, acc, nv);
+      }
+    }
+    if (t1 == L) {
+      // final_state[b, d, k] = padded row L - S + k: the exact inputs, no rounding.
+      T* fin = static_cast<T*>(p.final_state) + b * D * S;
+      for (int64_t k = 0; k < S; ++k) {
+        const T* r = row(L - S + k);
+        for (int64_t d = 0; d < D; ++d) fin[d * S + k] = r[d];
+      }
+    }
   }
 }
 
+// ---- causal_conv1d_update -----------------------------------------------------------------------
+
+// Item = (batch, block of 16 channels): the taps of each channel are contiguous, so the dot
+// products run per channel; the activation runs on the block's 16 results at once.
 template <typename T>
 void causal_conv1d_update(const Conv1dUpdateParams& p, int64_t item_begin, int64_t item_end) {
   const int64_t D = p.dim, W = p.width, S = W - 1;
+  const int64_t nblocks = num_channel_blocks(D);
+  const T* xall = static_cast<const T*>(p.x);
+  const T* sall = static_cast<const T*>(p.conv_state);
+  T* nsall = static_cast<T*>(p.new_conv_state);
   for (int64_t item = item_begin; item < item_end; ++item) {
-    const int64_t b = item / D;
-    const int64_t d = item % D;
-    const T* s = static_cast<const T*>(p.conv_state) + (b * D + d) * S;
-    float win[kMaxConvWidth];
-    for (int64_t k = 0; k < S; ++k) win[k] = to_float(s[k]);
-    win[S] = to_float(static_cast<const T*>(p.x)[b * D + d]);
-    float acc = p.bias ? p.bias[d] : 0.0f;
-    for (int64_t k = 0; k < W; ++k) acc += p.weight[d * W + k] * win[k];
-    if (p.silu) acc = silu(acc);
-    static_cast<T*>(p.y)[b * D + d] = from_float<T>(acc);
-    T* ns = static_cast<T*>(p.new_conv_state) + (b * D + d) * S;
-    // Store the exact inputs back (shifted), so the state never picks up rounding.
-    for (int64_t k = 0; k < S - 1; ++k) ns[k] = s[k + 1];
-    if (S > 0) ns[S - 1] = static_cast<const T*>(p.x)[b * D + d];
+    const int64_t b = item / nblocks;
+    const int64_t d0 = (item % nblocks) * kLanes;
+    const int64_t nv = std::min<int64_t>(kLanes, D - d0);
+    alignas(64) float acc[kLanes] = {};
+    for (int64_t l = 0; l < nv; ++l) {
+      const int64_t d = d0 + l;
+      const T* s = sall + (b * D + d) * S;
+      const float* w = p.weight + d * W;
+      const T xv = xall[b * D + d];
+      float a = p.bias ? p.bias[d] : 0.0f;
+      for (int64_t k = 0; k < S; ++k) a += w[k] * to_float(s[k]);
+      a += w[S] * to_float(xv);
+      acc[l] = a;
+      // Shift the window left by one, in place safe (reads run ahead of writes).
+      T* ns = nsall + (b * D + d) * S;
+      for (int64_t k = 0; k + 1 < S; ++k) ns[k] = s[k + 1];
+      ns[S - 1] = xv;
+    }
+    vf v = simd::load(acc);
+    if (p.silu) v = silu_fast(v);
+    store_lanes(static_cast<T*>(p.y) + b * D + d0, v, nv);
   }
 }
 
