@@ -31,7 +31,9 @@ from __future__ import annotations
 import collections
 import dataclasses
 import inspect
+import sys
 import time
+import types
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
@@ -425,3 +427,15 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
     return Generator(model).generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k,
                                      top_p=top_p, eos_token_id=eos_token_id, seed=seed, stream=stream,
                                      chunk_size=chunk_size)
+
+
+class _CallableModule(types.ModuleType):
+    """`mamba_jax.generate` names both this module and the function. Importing the submodule rebinds
+    the package attribute to the module, so the module forwards calls to the function: both
+    `mamba_jax.generate(model, ...)` and `from mamba_jax.generate import generate` then work."""
+
+    def __call__(self, *args, **kwargs):
+        return generate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
