@@ -13,6 +13,8 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "from_pretrained",
+    "generate",
+    "Generator",
     "nn",
     "MambaConfig",
     "MambaMixer",
@@ -30,4 +32,8 @@ def __getattr__(name):
 
         nn = importlib.import_module(".nn", __name__)
         return nn if name == "nn" else getattr(nn, name)
+    if name in ("generate", "Generator"):  # imports flax: also on first use
+        import importlib
+
+        return getattr(importlib.import_module(".generate", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
