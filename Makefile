@@ -9,7 +9,7 @@ DEPS := jax jaxlib flax numpy nanobind scikit-build-core cmake ninja safetensors
 TEST_DEPS := torch==2.13.0 transformers
 FFI_SOURCES := $(shell find ffi -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh') CMakeLists.txt pyproject.toml
 
-.PHONY: test generate build bench gpu-test clean
+.PHONY: test generate build bench gpu-test gpu-all clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ gpu-build:
 
 gpu-test: gpu-build
 	python3 -m pytest -q tests
+
+# The whole GPU check of issue 3 in one call (build, kernel checks under compute-sanitizer, tests,
+# benchmarks); logs and JSON under $(OUT) (default gpu-out/). See tools/gpu_all.sh.
+gpu-all:
+	tools/gpu_all.sh
 
 clean:
 	rm -rf build $(VENV)/.built

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Everything issue 3 checks on the GPU host, in one call, from the repository root:
+#   build (pip install -e . with the CUDA module for one architecture) and the standalone checker;
+#   the checker's small cases of every kernel against a float64 host reference, then the same run
+#   under compute-sanitizer memcheck and racecheck (in the background, while the tests run);
+#   the test suite with the CUDA kernels (tests/, the model/loading tests excluded by default);
+#   the selective-scan lane-layout sweep; the benchmarks (benchmarks/bench_cuda.py).
+# Logs and the benchmark JSON go to $OUT (default ./gpu-out). Steps can be picked with STEPS.
+#
+#   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+STEPS=${STEPS:-build check sanitize test sweep bench}
+ARCH=${CUDA_ARCH:-90}
+TEST_TIMEOUT=${TEST_TIMEOUT:-240}
+TEST_K=${TEST_K:-not model and not loading}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+CHECKER=/tmp/cuda_kernel_check
+t_start=$(date +%s)
+stamp() { echo "[$(($(date +%s) - t_start))s] $*"; }
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+rc=0
+
+if has build; then
+  stamp "build: pip install -e . (CUDA arch $ARCH) and the checker, in parallel"
+  nvcc -O3 -std=c++17 --use_fast_math -lineinfo -gencode "arch=compute_$ARCH,code=sm_$ARCH" -I ffi/include \
+    tools/cuda_kernel_check.cu -o "$CHECKER" > /tmp/checker-build.log 2>&1 &
+  nvcc_pid=$!
+  if ! python3 -m pip install --no-build-isolation --no-deps -e . \
+      "-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH" > "$OUT/build.log" 2>&1; then
+    echo "BUILD FAILED"; tail -60 "$OUT/build.log"; exit 1
+  fi
+  if ! wait $nvcc_pid; then
+    cat /tmp/checker-build.log >> "$OUT/build.log"; echo "CHECKER BUILD FAILED"; tail -30 /tmp/checker-build.log; exit 1
+  fi
+  python3 -c "import mamba_jax.ops as o; print('CUDA kernels registered:', o.cuda_available())" | tee -a "$OUT/build.log"
+fi
+
+if has check; then
+  stamp "standalone kernel checks"
+  nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,temperature.gpu,power.draw \
+    --format=csv > "$OUT/check.log" 2>&1
+  "$CHECKER" check >> "$OUT/check.log" 2>&1 || rc=1
+  grep -E "FAIL|PASSED|FAILED" "$OUT/check.log" | head -20
+fi
+
+san_pid=
+if has sanitize; then
+  stamp "compute-sanitizer memcheck + racecheck of the checker (background)"
+  (
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$CHECKER" check > "$OUT/memcheck.log" 2>&1
+    echo "memcheck exit code $?" >> "$OUT/memcheck.log"
+    timeout 300 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 "$CHECKER" check \
+      > "$OUT/racecheck.log" 2>&1
+    echo "racecheck exit code $?" >> "$OUT/racecheck.log"
+  ) &
+  san_pid=$!
+fi
+
+if has test; then
+  stamp "test suite with the CUDA kernels (pytest -n 8, timeout ${TEST_TIMEOUT}s)"
+  timeout "$TEST_TIMEOUT" python3 -m pytest -q -n 8 --maxfail=25 -p no:cacheprovider -rs tests -k "$TEST_K" \
+    > "$OUT/pytest.log" 2>&1
+  code=$?
+  echo "pytest exit code $code" >> "$OUT/pytest.log"
+  [ $code -eq 0 ] || rc=1
+  grep -E "passed|failed|error|Error" "$OUT/pytest.log" | tail -30
+fi
+
+if [ -n "$san_pid" ]; then
+  wait $san_pid
+  stamp "sanitizers done"
+  for f in memcheck racecheck; do
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit code|PASSED|FAILED" "$OUT/$f.log" | tail -4
+  done
+fi
+
+if has sweep; then
+  stamp "selective-scan lane layouts (S states x G lanes per channel)"
+  "$CHECKER" sweep | tee -a "$OUT/check.log"
+fi
+
+if has bench; then
+  stamp "benchmarks"
+  python3 benchmarks/bench_cuda.py --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
+  sed -n '/^op /,$p' "$OUT/bench.log"
+fi
+stamp "done (exit $rc)"
+exit $rc
