@@ -12,7 +12,7 @@ set -uo pipefail
 OUT=${OUT:-gpu-out}
 STEPS=${STEPS:-build check sanitize test sweep bench}
 ARCH=${CUDA_ARCH:-90}
-TEST_TIMEOUT=${TEST_TIMEOUT:-240}
+TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K:-not model and not loading}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -45,17 +45,15 @@ if has check; then
   grep -E "FAIL|PASSED|FAILED" "$OUT/check.log" | head -20
 fi
 
-san_pid=
+sanitizing=
 if has sanitize; then
   stamp "compute-sanitizer memcheck + racecheck of the checker (background)"
-  (
-    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 3 "$CHECKER" check > "$OUT/memcheck.log" 2>&1
-    echo "memcheck exit code $?" >> "$OUT/memcheck.log"
-    timeout 300 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 "$CHECKER" check \
+  ( timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$CHECKER" check > "$OUT/memcheck.log" 2>&1
+    echo "memcheck exit code $?" >> "$OUT/memcheck.log" ) &
+  ( timeout 240 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 "$CHECKER" check \
       > "$OUT/racecheck.log" 2>&1
-    echo "racecheck exit code $?" >> "$OUT/racecheck.log"
-  ) &
-  san_pid=$!
+    echo "racecheck exit code $?" >> "$OUT/racecheck.log" ) &
+  sanitizing=1
 fi
 
 if has test; then
@@ -68,8 +66,8 @@ if has test; then
   grep -E "passed|failed|error|Error" "$OUT/pytest.log" | tail -30
 fi
 
-if [ -n "$san_pid" ]; then
-  wait $san_pid
+if [ -n "$sanitizing" ]; then
+  wait
   stamp "sanitizers done"
   for f in memcheck racecheck; do
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit code|PASSED|FAILED" "$OUT/$f.log" | tail -4
