@@ -12,7 +12,7 @@ import pytest
 from jax.test_util import check_grads
 
 import oracle
-from conftest import ConvCase, assert_close, conv_inputs, conv_update_inputs, rows, tolerance
+from conftest import ConvCase, assert_close, conv_inputs, conv_update_inputs, ffi_available, rows, tolerance
 from mamba_jax.ops import causal_conv1d, causal_conv1d_update
 
 BASE = ConvCase()  # B2-L63-D96-W4-f32 with bias and silu
@@ -227,3 +227,15 @@ def test_grad_matches_oracle(impl, activation, rng):
     ref = oracle.numerical_grad(u_loss_ref, u_inputs)
     for k, g in zip(UPDATE_NAMES, grads):
         assert_close(g, ref[k], jnp.float32, "grad", f"{impl} update d/d{k}")
+
+
+def test_default_implementation(rng):
+    """implementation=None runs the FFI kernel where one is built for this backend, else pure JAX."""
+    picked = "ffi" if ffi_available() else "xla"
+    case = ConvCase(seqlen=17, init=True)
+    inputs = conv_inputs(rng, case)
+    for a, b in zip(run_conv(None, inputs, "silu"), run_conv(picked, inputs, "silu")):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    u_inputs = conv_update_inputs(rng, case)
+    for a, b in zip(run_update(None, u_inputs, "silu"), run_update(picked, u_inputs, "silu")):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
