@@ -1,0 +1,461 @@
+"""The Metal path: what Apple's jax-metal would be asked to compile, checked against the allow-list in
+mamba_jax/ops/metal_allowlist.py, and the chunked selective scan (the "xla" form that GPUs and Metal
+run) against the float64 oracle.
+
+Lowering checks: every op, its gradient, the model (forward, prefill, step) and `generate` are
+lowered with implementation="xla" for the "METAL" platform (jax lowers for a platform without its
+plugin) and every StableHLO operation and element type is checked; implementation=None is lowered for
+"METAL" too (its lax.platform_dependent default branch, where `case` is tolerated). Nothing here runs
+on a Mac.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import oracle
+from conftest import (ConvCase, ScanCase, assert_close, conv_inputs, conv_update_inputs, rows, scan_inputs,
+                      update_inputs)
+from mamba_jax import ops
+from mamba_jax.ops import metal_safe as ms
+from mamba_jax.ops.chunked import default_chunk_size, selective_scan_chunked
+from mamba_jax.ops.metal_allowlist import check_stablehlo, format_violations
+from mamba_jax.ops.reference import selective_scan_ref
+
+F32, BF16, F16 = jnp.float32, jnp.bfloat16, jnp.float16
+METAL = ("METAL",)
+
+
+def lower(fn, *args, platforms=METAL) -> str:
+    return jax.jit(fn).trace(*args).lower(lowering_platforms=platforms).as_text()
+
+
+def assert_metal_safe(text: str, what: str, allow_case: bool = False):
+    v = check_stablehlo(text, allow_case=allow_case)
+    assert not v, f"{what}: {len(v)} allow-list violations\n{format_violations(v, text)}"
+
+
+def grad_of(fn, n_args: int):
+    """d(sum of every float output)/d(every float argument), as one function of the same arguments."""
+    def loss(*a):
+        return sum(jnp.sum(o.astype(F32)) for o in jax.tree.leaves(fn(*a)))
+
+    def g(*a):
+        nums = tuple(i for i, x in enumerate(a) if x is not None and jnp.issubdtype(x.dtype, jnp.floating))
+        return jax.grad(loss, argnums=nums)(*a)
+
+    return g
+
+
+# ------------------------------------------------------------------------------ the checker itself
+@pytest.mark.parametrize("name,fn,expected", [
+    ("argmax", lambda x: jnp.argmax(x, axis=1), "variadic reduce"),
+    ("associative_scan", lambda x: jax.lax.associative_scan(jnp.add, x, axis=1), "interior padding"),
+    ("cumsum", lambda x: jnp.cumsum(x, axis=1), "stablehlo.reduce_window"),
+    ("sort", lambda x: jnp.sort(x, axis=1), "stablehlo.sort"),
+    ("random", lambda x: jax.random.uniform(jax.random.key(0), x.shape), "ui32"),
+    ("cond", lambda x: jax.lax.cond(x[0, 0] > 0, jnp.sin, jnp.cos, x), "stablehlo.case"),
+])
+def test_checker_rejects(name, fn, expected):
+    """Each known-bad construct is caught, with a message naming it (no vacuous passes)."""
+    text = lower(fn, jnp.ones((4, 16), F32))
+    msgs = [str(v) for v in check_stablehlo(text)]
+    assert any(expected in m for m in msgs), f"{name}: expected a violation mentioning {expected!r}, got {msgs}"
+
+
+def test_checker_rejects_custom_call_and_f64():
+    if not ops.cpu_available():
+        pytest.skip("the C++ CPU kernels are not built here (no custom_call to lower)")
+    x = jnp.ones((1, 8, 16), F32)
+    w = jnp.ones((16, 4), F32)
+    text = lower(lambda x: ops.causal_conv1d(x, w, implementation="ffi"), x, platforms=("cpu",))
+    assert any("custom_call" in str(v) for v in check_stablehlo(text))
+    f64_text = 'func.func public @main(%arg0: tensor<4xf64>) -> tensor<4xf64> {\n  return %arg0 : tensor<4xf64>\n}'
+    assert any("f64" in str(v) for v in check_stablehlo(f64_text))
+
+
+def test_checker_accepts_clean_math():
+    text = lower(lambda x: jnp.sum(jnp.exp(x) * jnp.tanh(x), axis=1), jnp.ones((4, 16), F32))
+    assert_metal_safe(text, "exp/tanh/sum")
+
+
+# ------------------------------------------------------------------------------ every op, lowered
+def _scan_full(dtype, rng, impl):
+    inp = scan_inputs(rng, ScanCase(batch=2, seqlen=37, dim=40, dstate=16, ngroups=2, dtype=dtype, init=True))
+    args = tuple(inp[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"))
+    return (lambda *a: ops.selective_scan(*a[:8], delta_softplus=True, initial_state=a[8],
+                                          return_last_state=True, implementation=impl)), args
+
+
+def _scan_plain(dtype, rng, impl):
+    inp = scan_inputs(rng, ScanCase(batch=1, seqlen=20, dim=24, dstate=1, ngroups=0, dtype=dtype,
+                                    D=False, z=False, bias=False, softplus=False))
+    args = tuple(inp[k] for k in ("u", "delta", "A", "B", "C"))
+    return (lambda *a: ops.selective_scan(*a, implementation=impl)), args
+
+
+def _update(dtype, rng, impl):
+    inp = update_inputs(rng, ScanCase(batch=2, seqlen=0, dim=40, dstate=16, ngroups=2, dtype=dtype))
+    args = tuple(inp[k] for k in ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"))
+    return (lambda *a: ops.selective_state_update(*a, dt_softplus=True, implementation=impl)), args
+
+
+def _conv(dtype, rng, impl):
+    inp = conv_inputs(rng, ConvCase(batch=2, seqlen=37, dim=40, dtype=dtype, init=True))
+    args = tuple(inp[k] for k in ("x", "weight", "bias", "initial_state"))
+    return (lambda *a: ops.causal_conv1d(*a[:3], activation="silu", initial_state=a[3],
+                                         return_final_state=True, implementation=impl)), args
+
+
+def _conv_update(dtype, rng, impl):
+    inp = conv_update_inputs(rng, ConvCase(batch=2, dim=40, dtype=dtype))
+    args = tuple(inp[k] for k in ("x", "conv_state", "weight", "bias"))
+    return (lambda *a: ops.causal_conv1d_update(*a, activation="silu", implementation=impl)), args
+
+
+OPS = {"selective_scan": _scan_full, "selective_scan-plain": _scan_plain,
+       "selective_state_update": _update, "causal_conv1d": _conv, "causal_conv1d_update": _conv_update}
+
+
+def _build(op, dtype, rng, impl):
+    return OPS[op](dtype, rng, impl)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "grad"])
+@pytest.mark.parametrize("dtype", [F32, BF16, F16], ids=["f32", "bf16", "f16"])
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_xla_is_metal_safe(op, dtype, mode, rng):
+    """implementation="xla": no custom_call, no case, only allowed ops and element types."""
+    fn, args = _build(op, dtype, rng, "xla")
+    if mode == "grad":
+        fn = grad_of(fn, len(args))
+    assert_metal_safe(lower(fn, *args), f"{op} {mode} implementation='xla'")
+
+
+@pytest.mark.parametrize("mode", ["fwd", "grad"])
+@pytest.mark.parametrize("op", list(OPS))
+def test_op_default_branch_is_metal_safe(op, mode, rng):
+    """implementation=None lowered for METAL takes lax.platform_dependent's default (pure-JAX)
+    branch: no custom_call; `case` from the dispatch itself is tolerated (see CONDITIONAL_OPS)."""
+    fn, args = _build(op, BF16, rng, None)
+    if mode == "grad":
+        fn = grad_of(fn, len(args))
+    assert_metal_safe(lower(fn, *args), f"{op} {mode} implementation=None on METAL", allow_case=True)
+
+
+def test_default_branch_exists_next_to_the_kernel(rng):
+    """Lowered for CPU and METAL at once, implementation=None holds both branches: the FFI kernel
+    (CPU) and the pure-JAX scan (the default branch, a while loop)."""
+    if not ops.cpu_available():
+        pytest.skip("the C++ CPU kernels are not built here")
+    fn, args = _build("selective_scan", F32, rng, None)
+    text = lower(fn, *args, platforms=("cpu", "METAL"))
+    assert "mamba_jax_selective_scan" in text and "stablehlo.while" in text
+    metal_only = lower(fn, *args)
+    assert "custom_call" not in metal_only and "stablehlo.while" in metal_only
+
+
+def test_xla_lowers_the_same_for_cpu(rng):
+    """The "xla" program does not depend on the lowering platform: CPU and METAL texts agree."""
+    fn, args = _build("selective_scan", BF16, rng, "xla")
+    assert lower(fn, *args, platforms=("cpu",)) == lower(fn, *args)
+
+
+@pytest.mark.parametrize("mode", ["fwd", "grad"])
+def test_chunked_form_is_metal_safe(mode, rng):
+    """The multi-chunk form (what "xla" runs off CPU) with a ragged last chunk, and its gradient."""
+    inp = scan_inputs(rng, ScanCase(batch=2, seqlen=113, dim=40, dstate=16, ngroups=2, dtype=BF16, init=True))
+    args = tuple(inp[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"))
+    fn = lambda *a: selective_scan_chunked(*a[:8], delta_softplus=True, initial_state=a[8], chunk_size=16)
+    if mode == "grad":
+        fn = grad_of(fn, len(args))
+    assert_metal_safe(lower(fn, *args), f"selective_scan_chunked {mode}")
+
+
+def test_metal_safe_helpers_are_metal_safe():
+    x = jnp.ones((3, 50), F32)
+    for name, fn in [("argmax", ms.metal_safe_argmax),
+                     ("gumbel", lambda x: ms.metal_safe_gumbel(jnp.int32(3), jnp.int32(7), x.shape) + x),
+                     ("top_k", lambda x: ms.metal_safe_top_k_mask(x, 5)),
+                     ("top_p", lambda x: ms.metal_safe_top_p_mask(x, jnp.float32(0.9)))]:
+        assert_metal_safe(lower(fn, x), name)
+
+
+# ------------------------------------------------------------------------------ model and generate
+def _nn():
+    nn = pytest.importorskip("mamba_jax.nn", reason="mamba_jax.nn (flax) is not importable here")
+    if not all(hasattr(nn, a) for a in ("MambaLM", "MambaConfig")):
+        pytest.skip("mamba_jax.nn has no MambaLM / MambaConfig yet")
+    return nn
+
+
+def _tiny_model(dtype=F32, vocab=97, d_model=32):
+    nn = _nn()
+    from flax import nnx
+    cfg = nn.MambaConfig(vocab_size=vocab, d_model=d_model, n_layer=2, d_state=16)
+    return nn.MambaLM(cfg, dtype=dtype, implementation="xla", rngs=nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32", "bf16"])
+def test_model_is_metal_safe(dtype):
+    from flax import nnx
+    model = _tiny_model(dtype)
+    graph, state = nnx.split(model)
+    ids = jnp.asarray(np.arange(2 * 19).reshape(2, 19) % 97, jnp.int32)
+    mask = jnp.arange(19)[None, :] >= jnp.array([[0], [5]])  # a left-padded ragged batch
+    cache = model.init_cache(2)
+    cases = {
+        "__call__": (lambda st, ids: nnx.merge(graph, st)(ids), (state, ids)),
+        "prefill": (lambda st, ids, m: nnx.merge(graph, st).prefill(ids, m), (state, ids, mask)),
+        "step": (lambda st, tok, c: nnx.merge(graph, st).step(tok, c), (state, ids[:, 0], cache)),
+    }
+    for name, (fn, args) in cases.items():
+        assert_metal_safe(lower(fn, *args), f"MambaLM.{name} ({jnp.dtype(dtype).name}, implementation='xla')")
+
+
+def test_model_gradient_is_metal_safe():
+    """A training step's gradient (cross-entropy of next-token logits) on the Metal path."""
+    from flax import nnx
+    model = _tiny_model()
+    graph, state = nnx.split(model)
+    ids = jnp.asarray(np.arange(2 * 12).reshape(2, 12) % 97, jnp.int32)
+
+    def loss(st, ids):
+        logits = nnx.merge(graph, st)(ids)[:, :-1]
+        tgt = jax.nn.one_hot(ids[:, 1:], logits.shape[-1], dtype=F32)  # no gather on the labels
+        return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - jnp.sum(logits * tgt, axis=-1))
+
+    assert_metal_safe(lower(jax.grad(loss), state, ids), "grad of the LM loss")
+
+
+def _generate():
+    _nn()
+    gen = importlib.import_module("mamba_jax.generate") if importlib.util.find_spec("mamba_jax.generate") else None
+    if gen is None or not hasattr(gen, "generate"):
+        pytest.skip("mamba_jax.generate has no generate() yet")
+    return gen.generate
+
+
+@pytest.mark.parametrize("sampling", [
+    dict(temperature=0.0),
+    dict(temperature=0.8, seed=3),
+    dict(temperature=0.8, top_k=5, top_p=0.9, seed=3),
+], ids=["greedy", "sample", "sample-top_k-top_p"])
+def test_generate_is_metal_safe(sampling, tmp_path):
+    """Every program that generate() compiles (prefill, the decode loop, and any helper), dumped by
+    jax while it runs a tiny model with implementation="xla", passes the allow-list."""
+    generate = _generate()
+    model = _tiny_model(vocab=89, d_model=24)  # sizes no other test uses: nothing comes from a cache
+    jax.config.update("jax_include_debug_info_in_dumps", False)
+    jax.config.update("jax_dump_ir_to", str(tmp_path))
+    try:
+        out = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=6, **sampling)
+    finally:
+        jax.config.update("jax_dump_ir_to", "")
+        jax.config.update("jax_include_debug_info_in_dumps", True)
+    assert len(out) == 2
+    texts = {p.name: p.read_text() for p in sorted(tmp_path.glob("*.mlir"))}
+    assert len(texts) >= 2 and any("stablehlo.while" in t for t in texts.values()), \
+        f"expected generate's prefill and decode loop among the dumped modules, got {list(texts)}"
+    bad = {name: check_stablehlo(t) for name, t in texts.items()}
+    bad = {k: v for k, v in bad.items() if v}
+    assert not bad, "generate() compiles programs outside the Metal allow-list " \
+        "(mamba_jax/ops/metal_safe.py has int32-only argmax, Gumbel noise, top-k and top-p masks):\n" + \
+        "\n".join(f"{k}: {sorted({v.what for v in vs})}\n{format_violations(vs, texts[k], 6)}" for k, vs in bad.items())
+
+
+# ------------------------------------------------------------------------------ chunked scan numerics
+BASE = ScanCase(batch=2, seqlen=113, dim=40, dstate=16, ngroups=2, init=True)
+CHUNK_CASES = rows(
+    BASE,
+    {}, {"seqlen": 1}, {"seqlen": 63}, {"seqlen": 2048, "batch": 1},
+    {"dstate": 1}, {"ngroups": 0}, {"init": False},
+    {"D": False, "z": False, "bias": False, "softplus": False},
+    {"dtype": BF16}, {"dtype": F16}, {"dtype": BF16, "seqlen": 2048, "batch": 1, "ngroups": 0},
+)
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
+
+
+def _as_groups(inp):
+    """The public ops accept B/C without a group axis; the chunked core takes [b, l, g, n]."""
+    out = dict(inp)
+    for k in ("B", "C"):
+        if out[k].ndim == 3:
+            out[k] = out[k][:, :, None, :]
+    return out
+
+
+def run_chunked(inp, softplus, chunk_size, unroll=1):
+    g = _as_groups(inp)
+    fn = functools.partial(selective_scan_chunked, delta_softplus=softplus, chunk_size=chunk_size, unroll=unroll)
+    return jax.jit(fn)(*(g[k] for k in NAMES[:8]), initial_state=g["initial_state"])
+
+
+@pytest.mark.parametrize("chunk", ["default", 7], ids=["T-default", "T7"])
+@pytest.mark.parametrize("case", CHUNK_CASES)
+def test_chunked_matches_oracle(case, chunk, rng):
+    inp = scan_inputs(rng, case)
+    T = default_chunk_size(case.seqlen) if chunk == "default" else chunk
+    y, last = run_chunked(inp, case.softplus, T)
+    y_ref, last_ref = oracle.selective_scan(**inp, delta_softplus=case.softplus)
+    assert y.dtype == case.dtype and last.dtype == F32
+    assert_close(y, y_ref, case.dtype, "out", f"chunked T={T} y")
+    assert_close(last, last_ref, case.dtype, "state", f"chunked T={T} last_state")
+
+
+def test_chunked_unrolled_equals_rolled(rng):
+    inp = scan_inputs(rng, BASE)
+    for a, b in zip(run_chunked(inp, True, 16), run_chunked(inp, True, 16, unroll=4)):
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-6, atol=1e-6)
+
+
+def test_chunked_long_sequence_is_stable(rng):
+    """Large steps (dt up to ~5) and fast decays over 4096 tokens: per-chunk exponents reach
+    thousands below zero; nothing overflows, and the result still matches the oracle."""
+    case = ScanCase(batch=1, seqlen=4096, dim=40, dstate=16, ngroups=0, init=True, bias=False)
+    inp = scan_inputs(rng, case)
+    inp["delta"] = jnp.asarray(rng.uniform(-3.0, 5.0, inp["u"].shape), F32)
+    inp["A"] = inp["A"] * 4.0
+    y, last = run_chunked(inp, True, default_chunk_size(case.seqlen))
+    assert np.isfinite(np.asarray(y)).all() and np.isfinite(np.asarray(last)).all()
+    y_ref, last_ref = oracle.selective_scan(**inp, delta_softplus=True)
+    assert_close(y, y_ref, F32, "out", "long y")
+    assert_close(last, last_ref, F32, "state", "long last_state")
+
+
+GRAD_CASE = ScanCase(batch=2, seqlen=11, dim=6, dstate=3, ngroups=2, init=True)
+
+
+@pytest.mark.parametrize("softplus", [True, False], ids=["softplus", "no-softplus"])
+def test_chunked_grad_matches_oracle(softplus, rng):
+    """Autodiff of the multi-chunk form (3 chunks of 4, the last one padded) against float64
+    central differences of the oracle, for every input."""
+    case = dataclasses.replace(GRAD_CASE, softplus=softplus)
+    inp = _as_groups(scan_inputs(rng, case))
+    gy = rng.normal(size=inp["u"].shape)
+    gs = rng.normal(size=inp["initial_state"].shape)
+
+    def loss(*a):
+        y, last = selective_scan_chunked(*a[:8], delta_softplus=softplus, initial_state=a[8], chunk_size=4)
+        return jnp.sum(y * gy) + jnp.sum(last * gs)
+
+    grads = jax.jit(jax.grad(loss, argnums=tuple(range(9))))(*(inp[k] for k in NAMES))
+
+    def loss_ref(**kw):
+        y, last = oracle.selective_scan(**kw, delta_softplus=softplus)
+        return np.sum(y * gy) + np.sum(last * gs)
+
+    ref = oracle.numerical_grad(loss_ref, {k: inp[k] for k in NAMES})
+    for k, g in zip(NAMES, grads):
+        assert_close(g, ref[k], F32, "grad", f"chunked d/d{k}")
+
+
+def test_chunked_grad_matches_reference_vjp(rng):
+    """At a size too large for finite differences: the chunked form's gradients equal those of the
+    lax.scan reference (the FFI ops' gradient source)."""
+    inp = _as_groups(scan_inputs(rng, BASE))
+    args = tuple(inp[k] for k in NAMES)
+    gy = jnp.asarray(rng.normal(size=inp["u"].shape), F32)
+
+    def loss(f, *a):
+        y, last = f(*a[:8], delta_softplus=True, initial_state=a[8])
+        return jnp.sum(y * gy) + jnp.sum(last)
+
+    chunked = functools.partial(selective_scan_chunked, chunk_size=16)
+    g1 = jax.jit(jax.grad(functools.partial(loss, chunked), argnums=tuple(range(9))))(*args)
+    g2 = jax.jit(jax.grad(functools.partial(loss, selective_scan_ref), argnums=tuple(range(9))))(*args)
+    for k, a, b in zip(NAMES, g1, g2):
+        b = np.asarray(b, np.float64)
+        assert_close(a, b, F32, "grad", f"chunked vs reference d/d{k}")
+
+
+def test_default_chunk_size():
+    assert [default_chunk_size(l) for l in (1, 5, 8, 9, 63, 113, 2048, 10 ** 6)] == [1, 5, 8, 8, 8, 8, 64, 128]
+
+
+# ------------------------------------------------------------------------------ Metal-safe helpers
+def test_argmax_matches_numpy(rng):
+    x = rng.normal(size=(6, 37)).astype(np.float32)
+    x[1, [3, 20]] = x[1].max() + 1.0  # a tie: the first one wins
+    x[2, 9] = np.nan
+    x[2, 30] = np.nan
+    x[3] = -np.inf
+    x[4, :30] = -np.inf
+    np.testing.assert_array_equal(np.asarray(jax.jit(ms.metal_safe_argmax)(x)), np.argmax(x, axis=-1))
+    np.testing.assert_array_equal(np.asarray(ms.metal_safe_argmax(x, axis=0)), np.argmax(x, axis=0))
+    xi = rng.integers(-5, 5, size=(4, 11)).astype(np.int32)
+    np.testing.assert_array_equal(np.asarray(ms.metal_safe_argmax(xi)), np.argmax(xi, axis=-1))
+
+
+def test_top_k_mask_matches_sort(rng):
+    x = rng.normal(size=(5, 300)).astype(np.float32)
+    x[1] = np.round(x[1])  # many ties
+    x[2, :295] = -np.inf  # fewer than k finite values
+    x[3, 7] = np.nan
+    x[4] *= 1e-30  # tiny values
+    for k in (1, 2, 10, 50, 299):
+        got = np.asarray(jax.jit(functools.partial(ms.metal_safe_top_k_mask, k=k))(x))
+        clean = np.where(np.isnan(x), -np.inf, x)
+        kth = -np.sort(-clean, axis=-1)[:, k - 1:k]
+        np.testing.assert_array_equal(got, (x >= kth) & ~np.isnan(x), err_msg=f"k={k}")
+
+
+def test_top_p_mask_matches_sort(rng):
+    logits = (rng.normal(size=(6, 200)) * 3.0).astype(np.float32)
+    logits[5, 100:] = -np.inf
+    for top_p in (0.1, 0.5, 0.9, 0.99):
+        got = np.asarray(jax.jit(ms.metal_safe_top_p_mask)(logits, np.float32(top_p)))
+        p = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        order = np.argsort(-p, axis=-1)
+        csum = np.cumsum(np.take_along_axis(p, order, -1), -1)
+        n_keep = np.argmax(csum >= top_p - 1e-6, axis=-1) + 1
+        edge = np.take_along_axis(p, order, -1)[np.arange(len(p)), n_keep - 1][:, None]
+        np.testing.assert_array_equal(got, p >= edge * (1 - 1e-6), err_msg=f"top_p={top_p}")
+
+
+def _numpy_hash(seed, counter, n):
+    """The documented hash of metal_safe.py, re-done in int64 NumPy (an independent check)."""
+    M = 2 ** 31
+
+    def mix(h):
+        for mult in ms._ROUND_MULTIPLIERS:
+            h = (h * mult) % M
+            hi = h // 2 ** 16
+            h = (h + hi * hi) % M
+            h = (h * 2 ** 13) % M + h // 2 ** 18
+        return h
+
+    key = mix((mix(np.int64(seed) % M) + counter * ms._STREAM_MULTIPLIER) % M)
+    return mix((np.arange(n, dtype=np.int64) + key) % M)
+
+
+def test_uniform_is_the_documented_hash_and_looks_uniform():
+    n = 200_000
+    u = np.asarray(jax.jit(ms.metal_safe_uniform, static_argnums=2)(jnp.int32(11), jnp.int32(5), (n,)))
+    np.testing.assert_array_equal(u, (_numpy_hash(11, 5, n) // 2 ** 7).astype(np.float32) / 2 ** 24)
+    assert u.min() >= 0.0 and u.max() < 1.0
+    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
+    hist = np.histogram(u, 16, (0, 1))[0]
+    assert ((hist - n / 16) ** 2 / (n / 16)).sum() < 50  # chi-square, 15 dof (p ~ 1e-5)
+    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
+    v = np.asarray(ms.metal_safe_uniform(11, 6, (n,)))
+    w = np.asarray(ms.metal_safe_uniform(12, 5, (n,)))
+    assert abs(np.corrcoef(u, v)[0, 1]) < 0.01 and abs(np.corrcoef(u, w)[0, 1]) < 0.01
+
+
+def test_gumbel_max_samples_softmax():
+    logits = np.array([0.0, 1.0, 2.0, -1.0], np.float32)
+    n = 40_000
+    g = np.asarray(ms.metal_safe_gumbel(7, 1, (n, 4)))
+    assert np.isfinite(g).all() and abs(g.mean() - np.euler_gamma) < 0.02
+    counts = np.bincount(np.asarray(ms.metal_safe_argmax(logits + g)), minlength=4) / n
+    p = np.exp(logits) / np.exp(logits).sum()
+    np.testing.assert_allclose(counts, p, atol=0.01)
