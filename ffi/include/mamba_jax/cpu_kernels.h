@@ -10,7 +10,7 @@
 //    contiguous along N, so each channel's state update runs on vectors of 16 state entries, and
 //    the per-channel work (softplus, silu, D) runs once per block on vectors of 16 channels.
 //  - causal_conv1d: item = (batch, chunk of rows); lanes run along the channels of a row, so a
-//    chunk reads and writes contiguous memory and its last width-1 rows are still in L1.
+//    chunk reads and writes contiguous memory and its last width-1 rows are still in cache.
 #pragma once
 
 #include <algorithm>
@@ -389,11 +389,46 @@ void selective_state_update(const StateUpdateParams& p, int64_t item_begin, int6
 // ---- causal_conv1d ------------------------------------------------------------------------------
 
 // Transposes weight [D, W] to [W, D] so a row of taps loads as vectors along the channels.
-inline std::vector<float> transpose_weight(const float* w, int64_t D, int64_t W) {
-  std::vector<float> wt(W * D);
+inline void transpose_weight(const float* w, int64_t D, int64_t W, std::vector<float>& wt) {
+  wt.resize(W * D);
   for (int64_t d = 0; d < D; ++d)
     for (int64_t k = 0; k < W; ++k) wt[k * D + d] = w[d * W + k];
-  return wt;
+}
+
+// One output row: y[d] = act(bias[d] + sum_k wt[k][d] * rows[k][d]) over all channels. Rows are
+// walked in order, whole: on this kind of machine sequential rows stream from memory far better
+// than a column walk (a block of channels down many rows), which pays a page walk per row.
+template <typename T, int kW, bool kSilu>
+MJ_INLINE void conv_row(const T* const* rows, const float* wt, const float* bias, int64_t D, T* yt) {
+  int64_t d = 0;
+  for (; d + kLanes <= D; d += kLanes) {
+    vf acc = bias ? simd::load(bias + d) : simd::splat(0.0f);
+    for (int k = 0; k < kW; ++k) acc = acc + simd::load(wt + k * D + d) * load_full(rows[k] + d);
+    if (kSilu) acc = silu_fast(acc);
+    store_full(yt + d, acc);
+  }
+  if (d < D) {
+    const int64_t nv = D - d;
+    vf acc = bias ? load_lanes(bias + d, nv) : simd::splat(0.0f);
+    for (int k = 0; k < kW; ++k) acc = acc + load_lanes(wt + k * D + d, nv) * load_lanes(rows[k] + d, nv);
+    if (kSilu) acc = silu_fast(acc);
+    store_lanes(yt + d, acc, nv);
+  }
+}
+
+template <typename T, int kW>
+void conv_rows(const T* x, const T* hist, const float* wt, const float* bias, int64_t D, int64_t t0, int64_t t1,
+               bool silu, T* y) {
+  constexpr int kS = kW - 1;
+  for (int64_t t = t0; t < t1; ++t) {
+    const T* rows[kW];
+    for (int k = 0; k < kW; ++k) {
+      const int64_t j = t - kS + k;
+      rows[k] = j >= 0 ? x + j * D : hist + (kS + j) * D;
+    }
+    if (silu) conv_row<T, kW, true>(rows, wt, bias, D, y + t * D);
+    else conv_row<T, kW, false>(rows, wt, bias, D, y + t * D);
+  }
 }
 
 // Item = (batch, chunk of kConvRows rows). Row j of the padded input is x[b, j] for j >= 0 and
@@ -402,7 +437,8 @@ template <typename T>
 void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) {
   const int64_t D = p.dim, W = p.width, S = W - 1, L = p.seqlen;
   const int64_t nchunks = num_row_chunks(L);
-  const std::vector<float> wt = transpose_weight(p.weight, D, W);
+  static thread_local std::vector<float> wt;
+  transpose_weight(p.weight, D, W, wt);
   std::vector<T> hist;  // the S rows before t = 0, as [S, D], built when a chunk needs them
   int64_t hist_b = -1;
   for (int64_t item = item_begin; item < item_end; ++item) {
@@ -411,8 +447,7 @@ void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) 
     const int64_t t1 = std::min<int64_t>(L, t0 + kConvRows);
     const T* x = static_cast<const T*>(p.x) + b * L * D;
     T* y = static_cast<T*>(p.y) + b * L * D;
-    const bool need_hist = t0 < S || L < S;
-    if (need_hist && hist_b != b) {
+    if ((t0 < S || L < S) && hist_b != b) {
       hist.assign(S * D, from_float<T>(0.0f));
       if (p.initial_state) {
         const T* init = static_cast<const T*>(p.initial_state) + b * D * S;
@@ -421,24 +456,21 @@ void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) 
       }
       hist_b = b;
     }
-    auto row = [&](int64_t j) -> const T* { return j >= 0 ? x + j * D : hist.data() + (S + j) * D; };
-    for (int64_t t = t0; t < t1; ++t) {
-      const T* rows[kMaxConvWidth];
-      for (int64_t k = 0; k < W; ++k) rows[k] = row(t - S + k);
-      T* yt = y + t * D;
-      for (int64_t d = 0; d < D; d += kLanes) {
-        const int64_t nv = std::min<int64_t>(kLanes, D - d);
-        vf acc = p.bias ? load_lanes(p.bias + d, nv) : simd::splat(0.0f);
-        for (int64_t k = 0; k < W; ++k) acc = acc + load_lanes(wt.data() + k * D + d, nv) * load_lanes(rows[k] + d, nv);
-        if (p.silu) acc = silu_fast(acc);
-        store_lanes(yt + d, acc, nv);
-      }
+    switch (W) {
+      case 2: conv_rows<T, 2>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      case 3: conv_rows<T, 3>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      case 4: conv_rows<T, 4>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      case 5: conv_rows<T, 5>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      case 6: conv_rows<T, 6>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      case 7: conv_rows<T, 7>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      default: conv_rows<T, 8>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
     }
     if (t1 == L) {
       // final_state[b, d, k] = padded row L - S + k: the exact inputs, no rounding.
       T* fin = static_cast<T*>(p.final_state) + b * D * S;
       for (int64_t k = 0; k < S; ++k) {
-        const T* r = row(L - S + k);
+        const int64_t j = L - S + k;
+        const T* r = j >= 0 ? x + j * D : hist.data() + (S + j) * D;
         for (int64_t d = 0; d < D; ++d) fin[d * S + k] = r[d];
       }
     }
