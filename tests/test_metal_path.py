@@ -311,8 +311,8 @@ def test_chunked_matches_oracle(case, chunk, rng):
 
 
 def test_chunked_unrolled_equals_rolled(rng):
-    inp = scan_inputs(rng, BASE)
-    for a, b in zip(run_chunked(inp, True, 16), run_chunked(inp, True, 16, unroll=4)):
+    inp = scan_inputs(rng, dataclasses.replace(BASE, seqlen=50, dim=24))
+    for a, b in zip(run_chunked(inp, True, 8), run_chunked(inp, True, 8, unroll=4)):
         np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32), rtol=1e-6, atol=1e-6)
 
 
@@ -360,7 +360,7 @@ def test_chunked_grad_matches_oracle(softplus, rng):
 def test_chunked_grad_matches_reference_vjp(rng):
     """At a size too large for finite differences: the chunked form's gradients equal those of the
     lax.scan reference (the FFI ops' gradient source)."""
-    inp = _as_groups(scan_inputs(rng, BASE))
+    inp = _as_groups(scan_inputs(rng, ScanCase(batch=2, seqlen=45, dim=24, dstate=8, ngroups=2, init=True)))
     args = tuple(inp[k] for k in NAMES)
     gy = jnp.asarray(rng.normal(size=inp["u"].shape), F32)
 
@@ -368,7 +368,7 @@ def test_chunked_grad_matches_reference_vjp(rng):
         y, last = f(*a[:8], delta_softplus=True, initial_state=a[8])
         return jnp.sum(y * gy) + jnp.sum(last)
 
-    chunked = functools.partial(selective_scan_chunked, chunk_size=16)
+    chunked = functools.partial(selective_scan_chunked, chunk_size=8)
     g1 = jax.jit(jax.grad(functools.partial(loss, chunked), argnums=tuple(range(9))))(*args)
     g2 = jax.jit(jax.grad(functools.partial(loss, selective_scan_ref), argnums=tuple(range(9))))(*args)
     for k, a, b in zip(NAMES, g1, g2):
@@ -400,7 +400,7 @@ def test_top_k_mask_matches_sort(rng):
     x[2, :295] = -np.inf  # fewer than k finite values
     x[3, 7] = np.nan
     x[4] *= 1e-30  # tiny values
-    for k in (1, 2, 10, 50, 299):
+    for k in (1, 10, 299):
         got = np.asarray(jax.jit(functools.partial(ms.metal_safe_top_k_mask, k=k))(x))
         clean = np.where(np.isnan(x), -np.inf, x)
         kth = -np.sort(-clean, axis=-1)[:, k - 1:k]
