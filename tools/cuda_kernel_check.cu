@@ -35,6 +35,7 @@ using namespace mamba_jax::cuda;
 static std::mt19937_64 rng(1234);
 static double normal(double s = 1.0) { return std::normal_distribution<double>(0.0, s)(rng); }
 static double uniform(double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); }
+static double positive_step(double) { return uniform(0.005, 0.15); }
 
 // Host-side storage of one dtype: values are generated in double, rounded through T, and the
 // rounded values are what the reference sees.
@@ -120,14 +121,15 @@ static void check_scan(const ScanCase& c) {
   const int64_t B = c.B, L = c.L, D = c.D, N = c.N, G = c.G;
   HostArr<T> u, dl, z, Bm, Cm;
   u.fill(B * L * D, normal, 1.0);
-  dl.fill(B * L * D, normal, 1.0);
+  if (c.softplus) dl.fill(B * L * D, normal, 1.0);
+  else dl.fill(B * L * D, positive_step, 0.0);  // without softplus delta is the step itself: keep it > 0
   z.fill(c.has_z ? B * L * D : 0, normal, 1.0);
   Bm.fill(B * L * G * N, normal, 1.0);
   Cm.fill(B * L * G * N, normal, 1.0);
   std::vector<float> A(D * N), Dk(c.has_D ? D : 0), bias(c.has_bias ? D : 0), init(c.has_init ? B * D * N : 0);
   for (auto& a : A) a = float(-std::exp(normal()));
   for (auto& v : Dk) v = float(normal());
-  for (auto& v : bias) v = float(std::log(std::expm1(uniform(1e-3, 1e-1))));
+  for (auto& v : bias) v = float(c.softplus ? std::log(std::expm1(uniform(1e-3, 1e-1))) : uniform(0.0, 0.05));
   for (auto& v : init) v = float(normal(0.5));
   // float64 reference on the rounded inputs
   std::vector<double> y(B * L * D), last(B * D * N);

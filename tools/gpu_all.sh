@@ -14,6 +14,9 @@ STEPS=${STEPS:-build check sanitize test sweep bench}
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K:-not model and not loading}
+TEST_PATHS=${TEST_PATHS:-tests}
+SANITIZERS=${SANITIZERS:-memcheck racecheck}
+SAN_TIMEOUT=${SAN_TIMEOUT:-240}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 CHECKER=/tmp/cuda_kernel_check
@@ -48,28 +51,30 @@ fi
 sanitizing=
 if has sanitize; then
   stamp "compute-sanitizer memcheck + racecheck of the checker (background)"
-  ( timeout 240 compute-sanitizer --tool memcheck --error-exitcode 3 "$CHECKER" check > "$OUT/memcheck.log" 2>&1
-    echo "memcheck exit code $?" >> "$OUT/memcheck.log" ) &
-  ( timeout 240 compute-sanitizer --tool racecheck --racecheck-report all --error-exitcode 3 "$CHECKER" check \
-      > "$OUT/racecheck.log" 2>&1
-    echo "racecheck exit code $?" >> "$OUT/racecheck.log" ) &
+  for tool in $SANITIZERS; do
+    extra=; [ "$tool" = racecheck ] && extra="--racecheck-report all"
+    ( timeout "$SAN_TIMEOUT" compute-sanitizer --tool "$tool" $extra --error-exitcode 3 "$CHECKER" check \
+        > "$OUT/$tool.log" 2>&1
+      echo "$tool exit code $?" >> "$OUT/$tool.log" ) &
+  done
   sanitizing=1
 fi
 
 if has test; then
-  stamp "test suite with the CUDA kernels (pytest -n 8, timeout ${TEST_TIMEOUT}s)"
-  timeout "$TEST_TIMEOUT" python3 -m pytest -q -n 8 --maxfail=25 -p no:cacheprovider -rs tests -k "$TEST_K" \
-    > "$OUT/pytest.log" 2>&1
+  stamp "test suite with the CUDA kernels (pytest -n 12, timeout ${TEST_TIMEOUT}s)"
+  timeout "$TEST_TIMEOUT" python3 -m pytest -v -n 12 --maxfail=25 --tb=short -p no:cacheprovider -rs $TEST_PATHS \
+    -k "$TEST_K" > "$OUT/pytest.log" 2>&1
   code=$?
   echo "pytest exit code $code" >> "$OUT/pytest.log"
   [ $code -eq 0 ] || rc=1
-  grep -E "passed|failed|error|Error" "$OUT/pytest.log" | tail -30
+  grep -cE " PASSED" "$OUT/pytest.log" | sed 's/^/tests passed: /'
+  grep -E " FAILED| ERROR|passed|failed" "$OUT/pytest.log" | tail -30
 fi
 
 if [ -n "$sanitizing" ]; then
   wait
   stamp "sanitizers done"
-  for f in memcheck racecheck; do
+  for f in $SANITIZERS; do
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|exit code|PASSED|FAILED" "$OUT/$f.log" | tail -4
   done
 fi
@@ -81,7 +86,7 @@ fi
 
 if has bench; then
   stamp "benchmarks"
-  python3 benchmarks/bench_cuda.py --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
+  timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_cuda.py --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
   sed -n '/^op /,$p' "$OUT/bench.log"
 fi
 stamp "done (exit $rc)"

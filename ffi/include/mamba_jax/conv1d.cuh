@@ -47,7 +47,7 @@ causal_conv1d_kernel(const Conv1dParams p, int64_t nruns) {
       for (int i = 0; i < TR + S; ++i) {
         const int64_t tt = t0 - S + i;
         if (tt >= 0 && tt < L) {
-          raw[i] = *reinterpret_cast<const V*>(x + tt * D);
+          raw[i] = load_vec<T, VEC>(x + tt * D);
         } else {
 #pragma unroll
           for (int v = 0; v < VEC; ++v)
@@ -66,7 +66,7 @@ causal_conv1d_kernel(const Conv1dParams p, int64_t nruns) {
             for (int k = 0; k < W; ++k) acc = fmaf(w[k][v], to_f32(raw[i + k].v[v]), acc);
             out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
           }
-          *reinterpret_cast<V*>(y + t * D) = out;
+          store_vec<T, VEC>(y + t * D, out);
         }
       }
       // The run holding the last step (or the only run, when L == 0) writes the final state: the
@@ -125,7 +125,8 @@ template <typename T>
 __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const Conv1dUpdateParams p) {
   const int64_t bd = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (bd >= p.batch * p.dim) return;
-  const int64_t d = bd % p.dim;
+  // 32-bit division when it fits (64-bit division is a long software sequence on the GPU).
+  const int64_t d = p.batch * p.dim <= INT32_MAX ? int64_t(uint32_t(bd) % uint32_t(p.dim)) : bd % p.dim;
   const int W = static_cast<int>(p.width), S = W - 1;
   const T* s = static_cast<const T*>(p.conv_state) + bd * S;
   T* ns = static_cast<T*>(p.new_conv_state) + bd * S;

@@ -224,7 +224,8 @@ selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
 
   auto compute = [&](int st) {
     const T* ra = raw_act + st * 3 * TC * K;
-#pragma unroll 1
+    // Two step groups per iteration (small S) let one group's butterfly overlap the next one's scan.
+#pragma unroll(S <= 2 ? 2 : 1)
     for (int tb = 0; tb < TC; tb += G) {
       float part[G];
 #pragma unroll
@@ -341,9 +342,12 @@ selective_state_update_kernel(const StateUpdateParams p, int tpc_log2) {
   float ypart = 0.0f, xv = 0.0f;
   int64_t d = 0;
   if (active) {
-    const int64_t b = bd / D;
+    // 32-bit division when it fits (64-bit division is a long software sequence on the GPU).
+    const bool small = p.batch * D <= INT32_MAX;
+    const int64_t b = small ? int64_t(uint32_t(bd) / uint32_t(D)) : bd / D;
     d = bd - b * D;
-    const int64_t g = d / (D / p.ngroups);
+    const int64_t per_group = D / p.ngroups;
+    const int64_t g = small ? int64_t(uint32_t(d) / uint32_t(per_group)) : d / per_group;
     const float* s_in = p.state + bd * N;
     float* s_out = p.new_state + bd * N;  // may be s_in (in place): each element is read before written
     const float* A = p.A + d * N;
@@ -358,8 +362,8 @@ selective_state_update_kernel(const StateUpdateParams p, int tpc_log2) {
       for (int64_t q = j; q < N / 4; q += tpc) {
         const float4 hs = __ldcs(reinterpret_cast<const float4*>(s_in) + q);
         const float4 a = __ldg(reinterpret_cast<const float4*>(A) + q);
-        const V4 bq = reinterpret_cast<const V4*>(Bp)[q];
-        const V4 cq = reinterpret_cast<const V4*>(Cp)[q];
+        const V4 bq = load_vec<T, 4>(Bp + 4 * q);
+        const V4 cq = load_vec<T, 4>(Cp + 4 * q);
         float hv[4] = {hs.x, hs.y, hs.z, hs.w};
         const float av[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
