@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from _hf_models import CONFIGS, float64_copy, make_hf_model, oracle_logits, rel_
 
 _forward = nnx.jit(lambda m, ids: m(ids))
 TOL_F32 = 1e-4  # as in test_model.TOL
+HIGHEST = jax.lax.Precision.HIGHEST  # no TF32 for the float32 parity checks on GPUs
 
 
 def _ids(seed, vocab, shape=(2, 9)):
@@ -60,7 +62,7 @@ def test_state_spaces_folder_matches_transformers(tmp_path, bf16):
     _write_state_spaces(hf, tmp_path, vocab_size=vocab, ssm_cfg=ssm_cfg, bf16=bf16)
     if bf16:  # the oracle sees the same bf16-rounded weights
         hf = hf.to(torch.bfloat16)
-    model = mamba_jax.from_pretrained(str(tmp_path))
+    model = mamba_jax.from_pretrained(str(tmp_path), precision=HIGHEST)
     assert model.config.vocab_size == vocab and model.config.padded_vocab_size == 104
     assert model.tokenizer is None
     ids = _ids(1, vocab)
@@ -84,7 +86,7 @@ def test_sharded_safetensors_match_transformers(hf_small, tmp_path):
     hf.save_pretrained(tmp_path, max_shard_size="20KB")
     shards = [f for f in os.listdir(tmp_path) if f.endswith(".safetensors")]
     assert "model.safetensors.index.json" in os.listdir(tmp_path) and len(shards) > 1
-    model = mamba_jax.from_pretrained(str(tmp_path), implementation="xla")
+    model = mamba_jax.from_pretrained(str(tmp_path), implementation="xla", precision=HIGHEST)
     ids = _ids(2, hf.config.vocab_size)
     assert rel_err(_forward(model, jnp.asarray(ids, jnp.int32)), oracle_logits(float64_copy(hf), ids)) <= TOL_F32
 

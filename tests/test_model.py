@@ -51,7 +51,8 @@ def case(request, tmp_path_factory):
 def _model(case, dtype, impl):
     key = jnp.dtype(dtype).name
     if key not in case.models:
-        case.models[key] = mamba_jax.from_pretrained(case.folder, dtype=dtype)
+        # HIGHEST: float32 matmuls on GPUs otherwise may run in TF32 (about 1e-3 relative error).
+        case.models[key] = mamba_jax.from_pretrained(case.folder, dtype=dtype, precision=jax.lax.Precision.HIGHEST)
     m = case.models[key]
     m.implementation = impl
     return m
@@ -118,7 +119,7 @@ def test_left_padded_row_equals_prompt_alone(case, impl):
 
 def test_step_from_empty_cache_is_first_position():
     cfg = MambaConfig(vocab_size=50, d_model=20, n_layer=2, d_state=4, pad_vocab_size_multiple=8)
-    model = MambaLM(cfg, rngs=nnx.Rngs(0))
+    model = MambaLM(cfg, precision=jax.lax.Precision.HIGHEST, rngs=nnx.Rngs(0))
     tok = jnp.asarray([3, 41, 7], jnp.int32)
     cache = model.init_cache(3)
     assert cache.conv_states.shape == (2, 3, 40, 3) and cache.ssm_states.shape == (2, 3, 40, 4)
@@ -178,9 +179,10 @@ class TinyNet(nnx.Module):
     """A user's own NNX model with a Mamba mixer inside: Linear -> x + MambaMixer(x) -> Linear."""
 
     def __init__(self, rngs):
-        self.inp = nnx.Linear(5, 24, rngs=rngs)
-        self.mixer = MambaMixer(24, d_state=8, d_conv=3, expand=2, dt_rank=3, bias=True, rngs=rngs)
-        self.out = nnx.Linear(24, 3, rngs=rngs)
+        hi = jax.lax.Precision.HIGHEST  # float32 matmuls, also on GPUs (no TF32)
+        self.inp = nnx.Linear(5, 24, precision=hi, rngs=rngs)
+        self.mixer = MambaMixer(24, d_state=8, d_conv=3, expand=2, dt_rank=3, bias=True, precision=hi, rngs=rngs)
+        self.out = nnx.Linear(24, 3, precision=hi, rngs=rngs)
 
     def __call__(self, x):
         h = self.inp(x)
@@ -247,7 +249,8 @@ def test_mixer_gradient_matches_oracle_directional_derivative(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_mixer_step_matches_full_sequence(impl):
-    mixer = MambaMixer(20, d_state=4, d_conv=4, rngs=nnx.Rngs(0), implementation=impl)
+    mixer = MambaMixer(20, d_state=4, d_conv=4, precision=jax.lax.Precision.HIGHEST, rngs=nnx.Rngs(0),
+                       implementation=impl)
     x = jnp.asarray(np.random.RandomState(0).standard_normal((2, 7, 20)), jnp.float32)
     y, (conv_state, ssm_state) = nnx.jit(lambda m, x: m(x, return_state=True))(mixer, x)
     cs, ss = mixer.init_state(2)
