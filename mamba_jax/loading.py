@@ -130,7 +130,10 @@ class _Tensors:
         except ImportError as e:
             raise RuntimeError(f"from_pretrained: {path} is a PyTorch pickle and reading it needs torch; "
                                "install torch (CPU is enough) or convert the checkpoint to safetensors") from e
-        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a pre-zipfile (legacy) pickle cannot be memory-mapped
+            sd = torch.load(path, map_location="cpu", weights_only=True)
         self.files.append(path)
         for name, t in sd.items():
             self._shape[name] = tuple(t.shape)

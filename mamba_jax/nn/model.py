@@ -109,16 +109,16 @@ class MambaLM(nnx.Module):
         self.norm_f = RMSNorm(d, eps=cfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.lm_head = (None if cfg.tie_embeddings else
                         nnx.Linear(d, V, use_bias=False, dtype=dtype, param_dtype=param_dtype,
-                                   precision=precision, rngs=rngs))
+                                   precision=precision, preferred_element_type=f32, rngs=rngs))
         self.tokenizer = None
 
     # ------------------------------------------------------------------ pieces
     def _logits(self, h):
-        """h [..., d] (residual dtype) -> float32 logits [..., V]."""
+        """h [..., d] (residual dtype) -> float32 logits [..., V] (the matmul accumulates and returns float32)."""
         x = self.norm_f(h).astype(self.dtype)
         if self.lm_head is None:
             E = self.embedding.embedding[...].astype(self.dtype)
-            out = jnp.einsum("...d,vd->...v", x, E, precision=self.precision)
+            out = jnp.einsum("...d,vd->...v", x, E, precision=self.precision, preferred_element_type=f32)
         else:
             out = self.lm_head(x)
         return out.astype(f32)
