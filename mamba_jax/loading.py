@@ -221,7 +221,6 @@ def load_weights(model, folder: str) -> None:
     checkpoint in `folder`, converting to each parameter's dtype. Raises CheckpointError naming the
     tensor for a missing, unexpected or misshapen tensor."""
     import jax
-    import jax.numpy as jnp
     from flax import nnx
 
     tensors = _Tensors(folder)
@@ -246,7 +245,7 @@ def load_weights(model, folder: str) -> None:
                 f"checkpoint tensor {name} has shape {got}, but the model built from config.json expects "
                 f"{wanted[0]} (parameter {'.'.join(map(str, path))}); config.json and the weights disagree")
         arr = _to_ours(tensors.get(name), ours, layout)
-        var.set_value(jnp.asarray(jax.device_put(arr)).astype(cur.dtype))
+        var.set_value(jax.device_put(arr).astype(cur.dtype))
         used.update(found)
     leftover = [p for p, v in nnx.iter_graph(model)
                 if isinstance(v, nnx.Variable) and isinstance(v.get_value(), jax.ShapeDtypeStruct)]
