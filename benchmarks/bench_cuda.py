@@ -7,9 +7,11 @@ How a time is taken (see NOTES-cuda.md): a kernel of 20-200 us is shorter than o
 so each variant runs as K calls chained inside one jitted function (call i+1 takes call i's state as
 its initial state, so they run one after the other, inputs rotating over 4 sets so no call finds its
 operands in the 50 MB L2), and the time per call is the slope (median T(K2) - median T(K1)) /
-(K2 - K1), which cancels the dispatch. A chain returns its final state and its last y only (each
-returned array costs microseconds of Python per call), so the pure-JAX variants may skip the y of
-earlier calls: their times are, if anything, flattered. The decode ops are timed as the issue defines them: 64
+(K2 - K1), which cancels the dispatch. A chain returns every call's y, so no variant can skip work
+(returning only the last y let XLA drop most of the pure-JAX work: 3.5x flattered baselines); the
+extra outputs add a few microseconds of Python per call to the slope, the same for every variant.
+The decode chains put an optimization barrier between steps (as the rest of a model would) so XLA
+cannot fuse 64 pure-JAX steps into one kernel, and return the ys stacked (one output). The decode ops are timed as the issue defines them: 64
 chained calls in one jitted function (state donated), time / 64 ("loop64").
 
 Rows: selective_scan at the issue's four shapes (bf16, dstate 16, D, z, delta_bias, softplus, last
@@ -83,7 +85,7 @@ def loop_timing(make, args, reps, donate=0, carry_out=0):
 
 def _scan_chain(k, variant):
     def f(sets, h0):
-        h, y = h0, None
+        h, ys = h0, []
         for i in range(k):
             u, dl, A, B, C, D, z, db = sets[i % len(sets)]
             if variant == "ffi":
@@ -91,7 +93,8 @@ def _scan_chain(k, variant):
                                          return_last_state=True, implementation="ffi")
             else:
                 y, h = selective_scan_assoc(u, dl, A, B, C, D, z, db, delta_softplus=True, initial_state=h)
-        return h, y
+            ys.append(y)
+        return h, ys
     return jax.jit(f)
 
 
@@ -117,11 +120,13 @@ def bench_scan(shapes, reps, dtype=jnp.bfloat16):
 
 def _conv_chain(k, impl):
     def f(sets, st):
+        ys = []
         for i in range(k):
             x, w, b = sets[i % len(sets)]
             y, st = mj.causal_conv1d(x, w, b, activation="silu", initial_state=st, return_final_state=True,
                                      implementation=impl)
-        return st, y
+            ys.append(y)
+        return st, ys
     return jax.jit(f)
 
 
@@ -180,18 +185,24 @@ def bench_conv(reps, dtype=jnp.bfloat16):
 
 def _ssu_chain(k, impl):
     def f(state, x, dt, A, B, C, D, z, db):
+        ys = []
         for _ in range(k):
             y, state = mj.selective_state_update(state, x, dt, A, B, C, D, z, db, dt_softplus=True,
                                                  implementation=impl)
-        return state, y
+            y, state = jax.lax.optimization_barrier((y, state))
+            ys.append(y)
+        return state, jnp.stack(ys)
     return jax.jit(f, donate_argnums=0)
 
 
 def _cupd_chain(k, impl):
     def f(st, x, w, b):
+        ys = []
         for _ in range(k):
             y, st = mj.causal_conv1d_update(x, st, w, b, activation="silu", implementation=impl)
-        return st, y
+            y, st = jax.lax.optimization_barrier((y, st))
+            ys.append(y)
+        return st, jnp.stack(ys)
     return jax.jit(f, donate_argnums=0)
 
 

@@ -81,12 +81,13 @@ fi
 
 if has sweep; then
   stamp "selective-scan lane layouts (S states x G lanes per channel)"
-  "$CHECKER" sweep | tee -a "$OUT/check.log"
+  "$CHECKER" kernels | tee -a "$OUT/check.log"
+  [ -n "${NO_SWEEP:-}" ] || "$CHECKER" sweep | tee -a "$OUT/check.log"
 fi
 
 if has bench; then
   stamp "benchmarks"
-  timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_cuda.py --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
+  timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-} --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
   sed -n '/^op /,$p' "$OUT/bench.log"
 fi
 stamp "done (exit $rc)"

@@ -238,7 +238,7 @@ selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
         float acc = 0.0f;
 #pragma unroll
         for (int s = 0; s < S; ++s) {
-          const float dA = ex2_approx(dd.x * A2[s]);
+          const float dA = exp2_decay(dd.x * A2[s]);
           h[s] = fmaf(dA, h[s], dd.y * bv[s]);
           acc = fmaf(h[s], cv[s], acc);
         }
@@ -368,14 +368,14 @@ selective_state_update_kernel(const StateUpdateParams p, int tpc_log2) {
         const float av[4] = {a.x, a.y, a.z, a.w};
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          hv[i] = fmaf(ex2_approx(dt2 * av[i]), hv[i], dtx * to_f32(bq.v[i]));
+          hv[i] = fmaf(exp2_decay(dt2 * av[i]), hv[i], dtx * to_f32(bq.v[i]));
           ypart = fmaf(hv[i], to_f32(cq.v[i]), ypart);
         }
         __stcs(reinterpret_cast<float4*>(s_out) + q, make_float4(hv[0], hv[1], hv[2], hv[3]));
       }
     } else {
       for (int64_t n = j; n < N; n += tpc) {
-        const float hv = fmaf(ex2_approx(dt2 * A[n]), s_in[n], dtx * to_f32(Bp[n]));
+        const float hv = fmaf(exp2_decay(dt2 * A[n]), s_in[n], dtx * to_f32(Bp[n]));
         ypart = fmaf(hv, to_f32(Cp[n]), ypart);
         s_out[n] = hv;
       }
