@@ -80,10 +80,12 @@ def load_config(folder: str):
         raise FileNotFoundError(f"from_pretrained: no config.json in {folder!r}")
     with open(path) as f:
         d = json.load(f)
+    # The real *-hf configs also carry the state-spaces keys (d_model, n_layer, ssm_cfg,
+    # pad_vocab_size_multiple, ...), so the transformers keys decide first.
+    if "hidden_size" in d or "model_type" in d:
+        return MambaConfig.from_hf_dict(d), "hf"
     if "d_model" in d and "n_layer" in d:
         return MambaConfig.from_state_spaces_dict(d), "state-spaces"
-    if "hidden_size" in d:
-        return MambaConfig.from_hf_dict(d), "hf"
     raise ValueError(f"from_pretrained: {path} is neither a transformers MambaConfig (hidden_size, "
                      "num_hidden_layers, ...) nor a state-spaces config (d_model, n_layer, ...)")
 

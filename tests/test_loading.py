@@ -91,6 +91,19 @@ def test_sharded_safetensors_match_transformers(hf_small, tmp_path):
     assert rel_err(_forward(model, jnp.asarray(ids, jnp.int32)), oracle_logits(float64_copy(hf), ids)) <= TOL_F32
 
 
+def test_hf_config_with_state_spaces_keys_reads_as_hf(hf_small, tmp_path):
+    """The real state-spaces/mamba-130m-hf config.json also has d_model, n_layer, ssm_cfg and
+    pad_vocab_size_multiple 8; read as the state-spaces format, vocab 97 would be padded to 104."""
+    hf, folder = hf_small
+    c = hf.config
+    extras = dict(d_model=c.hidden_size, n_layer=c.num_hidden_layers, ssm_cfg={}, rms_norm=True,
+                  fused_add_norm=True, pad_vocab_size_multiple=8)
+    folder = _rewrite(folder, tmp_path, edit_config=lambda cfg: cfg.update(extras))
+    model = mamba_jax.from_pretrained(folder, precision=HIGHEST)
+    assert model.config.padded_vocab_size == c.vocab_size == 97
+    assert model.config.dt_rank == 5 and not model.config.tie_embeddings
+
+
 def test_bf16_safetensors_load_exactly(hf_small, tmp_path):
     torch, _ = require_torch()
     hf, _ = hf_small
