@@ -203,10 +203,13 @@ def _tiny_model(dtype=F32, vocab=97, d_model=32):
     return nn.MambaLM(cfg, dtype=dtype, implementation="xla", rngs=nnx.Rngs(0))
 
 
-@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32", "bf16"])
-def test_model_is_metal_safe(dtype):
+@pytest.mark.parametrize("dtype,impl", [(F32, "xla"), (BF16, "xla"), (F32, None)],
+                         ids=["f32-xla", "bf16-xla", "f32-default"])
+def test_model_is_metal_safe(dtype, impl):
+    """implementation="xla" strictly; implementation=None (each op's platform dispatch) with `case`."""
     from flax import nnx
     model = _tiny_model(dtype)
+    model.implementation = impl
     graph, state = nnx.split(model)
     ids = jnp.asarray(np.arange(2 * 19).reshape(2, 19) % 97, jnp.int32)
     mask = jnp.arange(19)[None, :] >= jnp.array([[0], [5]])  # a left-padded ragged batch
@@ -217,7 +220,8 @@ def test_model_is_metal_safe(dtype):
         "step": (lambda st, tok, c: nnx.merge(graph, st).step(tok, c), (state, ids[:, 0], cache)),
     }
     for name, (fn, args) in cases.items():
-        assert_metal_safe(lower(fn, *args), f"MambaLM.{name} ({jnp.dtype(dtype).name}, implementation='xla')")
+        assert_metal_safe(lower(fn, *args), f"MambaLM.{name} ({jnp.dtype(dtype).name}, implementation={impl!r})",
+                          allow_case=impl is None)
 
 
 def test_model_gradient_is_metal_safe():
