@@ -156,15 +156,16 @@ def cmd_generate(args) -> int:
         raise CLIError("--prompt is empty")
     eos = None if args.ignore_eos else cfg.get("eos_token_id")
     gen = Generator(model)
+    try:  # every argument check runs here, before anything is printed or compiled
+        chunks = gen.stream([ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, eos_token_id=eos, seed=args.seed, chunk_size=args.chunk_size)
+    except (ValueError, TypeError) as e:
+        raise CLIError(_one_line(e)) from e
     out = _TextStream(tokenizer, sys.stdout)
     sys.stdout.write(args.prompt)
     sys.stdout.flush()
-    try:
-        for chunk in gen.stream([ids], args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                top_p=args.top_p, eos_token_id=eos, seed=args.seed, chunk_size=args.chunk_size):
-            out([t for t in chunk[0] if t != eos])
-    except ValueError as e:
-        raise CLIError(_one_line(e)) from e
+    for chunk in chunks:
+        out([t for t in chunk[0] if t != eos])
     out.finish()
     s = gen.last_stats
     dev = jax.devices()[0]
@@ -258,7 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:  # everything after `bench` belongs to the benchmark's own parser
+        args = parser.parse_args(["bench"])
+        args.bench_args = argv[1:]
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CLIError as e:

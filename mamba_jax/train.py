@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clip", type=float, default=1.0, help="global gradient-norm clip")
     g.add_argument("--steps", type=int, default=None, help="stop after this many steps")
     g.add_argument("--max-minutes", type=float, default=None, help="stop after this much wall-clock time")
+    g.add_argument("--stop-at", type=int, default=None,
+                   help="end this invocation at this step without shortening the schedule (continue with --resume)")
     g.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("data")
     g.add_argument("--data-root", default=None, help="directory of *.py files (default: this Python's stdlib)")
@@ -352,6 +354,8 @@ def run(args) -> dict:
     while True:
         elapsed = time.perf_counter() - t_start
         if (args.steps and step >= args.steps) or (args.max_minutes and elapsed >= 60 * args.max_minutes):
+            break
+        if args.stop_at is not None and step >= args.stop_at:
             break
         batch = data_lib.sample_batch(corpus.train, args.batch, args.seq_len,
                                       np.random.default_rng([args.seed, step]))

@@ -1,0 +1,134 @@
+"""The `mamba-jax` command line, run as a subprocess (what a user types): generation from the bundled
+default model, and one clear stderr line, a non-zero exit and no traceback for bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mamba_jax import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(*args, timeout=600):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("MAMBA_JAX_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "mamba_jax.cli", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _assert_one_line_error(r, *needles, code=None):
+    assert r.returncode != 0
+    if code is not None:
+        assert r.returncode == code
+    assert "Traceback" not in r.stderr
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def test_default_model_is_bundled_and_small():
+    folder = cli.DEFAULT_MODEL_DIR
+    size = os.path.getsize(os.path.join(folder, "model.safetensors"))
+    assert size <= 20 * 1000 * 1000
+    with open(os.path.join(folder, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["mamba_jax_tokenizer"] == "bytes" and cfg["eos_token_id"] == 256
+    assert os.path.isfile(os.path.join(folder, "MODEL_CARD.md"))
+
+
+def test_generate_default_model_streams_python():
+    prompt = "def fibonacci(n):"
+    r = _run("generate", "--model", "default", "--prompt", prompt, "--max-new-tokens", "48")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(prompt)
+    text = r.stdout[len(prompt):]
+    assert len(text.encode()) >= 30  # 48 bytes unless the model ended the file (EOS)
+    # Python-shaped: a line break followed by indentation, and mostly printable ASCII.
+    assert "\n " in text
+    assert sum(c.isprintable() or c in "\n\t" for c in text) >= 0.95 * len(text)
+    assert "tokens/s" in r.stderr and "prefill" in r.stderr and "backend cpu" in r.stderr
+
+
+def test_generate_default_model_matches_the_library():
+    # The CLI's greedy text is exactly what the library produces from the same checkpoint.
+    from mamba_jax import from_pretrained
+    from mamba_jax.generate import generate
+
+    prompt = "import os\n"
+    r = _run("generate", "--prompt", prompt, "--max-new-tokens", "24", "--chunk-size", "5")
+    assert r.returncode == 0, r.stderr
+    model = from_pretrained(cli.DEFAULT_MODEL_DIR)
+    toks = generate(model, [list(prompt.encode())], 24, eos_token_id=256)[0]
+    expected = bytes(t for t in toks if t < 256).decode("utf-8", "replace")
+    assert r.stdout == prompt + expected + "\n"
+
+
+def test_missing_model_path(tmp_path):
+    missing = str(tmp_path / "no_such_model")
+    r = _run("generate", "--model", missing, "--prompt", "x")
+    _assert_one_line_error(r, "mamba-jax: error:", "no_such_model")
+
+
+@pytest.mark.parametrize("case", ["garbage-config", "no-weights", "truncated-weights", "wrong-shapes"])
+def test_malformed_checkpoint(tmp_path, case):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    with open(os.path.join(cli.DEFAULT_MODEL_DIR, "config.json")) as f:
+        good_cfg = f.read()
+    with open(os.path.join(cli.DEFAULT_MODEL_DIR, "model.safetensors"), "rb") as f:
+        good_weights = f.read()
+    if case == "garbage-config":
+        (folder / "config.json").write_text("{not json")
+    elif case == "no-weights":
+        (folder / "config.json").write_text(good_cfg)
+    elif case == "truncated-weights":
+        (folder / "config.json").write_text(good_cfg)
+        (folder / "model.safetensors").write_bytes(good_weights[:1000])
+    else:
+        cfg = json.loads(good_cfg)
+        cfg["hidden_size"] = 256
+        cfg["intermediate_size"] = 512
+        (folder / "config.json").write_text(json.dumps(cfg))
+        (folder / "model.safetensors").write_bytes(good_weights)
+    r = _run("generate", "--model", str(folder), "--prompt", "x")
+    _assert_one_line_error(r, "mamba-jax: error:", str(folder))
+
+
+@pytest.mark.parametrize("args,needle,code", [
+    (["--top-p", "abc"], "--top-p", 2),
+    (["--implementation", "cuda-please"], "--implementation", 2),
+    (["--no-such-flag"], "--no-such-flag", 2),
+    (["--top-p", "1.5", "--temperature", "1"], "top_p", 1),
+    (["--max-new-tokens", "0"], "max-new-tokens", 1),
+    (["--temperature", "-1"], "temperature", 1),
+], ids=["top-p-not-a-number", "bad-implementation", "unknown-flag", "top-p-range", "max-new-tokens", "temperature"])
+def test_bad_flags(args, needle, code):
+    r = _run("generate", "--prompt", "x", *args)
+    _assert_one_line_error(r, needle, code=code)
+    assert r.stdout == ""  # rejected before anything is printed
+
+
+def test_no_command_and_bad_command():
+    _assert_one_line_error(_run(), "mamba-jax", code=2)
+    _assert_one_line_error(_run("frobnicate"), "frobnicate", code=2)
+
+
+def test_train_without_stop_condition_is_one_line(tmp_path):
+    r = _run("train", "--out", str(tmp_path / "run"))
+    _assert_one_line_error(r, "--steps", code=1)
+
+
+def test_bench_quick_runs(tmp_path):
+    out = tmp_path / "rows.json"
+    r = _run("bench", "--quick", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert rows and all(np.isfinite(row["ms_per_token"]) for row in rows if "ms_per_token" in row)
