@@ -1,16 +1,21 @@
 // CPU loops for the Mamba-1 ops. Framework-free: they take the Params structs of params.h and a
 // range of work items, so the handler decides how to spread items over threads.
 //
-// All arithmetic is on simd::vf, 16 float lanes (cpu_math.h), and the lanes always run along a
-// contiguous axis:
-//  - selective_scan: item = (batch, block of 16 channels). Channels are contiguous in [B, L, D], so
-//    each step loads one cache line of u/delta/z per block; the block's state ([N] vectors, 16 KB
-//    at N = 256) stays in L1 for the whole sequence and B_t/C_t are broadcast per state index.
-//  - selective_state_update: item = (batch, block of 16 channels), but the state [B, D, N] is
-//    contiguous along N, so each channel's state update runs on vectors of 16 state entries, and
-//    the per-channel work (softplus, silu, D) runs once per block on vectors of 16 channels.
+// All arithmetic is on simd::vf, kLanes float lanes (16 with AVX-512; cpu_math.h), and the lanes
+// always run along a contiguous axis. A "block" is kLanes consecutive channels.
+//  - selective_scan: item = (batch, run of blocks). Each chunk of steps is three passes: dt and
+//    dt * u for all its steps, the recurrence block by block (state and A in L1, B_t/C_t broadcast
+//    per state index), then D * u and the silu(z) gate. See the notes above scan_item.
+//  - selective_state_update: item = (batch, block), but the state [B, D, N] is contiguous along
+//    N, so each channel's update runs on vectors of state entries, and the per-channel work
+//    (softplus, silu, D) runs once per block on vectors of channels.
 //  - causal_conv1d: item = (batch, chunk of rows); lanes run along the channels of a row, so a
 //    chunk reads and writes contiguous memory and its last width-1 rows are still in cache.
+//  - causal_conv1d_update: item = (batch, block); per-channel dot products, vector activation.
+//
+// Measured on a 2-core KVM guest (Xeon, AVX-512): memory access order matters as much as the
+// arithmetic. Walking a block of channels down many rows (a new page per row) ran 2-3x slower
+// than passes that stream whole rows, so every loop here reads rows in order, as wide as it can.
 #pragma once
 
 #include <algorithm>
@@ -33,7 +38,7 @@ inline int64_t num_channel_blocks(int64_t dim) { return (dim + kLanes - 1) / kLa
 constexpr int64_t kConvRows = 64;
 inline int64_t num_row_chunks(int64_t seqlen) { return std::max<int64_t>(1, (seqlen + kConvRows - 1) / kConvRows); }
 
-// ---- loads and stores of activations (any dtype) as 16 float lanes ------------------------------
+// ---- loads and stores of activations (any dtype) as kLanes float lanes --------------------------
 
 MJ_INLINE vf load_full(const float* p) { return simd::load(p); }
 MJ_INLINE vf load_full(const bf16_t* p) {
@@ -47,7 +52,7 @@ MJ_INLINE vf load_full(const f16_t* p) {
   return simd::load(t);
 }
 
-// Loads n <= 16 values (the rest of the lanes are 0).
+// Loads n <= kLanes values (the rest of the lanes are 0).
 template <typename T>
 MJ_INLINE vf load_lanes(const T* p, int64_t n) {
   if (n == kLanes) return load_full(p);
@@ -105,7 +110,7 @@ inline bool lane_groups(int64_t d0, int64_t nv, int64_t dim, int64_t ngroups, in
 
 // ---- selective_scan -----------------------------------------------------------------------------
 
-// Work item of the scan: (batch, a run of `blocks_per_item` consecutive blocks of 16 channels).
+// Work item of the scan: (batch, a run of `blocks_per_item` consecutive blocks).
 // Rows of [B, L, D] are dim * 4 bytes apart, so at every step a narrow item touches a new cache
 // line and usually a new 4 KB page per row it reads; wide items share each page walk and let the
 // hardware prefetchers stream along the row. The handler picks the width from the thread count
@@ -176,7 +181,7 @@ MJ_INLINE void scan_chunk_uniform(int64_t N, int64_t steps, vf* h, const vf* A2,
   }
 }
 
-// Pass (2) when the lanes of a block straddle groups (dim / ngroups not a multiple of 16): B and
+// Pass (2) when the lanes of a block straddle groups (dim / ngroups not a multiple of kLanes): B and
 // C are gathered per lane.
 template <typename T>
 void scan_chunk_gather(int64_t N, int64_t steps, vf* h, const vf* A2, const vf* dts, const vf* dus,
@@ -216,7 +221,7 @@ template <typename T, int kN>
 void scan_item(const SelectiveScanParams& p, int64_t b, int64_t blk0, int64_t nblk, ScanWorkspace& w) {
   const int64_t N = kN > 0 ? kN : p.dstate, D = p.dim, rs = p.u_seq_stride;
   // Block j: state h[j * N + n] and A2 = A log2(e) (so exp(dt A) = exp2(dt A2)) as vectors over
-  // its 16 channels; dt, dt * u and y of the chunk's steps at dts[j * kScanChunk + i], etc.
+  // its channels; dt, dt * u and y of the chunk's steps at dts[j * kScanChunk + i], etc.
   w.vecs.resize(nblk * (2 * N + 3 * kScanChunk));
   w.blocks.resize(nblk);
   vf* h = w.vecs.data();
@@ -339,7 +344,7 @@ void selective_scan(const SelectiveScanParams& p, int64_t blocks_per_item, int64
 
 // ---- selective_state_update ---------------------------------------------------------------------
 
-// Loads / stores n <= 16 state-axis floats.
+// Loads / stores n <= kLanes state-axis floats.
 MJ_INLINE vf load_n(const float* p, int64_t n) { return load_lanes(p, n); }
 MJ_INLINE void store_n(float* p, vf v, int64_t n) { store_lanes(p, v, n); }
 template <typename T>
@@ -355,7 +360,7 @@ void selective_state_update(const StateUpdateParams& p, int64_t item_begin, int6
     const int64_t d0 = (item % nblocks) * kLanes;
     const int64_t nv = std::min<int64_t>(kLanes, D - d0);
     const int64_t off = b * D + d0;
-    // Per-channel values of the block, on vectors of 16 channels.
+    // Per-channel values of the block, on vectors of channels.
     const vf uu = load_lanes(static_cast<const T*>(p.x) + off, nv);
     const vf bias = load_params(p.dt_bias ? p.dt_bias + d0 : nullptr, nv, 0.0f);
     const vf dt = prepare_dt(load_lanes(static_cast<const T*>(p.dt) + off, nv), bias, p.dt_softplus);
@@ -479,8 +484,8 @@ void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) 
 
 // ---- causal_conv1d_update -----------------------------------------------------------------------
 
-// Item = (batch, block of 16 channels): the taps of each channel are contiguous, so the dot
-// products run per channel; the activation runs on the block's 16 results at once.
+// Item = (batch, block): the taps of each channel are contiguous, so the dot products run per
+// channel; the activation runs on the block's results at once.
 template <typename T>
 void causal_conv1d_update(const Conv1dUpdateParams& p, int64_t item_begin, int64_t item_end) {
   const int64_t D = p.dim, W = p.width, S = W - 1;
