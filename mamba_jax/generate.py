@@ -21,7 +21,10 @@ How it runs:
 Sampling avoids sort and the variadic-reduce argmax (neither compiles on Apple's jax-metal): argmax is
 max + where(iota) + min, and the top-k / top-p thresholds are found by a 32-step radix select on the
 float bit patterns (exact: the k-th largest logit, and the smallest probability whose
-higher-or-equal set still holds `top_p` of the mass). Ties at the threshold are kept.
+higher-or-equal set still holds `top_p` of the mass). Ties at the threshold are kept. On a Metal
+backend, which has no uint32, the Gumbel noise and the top-k / top-p masks come from
+`mamba_jax.ops.metal_safe` instead (int32 hash noise, float bisection thresholds); the seed is an
+int32 everywhere, so no uint32 array ever reaches a compiled function there.
 
 Shape legend: b batch (bucketed), l prompt length (bucketed), V logits width (padded vocab), k chunk.
 """
@@ -45,10 +48,14 @@ from flax import nnx
 f32 = jnp.float32
 i32 = jnp.int32
 
-try:  # the Metal-path helper may provide one shared Metal-safe argmax
-    from .ops.metal_safe import metal_safe_argmax as _shared_argmax  # type: ignore
+try:  # the Metal path's helpers: argmax everywhere; noise and top-k/top-p masks on Metal
+    from .ops import metal_safe as _metal_safe
+    _shared_argmax = _metal_safe.metal_safe_argmax
 except ImportError:  # pragma: no cover - depends on what is in the tree
+    _metal_safe = None
     _shared_argmax = None
+
+_METAL_BACKENDS = ("metal", "mps")
 
 _MIN_PROMPT_BUCKET = 8
 _MAX_COMPILED = 64  # compiled executables kept (LRU)
@@ -108,10 +115,12 @@ class _Mode:
     use_top_p: bool
     vocab_size: int  # real vocabulary; logits columns beyond it (padding) are never sampled
     eos: Optional[int]
+    metal: bool = False  # use the Metal-safe noise and masks (no uint32)
 
 
-def _sample(logits, key, temperature, top_p, mode: _Mode):
-    """logits [b, V] f32 -> token ids [b] int32."""
+def _sample(logits, seed, step, temperature, top_p, mode: _Mode):
+    """logits [b, V] f32 -> token ids [b] int32. seed, step: int32 scalars (the noise of a step
+    depends only on them and the shape)."""
     V = logits.shape[-1]
     if mode.vocab_size < V:
         col = lax.broadcasted_iota(i32, logits.shape, 1)
@@ -120,11 +129,18 @@ def _sample(logits, key, temperature, top_p, mode: _Mode):
         return argmax_last(logits)
     logits = logits / temperature
     if mode.top_k is not None:
-        logits = jnp.where(_top_k_mask(logits, mode.top_k), logits, -jnp.inf)
+        keep = (_metal_safe.metal_safe_top_k_mask(logits, mode.top_k) if mode.metal
+                else _top_k_mask(logits, mode.top_k))
+        logits = jnp.where(keep, logits, -jnp.inf)
     if mode.use_top_p:
-        logits = jnp.where(_top_p_mask(logits, top_p), logits, -jnp.inf)
+        keep = _metal_safe.metal_safe_top_p_mask(logits, top_p) if mode.metal else _top_p_mask(logits, top_p)
+        logits = jnp.where(keep, logits, -jnp.inf)
     # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits).
-    return argmax_last(logits + jax.random.gumbel(key, logits.shape, f32))
+    if mode.metal:
+        noise = _metal_safe.metal_safe_gumbel(seed, step, logits.shape)
+    else:
+        noise = jax.random.gumbel(jax.random.fold_in(jax.random.key(seed), step), logits.shape, f32)
+    return argmax_last(logits + noise)
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -162,7 +178,8 @@ def _as_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
     return out
 
 
-def _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id, vocab_size, chunk_size):
+def _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id, vocab_size, chunk_size,
+                    metal=False):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
     temperature = float(temperature)
@@ -185,6 +202,7 @@ def _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id, voc
         use_top_p=not greedy and top_p is not None and top_p < 1.0,
         vocab_size=vocab_size,
         eos=None if eos_token_id is None else int(eos_token_id),
+        metal=bool(metal) and not greedy,
     )
     return mode, temperature, (1.0 if top_p is None else top_p)
 
@@ -225,6 +243,8 @@ class Generator:
         except (TypeError, ValueError):
             self._last_only = False
         self.last_stats = GenerationStats()
+        # Metal: sample with the Metal-safe helpers (settable, e.g. to test that path elsewhere)
+        self.metal_sampling = jax.default_backend().lower() in _METAL_BACKENDS and _metal_safe is not None
         self.refresh(model)
 
     def refresh(self, model):
@@ -240,7 +260,7 @@ class Generator:
     def _prefill_fn(self, mode: _Mode):
         graphdef, last_only = self.graphdef, self._last_only
 
-        def prefill(state, ids, mask, rows_done, temperature, top_p, key):
+        def prefill(state, ids, mask, rows_done, temperature, top_p, seed):
             model = nnx.merge(graphdef, state)
             if last_only:
                 logits, cache = model.prefill(ids, mask, last_only=True)
@@ -248,7 +268,7 @@ class Generator:
                 logits, cache = model.prefill(ids, mask)
             if logits.ndim == 3:
                 logits = logits[:, -1]
-            tok = _sample(logits.astype(f32), jax.random.fold_in(key, 0), temperature, top_p, mode)
+            tok = _sample(logits.astype(f32), seed, jnp.zeros((), i32), temperature, top_p, mode)
             done = rows_done if mode.eos is None else rows_done | (tok == mode.eos)
             return tok, cache, done
 
@@ -258,7 +278,7 @@ class Generator:
         graphdef = self.graphdef
         fill = 0 if mode.eos is None else mode.eos
 
-        def decode(state, cache, tok, done, start, n_steps, temperature, top_p, key):
+        def decode(state, cache, tok, done, start, n_steps, temperature, top_p, seed):
             model = nnx.merge(graphdef, state)
             buf = jnp.full((tok.shape[0], chunk), fill, i32)
 
@@ -269,7 +289,7 @@ class Generator:
             def body(c):
                 j, tok, done, cache, buf = c
                 logits, cache = model.step(tok, cache)
-                new = _sample(logits.astype(f32), jax.random.fold_in(key, start + j), temperature, top_p, mode)
+                new = _sample(logits.astype(f32), seed, start + j, temperature, top_p, mode)
                 new = jnp.where(done, fill, new).astype(i32)
                 buf = lax.dynamic_update_slice(buf, new[:, None], (jnp.zeros((), i32), j))
                 if mode.eos is not None:
@@ -306,7 +326,7 @@ class Generator:
         chunk_size None decodes everything in one chunk. All checks run before anything compiles."""
         rows = _as_prompts(prompts, self.vocab_size)
         mode, temperature, top_p = _check_sampling(max_new_tokens, temperature, top_k, top_p,
-                                                   eos_token_id, self.vocab_size, chunk_size)
+                                                   eos_token_id, self.vocab_size, chunk_size, self.metal_sampling)
         return self._run(rows, int(max_new_tokens), mode, temperature, top_p, int(seed), chunk_size)
 
     def generate(self, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
@@ -343,9 +363,9 @@ class Generator:
 
         temperature_a = jnp.asarray(max(temperature, 1e-6), f32)
         top_p_a = jnp.asarray(top_p, f32)
-        key = jax.random.key(seed)
+        seed_a = jnp.asarray(int(seed) % (1 << 31), i32)  # any int seed -> int32 (no uint32 key arrays)
         args = (self.state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(rows_done),
-                temperature_a, top_p_a, key)
+                temperature_a, top_p_a, seed_a)
         prefill, c_s = self._compiled("prefill", lambda: self._prefill_fn(mode), mode, args)
         stats.compile_s += c_s
         t0 = time.perf_counter()
@@ -377,7 +397,7 @@ class Generator:
             chunk = _bucket(remaining) if chunk_size is None else int(chunk_size)
             n_steps = min(chunk, remaining)
             dargs = (self.state, cache, tok, done, jnp.asarray(step, i32), jnp.asarray(n_steps, i32),
-                     temperature_a, top_p_a, key)
+                     temperature_a, top_p_a, seed_a)
             decode, c_s = self._compiled("decode", lambda: self._decode_fn(mode, chunk), (mode, chunk),
                                          dargs, donate=(1,))
             stats.compile_s += c_s

@@ -124,7 +124,7 @@ def test_seed_reproducible_and_seeds_differ(model):
     assert a != c
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2**40])
 def test_top_k_1_and_tiny_top_p_equal_greedy(model, seed):
     greedy = generate(model, PROMPTS, N)
     assert generate(model, PROMPTS, N, temperature=0.9, top_k=1, seed=seed) == greedy
@@ -160,12 +160,13 @@ def test_sampled_tokens_lie_in_the_allowed_set(model, top_k, top_p):
             ids.append(tok)
 
 
-def _mode(top_k=None, use_top_p=False, vocab=8):
-    return gen_mod._Mode(greedy=False, top_k=top_k, use_top_p=use_top_p, vocab_size=vocab, eos=None)
+def _mode(top_k=None, use_top_p=False, vocab=8, metal=False):
+    return gen_mod._Mode(greedy=False, top_k=top_k, use_top_p=use_top_p, vocab_size=vocab, eos=None, metal=metal)
 
 
+@pytest.mark.parametrize("metal", [False, True], ids=["exact", "metal-safe"])
 @pytest.mark.parametrize("top_k,top_p", [(None, None), (3, None), (None, 0.7)], ids=["full", "k3", "p0.7"])
-def test_sampler_distribution_matches_softmax(top_k, top_p):
+def test_sampler_distribution_matches_softmax(top_k, top_p, metal):
     logits = np.array([1.0, 0.2, -0.5, 2.0, 0.0, -1.0, 1.5, 0.7], np.float32)
     temperature = 0.8
     z = logits.astype(np.float64) / temperature
@@ -181,16 +182,32 @@ def test_sampler_distribution_matches_softmax(top_k, top_p):
     expected = np.where(allowed, np.exp(z - z.max()), 0.0)
     expected /= expected.sum()
 
-    mode = _mode(top_k=top_k, use_top_p=top_p is not None)
-    n_draws = 40000
-    keys = jax.random.split(jax.random.key(0), n_draws // 100)
-    draw = jax.jit(jax.vmap(lambda k: gen_mod._sample(jnp.tile(jnp.asarray(logits), (100, 1)), k,
-                                                      jnp.float32(temperature), jnp.float32(top_p or 1.0), mode)))
-    toks = np.asarray(draw(keys)).ravel()
+    mode = _mode(top_k=top_k, use_top_p=top_p is not None, metal=metal)
+    rows, calls = 100, 400  # 40000 draws: 100 rows per call, 400 (seed, step) pairs
+    batch = jnp.tile(jnp.asarray(logits), (rows, 1))
+    draw = jax.jit(jax.vmap(lambda seed, step: gen_mod._sample(batch, seed, step, jnp.float32(temperature),
+                                                               jnp.float32(top_p or 1.0), mode)))
+    seeds = jnp.repeat(jnp.arange(20, dtype=jnp.int32), 20)
+    steps = jnp.tile(jnp.arange(20, dtype=jnp.int32), 20)
+    toks = np.asarray(draw(seeds, steps)).ravel()
+    assert toks.size == rows * calls
     freq = np.bincount(toks, minlength=8) / toks.size
     assert np.all(freq[~allowed] == 0)
     # 40000 draws: the standard error of each frequency is <= 0.0025; 0.012 is ~5 sigma.
     np.testing.assert_allclose(freq, expected, atol=0.012)
+
+
+def test_metal_safe_sampling_path_in_generate(model):
+    g = Generator(model)
+    g.metal_sampling = True  # what a Metal backend selects: int32 hash noise, bisection masks
+    greedy = generate(model, PROMPTS, N)
+    assert g.generate(PROMPTS, N, temperature=0.9, top_k=1, seed=2) == greedy
+    a = g.generate(PROMPTS, N, temperature=1.0, top_k=10, top_p=0.9, seed=5)
+    assert a == g.generate(PROMPTS, N, temperature=1.0, top_k=10, top_p=0.9, seed=5)
+    assert a != g.generate(PROMPTS, N, temperature=1.0, top_k=10, top_p=0.9, seed=6)
+    chunks = []
+    g.generate(PROMPTS, N, temperature=1.0, top_k=10, top_p=0.9, seed=5, stream=chunks.append, chunk_size=4)
+    assert [sum((c[i] for c in chunks), []) for i in range(len(PROMPTS))] == a
 
 
 @pytest.mark.parametrize("k", [1, 2, 5, 17, 64])
