@@ -22,14 +22,17 @@ f32 = jnp.float32
 
 @struct.dataclass
 class MambaCache:
-    """Decode state of every layer (a pytree).
+    """Decode state of every layer (a pytree): one array per layer, not one stacked array, so that
+    each layer's update ops alias their state in place inside a decode loop (a stacked array would be
+    rebuilt, i.e. copied whole, every step).
 
-    conv_states: [L, b, e, w-1] in the activation dtype, the last w-1 conv inputs (oldest first).
-    ssm_states: [L, b, e, n] float32.
+    conv_states: tuple of n_layer arrays [b, e, w-1] in the activation dtype, the last w-1 conv inputs
+      (oldest first).
+    ssm_states: tuple of n_layer arrays [b, e, n] float32.
     """
 
-    conv_states: jax.Array
-    ssm_states: jax.Array
+    conv_states: tuple
+    ssm_states: tuple
 
 
 class RMSNorm(nnx.Module):
@@ -127,8 +130,9 @@ class MambaLM(nnx.Module):
         """Zero cache for `batch` sequences (the state before any token)."""
         cfg = self.config
         return MambaCache(
-            conv_states=jnp.zeros((cfg.n_layer, batch, cfg.d_inner, cfg.d_conv - 1), self.dtype),
-            ssm_states=jnp.zeros((cfg.n_layer, batch, cfg.d_inner, cfg.d_state), f32),
+            conv_states=tuple(jnp.zeros((batch, cfg.d_inner, cfg.d_conv - 1), self.dtype)
+                              for _ in range(cfg.n_layer)),
+            ssm_states=tuple(jnp.zeros((batch, cfg.d_inner, cfg.d_state), f32) for _ in range(cfg.n_layer)),
         )
 
     # ------------------------------------------------------------------ forward
@@ -153,7 +157,7 @@ class MambaLM(nnx.Module):
             ssms.append(ssm_state)
         if last_only:
             h = h[:, -1]
-        cache = MambaCache(conv_states=jnp.stack(convs), ssm_states=jnp.stack(ssms))
+        cache = MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))
         return self._logits(h), cache
 
     def __call__(self, input_ids, mask=None):
@@ -171,4 +175,4 @@ class MambaLM(nnx.Module):
                                                   implementation=self.implementation)
             convs.append(conv_state)
             ssms.append(ssm_state)
-        return self._logits(h), MambaCache(conv_states=jnp.stack(convs), ssm_states=jnp.stack(ssms))
+        return self._logits(h), MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))
