@@ -22,7 +22,8 @@ Sampling avoids sort and the variadic-reduce argmax (neither compiles on Apple's
 max + where(iota) + min, and the top-k / top-p thresholds are found by a 32-step radix select on the
 float bit patterns (exact: the k-th largest logit, and the smallest probability whose
 higher-or-equal set still holds `top_p` of the mass). Ties at the threshold are kept. On a Metal
-backend, which has no uint32, the Gumbel noise and the top-k / top-p masks come from
+backend, which has no uint32, and for any model running implementation="xla" (the portable path,
+selected explicitly), the Gumbel noise and the top-k / top-p masks come from
 `mamba_jax.ops.metal_safe` instead (int32 hash noise, float bisection thresholds); the seed is an
 int32 everywhere, so no uint32 array ever reaches a compiled function there.
 
@@ -243,8 +244,12 @@ class Generator:
         except (TypeError, ValueError):
             self._last_only = False
         self.last_stats = GenerationStats()
-        # Metal: sample with the Metal-safe helpers (settable, e.g. to test that path elsewhere)
-        self.metal_sampling = jax.default_backend().lower() in _METAL_BACKENDS and _metal_safe is not None
+        # The portable path samples with the Metal-safe helpers (int32 noise, no uint32 bit tricks):
+        # on a Metal/MPS backend, and wherever the model runs implementation="xla", so that the
+        # explicitly selected portable path is portable end to end (settable after construction).
+        portable = (jax.default_backend().lower() in _METAL_BACKENDS
+                    or getattr(model, "implementation", None) == "xla")
+        self.metal_sampling = portable and _metal_safe is not None
         self.refresh(model)
 
     def refresh(self, model):

@@ -10,7 +10,7 @@
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench metalbench
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K:-not model and not loading}
@@ -89,6 +89,19 @@ if has bench; then
   stamp "benchmarks"
   timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-} --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
   sed -n '/^op /,$p' "$OUT/bench.log"
+fi
+if has genbench; then
+  stamp "generation benchmark (decode ms/token, prefill, peak memory; ratio to the pure-JAX loop)"
+  timeout "${GEN_TIMEOUT:-240}" python3 benchmarks/bench_generate.py ${GEN_ARGS:-} --out "$OUT/generate-h200.json" \
+    > "$OUT/genbench.log" 2>&1 || rc=1
+  tail -25 "$OUT/genbench.log"
+fi
+
+if has metalbench; then
+  stamp "Metal-path benchmark (chunked pure-JAX scan vs lax.scan vs associative scan)"
+  timeout "${METAL_TIMEOUT:-60}" python3 benchmarks/bench_metal_path.py --gpu --out "$OUT/metal-h200.json" \
+    > "$OUT/metalbench.log" 2>&1 || rc=1
+  tail -12 "$OUT/metalbench.log"
 fi
 stamp "done (exit $rc)"
 exit $rc
