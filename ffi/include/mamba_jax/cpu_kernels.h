@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "mamba_jax/cpu_math.h"
@@ -47,9 +48,17 @@ MJ_INLINE vf load_full(const bf16_t* p) {
   return bit_cast<vf>(__builtin_convertvector(h, simd::vu) << 16);
 }
 MJ_INLINE vf load_full(const f16_t* p) {
+#if defined(__AVX512F__)
+  return (vf)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#elif defined(__F16C__) && defined(__AVX__)
+  return (vf)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif defined(__F16C__)
+  return (vf)_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+#else
   alignas(64) float t[kLanes];
   for (int l = 0; l < kLanes; ++l) t[l] = to_float(p[l]);
   return simd::load(t);
+#endif
 }
 
 // Loads n <= kLanes values (the rest of the lanes are 0).
@@ -76,8 +85,18 @@ MJ_INLINE void store_full(bf16_t* p, vf v) {
   const simd::vh h = __builtin_convertvector(r, simd::vh);
   std::memcpy(p, &h, sizeof h);
 }
+// The hardware conversions round to nearest even and keep subnormals, inf and NaN, like
+// from_float<f16_t>.
 MJ_INLINE void store_full(f16_t* p, vf v) {
+#if defined(__AVX512F__)
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph((__m512)v, _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__F16C__) && defined(__AVX__)
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph((__m256)v, _MM_FROUND_TO_NEAREST_INT));
+#elif defined(__F16C__)
+  _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_cvtps_ph((__m128)v, _MM_FROUND_TO_NEAREST_INT));
+#else
   for (int l = 0; l < kLanes; ++l) p[l] = from_float<f16_t>(v[l]);
+#endif
 }
 
 template <typename T>
@@ -151,31 +170,31 @@ MJ_INLINE bool all_lanes(simd::vi m) {
 
 // Pass (2) for one block and one chunk when all lanes read one group of B/C (broadcast scalars):
 // h = exp2(dt A2) h + du B;  y = <h, C>. kN > 0 fixes dstate at compile time (full unrolling).
-template <typename T, int kN, bool kInRange>
+template <int kN, bool kInRange>
 MJ_INLINE void scan_chunk_uniform(int64_t N, int64_t steps, vf* h, const vf* A2, const vf* dts, const vf* dus,
-                                  const T* Bg, const T* Cg, int64_t bc_seq_stride, vf* ys) {
+                                  const float* Bg, const float* Cg, int64_t bc_seq_stride, vf* ys) {
   if (kN > 0) N = kN;
   for (int64_t i = 0; i < steps; ++i) {
     const vf dt = dts[i], du = dus[i];
-    const T* Bt = Bg + i * bc_seq_stride;
-    const T* Ct = Cg + i * bc_seq_stride;
+    const float* Bt = Bg + i * bc_seq_stride;
+    const float* Ct = Cg + i * bc_seq_stride;
     vf y0 = simd::splat(0.0f), y1 = simd::splat(0.0f);  // two chains: half the add latency
     int64_t n = 0;
     for (; n + 1 < N; n += 2) {
       const vf t0 = dt * A2[n], t1 = dt * A2[n + 1];
       const vf e0 = kInRange ? exp2_inrange(t0) : exp2_fast(t0);
       const vf e1 = kInRange ? exp2_inrange(t1) : exp2_fast(t1);
-      const vf h0 = e0 * h[n] + du * to_float(Bt[n]);
-      const vf h1 = e1 * h[n + 1] + du * to_float(Bt[n + 1]);
+      const vf h0 = e0 * h[n] + du * Bt[n];
+      const vf h1 = e1 * h[n + 1] + du * Bt[n + 1];
       h[n] = h0;
       h[n + 1] = h1;
-      y0 = y0 + h0 * to_float(Ct[n]);
-      y1 = y1 + h1 * to_float(Ct[n + 1]);
+      y0 = y0 + h0 * Ct[n];
+      y1 = y1 + h1 * Ct[n + 1];
     }
     if (n < N) {
-      const vf h0 = exp2_fast(dt * A2[n]) * h[n] + du * to_float(Bt[n]);
+      const vf h0 = exp2_fast(dt * A2[n]) * h[n] + du * Bt[n];
       h[n] = h0;
-      y0 = y0 + h0 * to_float(Ct[n]);
+      y0 = y0 + h0 * Ct[n];
     }
     ys[i] = y0 + y1;
   }
@@ -183,16 +202,16 @@ MJ_INLINE void scan_chunk_uniform(int64_t N, int64_t steps, vf* h, const vf* A2,
 
 // Pass (2) when the lanes of a block straddle groups (dim / ngroups not a multiple of kLanes): B and
 // C are gathered per lane.
-template <typename T>
-void scan_chunk_gather(int64_t N, int64_t steps, vf* h, const vf* A2, const vf* dts, const vf* dus,
-                       const T* Bt, const T* Ct, int64_t bc_seq_stride, int64_t gs, const int64_t* g, vf* ys) {
+inline void scan_chunk_gather(int64_t N, int64_t steps, vf* h, const vf* A2, const vf* dts, const vf* dus,
+                              const float* Bt, const float* Ct, int64_t bc_seq_stride, int64_t gs, const int64_t* g,
+                              vf* ys) {
   for (int64_t i = 0; i < steps; ++i) {
     vf y0 = simd::splat(0.0f);
     for (int64_t n = 0; n < N; ++n) {
       alignas(64) float bv[kLanes], cv[kLanes];
       for (int l = 0; l < kLanes; ++l) {
-        bv[l] = to_float(Bt[i * bc_seq_stride + g[l] * gs + n]);
-        cv[l] = to_float(Ct[i * bc_seq_stride + g[l] * gs + n]);
+        bv[l] = Bt[i * bc_seq_stride + g[l] * gs + n];
+        cv[l] = Ct[i * bc_seq_stride + g[l] * gs + n];
       }
       const vf h0 = exp2_fast(dts[i] * A2[n]) * h[n] + dus[i] * simd::load(bv);
       h[n] = h0;
@@ -214,7 +233,24 @@ struct ScanBlock {
 struct ScanWorkspace {
   std::vector<vf> vecs;
   std::vector<ScanBlock> blocks;
+  std::vector<float> bc;  // B and C of a chunk as float, for 16-bit inputs
 };
+
+// Converts B (or C) rows [steps, groups g0..g0+ng) of a chunk to float: dst[(i * ng + g) * N + n].
+template <typename T>
+void convert_bc_rows(const T* src, int64_t seq_stride, int64_t gs, int64_t g0, int64_t ng, int64_t N,
+                     int64_t steps, float* dst) {
+  for (int64_t i = 0; i < steps; ++i)
+    for (int64_t g = 0; g < ng; ++g) {
+      const T* row = src + i * seq_stride + (g0 + g) * gs;
+      float* out = dst + (i * ng + g) * N;
+      for (int64_t n = 0; n < N; n += kLanes) {
+        const int64_t m = std::min<int64_t>(kLanes, N - n);
+        const vf v = load_lanes(row + n, m);
+        for (int64_t l = 0; l < m; ++l) out[n + l] = v[l];
+      }
+    }
+}
 
 // One item: blocks [blk0, blk0 + nblk) of batch b, over the whole sequence.
 template <typename T, int kN>
@@ -285,8 +321,28 @@ void scan_item(const SelectiveScanParams& p, int64_t b, int64_t blk0, int64_t nb
     // (2) the recurrence, block by block. dt * A2 is bilinear, so its extremes over the chunk
     // are at the corners of [dt_lo, dt_hi] x [a_lo, a_hi] (rounding is monotone); when they lie
     // inside [-125, 126] exp2 needs no clamp. NaNs fail the test and take the clamped path.
-    const T* Bt = Bb + t0 * p.bc_seq_stride;
-    const T* Ct = Cb + t0 * p.bc_seq_stride;
+    // B_t and C_t as float: the inner loop broadcasts one value per state index, which for
+    // 16-bit types would be a scalar conversion each; convert the chunk's rows once instead.
+    const float* Bt;
+    const float* Ct;
+    int64_t bss, bgs, gbase;  // seq and group strides of Bt/Ct, first group they hold
+    if constexpr (std::is_same<T, float>::value) {
+      Bt = Bb + t0 * p.bc_seq_stride;
+      Ct = Cb + t0 * p.bc_seq_stride;
+      bss = p.bc_seq_stride;
+      bgs = gs;
+      gbase = 0;
+    } else {
+      gbase = blk[0].g[0];
+      const int64_t ng = blk[nblk - 1].g[kLanes - 1] - gbase + 1;
+      w.bc.resize(2 * steps * ng * N);
+      convert_bc_rows(Bb + t0 * p.bc_seq_stride, p.bc_seq_stride, gs, gbase, ng, N, steps, w.bc.data());
+      convert_bc_rows(Cb + t0 * p.bc_seq_stride, p.bc_seq_stride, gs, gbase, ng, N, steps, w.bc.data() + steps * ng * N);
+      Bt = w.bc.data();
+      Ct = w.bc.data() + steps * ng * N;
+      bss = ng * N;
+      bgs = N;
+    }
     for (int64_t j = 0; j < nblk; ++j) {
       const ScanBlock& k = blk[j];
       vf* hj = h + j * N;
@@ -295,18 +351,20 @@ void scan_item(const SelectiveScanParams& p, int64_t b, int64_t blk0, int64_t nb
       const vf* duj = dus + j * kScanChunk;
       vf* yj = ys + j * kScanChunk;
       if (!k.uniform) {
-        scan_chunk_gather<T>(N, steps, hj, aj, dtj, duj, Bt, Ct, p.bc_seq_stride, gs, k.g, yj);
+        int64_t gl[kLanes];
+        for (int l = 0; l < kLanes; ++l) gl[l] = k.g[l] - gbase;
+        scan_chunk_gather(N, steps, hj, aj, dtj, duj, Bt, Ct, bss, bgs, gl, yj);
         continue;
       }
       const vf c0 = k.dt_lo * k.a_lo, c1 = k.dt_lo * k.a_hi, c2 = k.dt_hi * k.a_lo, c3 = k.dt_hi * k.a_hi;
       const vf lo = vmin(vmin(c0, c1), vmin(c2, c3)), hi = vmax(vmax(c0, c1), vmax(c2, c3));
       const bool in_range = all_lanes(lo >= simd::splat(-125.0f)) && all_lanes(hi <= simd::splat(126.0f));
-      const T* Bg = Bt + k.g[0] * gs;
-      const T* Cg = Ct + k.g[0] * gs;
+      const float* Bg = Bt + (k.g[0] - gbase) * bgs;
+      const float* Cg = Ct + (k.g[0] - gbase) * bgs;
       if (in_range)
-        scan_chunk_uniform<T, kN, true>(N, steps, hj, aj, dtj, duj, Bg, Cg, p.bc_seq_stride, yj);
+        scan_chunk_uniform<kN, true>(N, steps, hj, aj, dtj, duj, Bg, Cg, bss, yj);
       else
-        scan_chunk_uniform<T, kN, false>(N, steps, hj, aj, dtj, duj, Bg, Cg, p.bc_seq_stride, yj);
+        scan_chunk_uniform<kN, false>(N, steps, hj, aj, dtj, duj, Bg, Cg, bss, yj);
     }
     // (3) y = (y + D u) * silu(z).
     for (int64_t i = 0; i < steps; ++i) {
