@@ -1,7 +1,7 @@
 """Times the Mamba-1 ops' "ffi" kernels against pure-JAX variants measured in the same run.
 
     .venv/bin/python benchmarks/bench_ops.py [--ops scan,conv,ssu,conv_update] [--dtype float32]
-                                             [--quick] [--out FILE]
+                                             [--batches 1,64] [--quick] [--out FILE]
 
 Variants:
   selective_scan        ffi | jax-chunked (the library's "xla" path: chunked, Metal-safe)
@@ -16,6 +16,8 @@ Variants:
 Shapes: one mamba-130m layer (batch 1, dim 1536, dstate 16, seqlen 2048, conv width 4) with the
 options a Mamba block uses (D, z, delta_bias, softplus; bias and silu for the conv), and the update
 ops at batch 1 and 64. Prints a table and writes JSON rows (benchmarks/results/cpu-*.json on CPU).
+Each row also records the variant's largest absolute difference from the reference on the same
+inputs (max_abs_diff_vs_reference), so a fast but wrong variant shows up in the data.
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ def selective_scan_assoc(u, delta, A, B, C, D, z, delta_bias, *, delta_softplus,
 
 # ---- cases --------------------------------------------------------------------------------------
 
+def _max_diff(fn, ref_fn, args):
+    """Largest |fn - ref_fn| over all outputs on `args`, in float32: every timed variant is checked
+    against the reference on the benchmark's own inputs, so a row never times a wrong answer."""
+    out = jax.tree_util.tree_leaves(fn(*args))
+    ref = jax.tree_util.tree_leaves(ref_fn(*args))
+    return max(float(jnp.max(jnp.abs(o.astype(jnp.float32) - r.astype(jnp.float32)))) for o, r in zip(out, ref))
+
+
 def _keys(n):
     return jax.random.split(jax.random.PRNGKey(0), n)
 
@@ -107,7 +117,9 @@ def bench_selective_scan(dtype, reps, quick):
         slow = name == "jax-assoc"
         t = common.measure(fn, sets, warmup=1 if slow else 3, reps=max(3, reps // 5) if slow else reps,
                            max_seconds=4.0 if quick else 15.0)
-        rows.append(common.make_row("selective_scan", shape, dtype.__name__, name, t, moved))
+        err = _max_diff(fn, variants["jax-scan"], sets[0])
+        rows.append(common.make_row("selective_scan", shape, dtype.__name__, name, t, moved,
+                                    max_abs_diff_vs_reference=err))
     return rows
 
 
@@ -133,12 +145,15 @@ def bench_conv1d(dtype, reps, quick):
         sets.append((x, w, b, st))
     x, w, b, st = sets[0]
     moved = common.nbytes(x, x, w, b, st, st)
+    fns = {name: jax.jit(lambda x, w, b, st, impl=impl: mj.causal_conv1d(
+        x, w, b, activation="silu", initial_state=st, return_final_state=True, implementation=impl))
+        for name, impl in (("ffi", "ffi"), ("jax-ref", "xla"))}
     rows = []
-    for name, impl in (("ffi", "ffi"), ("jax-ref", "xla")):
-        fn = jax.jit(lambda x, w, b, st, impl=impl: mj.causal_conv1d(
-            x, w, b, activation="silu", initial_state=st, return_final_state=True, implementation=impl))
+    for name, fn in fns.items():
         t = common.measure(fn, sets, reps=reps, max_seconds=4.0 if quick else 15.0)
-        rows.append(common.make_row("causal_conv1d", shape, dtype.__name__, name, t, moved))
+        err = _max_diff(fn, fns["jax-ref"], sets[0])
+        rows.append(common.make_row("causal_conv1d", shape, dtype.__name__, name, t, moved,
+                                    max_abs_diff_vs_reference=err))
     return rows
 
 
@@ -157,7 +172,7 @@ def _ssu_inputs(key, batch, dim, dstate, dtype):
     return (state, x, dt, A, B, C, D, z, dt_bias)
 
 
-def _time_update(op_name, shape, dtype, step, sets, moved, reps, quick):
+def _time_update(step, sets, reps, quick):
     """Times `step(state, *rest) -> (y, new_state)` per call (state donated and carried) and per
     step inside a jitted fori_loop of LOOP_STEPS steps."""
     call = jax.jit(step, donate_argnums=0)
@@ -189,13 +204,21 @@ def bench_state_update(dtype, reps, quick, batches):
         sets = [_ssu_inputs(k, batch, dim, dstate, dtype) for k in _keys(4)]
         state, x, dt, A, B, C, D, z, bias = sets[0]
         moved = common.nbytes(state, state, x, dt, z, x, A, B, C, D, bias)
-        for name, impl in (("ffi", "ffi"), ("jax-ref", "xla")):
-            step = lambda st, x, dt, A, B, C, D, z, db, impl=impl: mj.selective_state_update(
-                st, x, dt, A, B, C, D, z, db, dt_softplus=True, implementation=impl)
-            t_call, t_loop = _time_update("selective_state_update", shape, dtype, step, sets, moved, reps, quick)
-            rows.append(common.make_row("selective_state_update", shape, dtype.__name__, name, t_call, moved))
-            rows.append(common.make_row("selective_state_update", shape, dtype.__name__, name, t_loop, moved,
-                                        mode=f"loop{LOOP_STEPS}"))
+        steps = {name: (lambda st, x, dt, A, B, C, D, z, db, impl=impl: mj.selective_state_update(
+            st, x, dt, A, B, C, D, z, db, dt_softplus=True, implementation=impl))
+            for name, impl in (("ffi", "ffi"), ("jax-ref", "xla"))}
+        rows += _update_rows("selective_state_update", shape, dtype, steps, sets, moved, reps, quick)
+    return rows
+
+
+def _update_rows(op, shape, dtype, steps, sets, moved, reps, quick):
+    rows = []
+    for name, step in steps.items():
+        t_call, t_loop = _time_update(step, sets, reps, quick)
+        err = _max_diff(jax.jit(step), jax.jit(steps["jax-ref"]), sets[0])
+        rows.append(common.make_row(op, shape, dtype.__name__, name, t_call, moved, max_abs_diff_vs_reference=err))
+        rows.append(common.make_row(op, shape, dtype.__name__, name, t_loop, moved, mode=f"loop{LOOP_STEPS}",
+                                    max_abs_diff_vs_reference=err))
     return rows
 
 
@@ -214,14 +237,11 @@ def bench_conv_update(dtype, reps, quick, batches):
             sets.append((st, x, w, b))
         st, x, w, b = sets[0]
         moved = common.nbytes(st, st, x, x, w, b)
-        for name, impl in (("ffi", "ffi"), ("jax-ref", "xla")):
-            # state first so it can be donated and carried; the op itself takes x first.
-            step = lambda st, x, w, b, impl=impl: mj.causal_conv1d_update(
-                x, st, w, b, activation="silu", implementation=impl)
-            t_call, t_loop = _time_update("causal_conv1d_update", shape, dtype, step, sets, moved, reps, quick)
-            rows.append(common.make_row("causal_conv1d_update", shape, dtype.__name__, name, t_call, moved))
-            rows.append(common.make_row("causal_conv1d_update", shape, dtype.__name__, name, t_loop, moved,
-                                        mode=f"loop{LOOP_STEPS}"))
+        # state first so it can be donated and carried; the op itself takes x first.
+        steps = {name: (lambda st, x, w, b, impl=impl: mj.causal_conv1d_update(
+            x, st, w, b, activation="silu", implementation=impl))
+            for name, impl in (("ffi", "ffi"), ("jax-ref", "xla"))}
+        rows += _update_rows("causal_conv1d_update", shape, dtype, steps, sets, moved, reps, quick)
     return rows
 
 

@@ -458,40 +458,68 @@ inline void transpose_weight(const float* w, int64_t D, int64_t W, std::vector<f
     for (int64_t k = 0; k < W; ++k) wt[k * D + d] = w[d * W + k];
 }
 
-// One output row: y[d] = act(bias[d] + sum_k wt[k][d] * rows[k][d]) over all channels. Rows are
-// walked in order, whole: on this kind of machine sequential rows stream from memory far better
-// than a column walk (a block of channels down many rows), which pays a page walk per row.
-template <typename T, int kW, bool kSilu>
-MJ_INLINE void conv_row(const T* const* rows, const float* wt, const float* bias, int64_t D, T* yt) {
+// kR output rows at once: y[r][d] = act(bias[d] + sum_k wt[k][d] * x[r + k][d]) over all
+// channels, from the kR + width - 1 input rows `rows` (oldest first). Rows are walked in order,
+// whole: on this kind of machine sequential rows stream from memory far better than a column walk
+// (a block of channels down many rows pays a page walk per row). Doing kR rows per sweep loads
+// each input vector once for kR outputs (kR + width - 1 loads instead of kR * width) and each
+// weight vector once per kR rows, which keeps the sweep's L1 traffic down.
+template <typename T, int kW, int kR, bool kSilu>
+MJ_INLINE void conv_row_group(const T* const* rows, const float* wt, const float* bias, int64_t D, T* const* yrows) {
+  constexpr int kIn = kR + kW - 1;
   int64_t d = 0;
   for (; d + kLanes <= D; d += kLanes) {
-    vf acc = bias ? simd::load(bias + d) : simd::splat(0.0f);
-    for (int k = 0; k < kW; ++k) acc = acc + simd::load(wt + k * D + d) * load_full(rows[k] + d);
-    if (kSilu) acc = silu_fast(acc);
-    store_full(yt + d, acc);
+    const vf b = bias ? simd::load(bias + d) : simd::splat(0.0f);
+    vf w[kW], xs[kIn];
+    for (int k = 0; k < kW; ++k) w[k] = simd::load(wt + k * D + d);
+    for (int i = 0; i < kIn; ++i) xs[i] = load_full(rows[i] + d);
+    for (int r = 0; r < kR; ++r) {
+      vf acc = b;
+      for (int k = 0; k < kW; ++k) acc = acc + w[k] * xs[r + k];
+      if (kSilu) acc = silu_fast(acc);
+      store_full(yrows[r] + d, acc);
+    }
   }
   if (d < D) {
     const int64_t nv = D - d;
-    vf acc = bias ? load_lanes(bias + d, nv) : simd::splat(0.0f);
-    for (int k = 0; k < kW; ++k) acc = acc + load_lanes(wt + k * D + d, nv) * load_lanes(rows[k] + d, nv);
-    if (kSilu) acc = silu_fast(acc);
-    store_lanes(yt + d, acc, nv);
+    const vf b = bias ? load_lanes(bias + d, nv) : simd::splat(0.0f);
+    for (int r = 0; r < kR; ++r) {
+      vf acc = b;
+      for (int k = 0; k < kW; ++k) acc = acc + load_lanes(wt + k * D + d, nv) * load_lanes(rows[r + k] + d, nv);
+      if (kSilu) acc = silu_fast(acc);
+      store_lanes(yrows[r] + d, acc, nv);
+    }
+  }
+}
+
+constexpr int kConvRowGroup = 4;
+
+template <typename T, int kW, bool kSilu>
+void conv_rows_act(const T* x, const T* hist, const float* wt, const float* bias, int64_t D, int64_t t0,
+                   int64_t t1, T* y) {
+  constexpr int kS = kW - 1;
+  auto row = [&](int64_t j) -> const T* { return j >= 0 ? x + j * D : hist + (kS + j) * D; };
+  int64_t t = t0;
+  for (; t + kConvRowGroup <= t1; t += kConvRowGroup) {
+    const T* rows[kConvRowGroup + kS];
+    T* yrows[kConvRowGroup];
+    for (int i = 0; i < kConvRowGroup + kS; ++i) rows[i] = row(t - kS + i);
+    for (int r = 0; r < kConvRowGroup; ++r) yrows[r] = y + (t + r) * D;
+    conv_row_group<T, kW, kConvRowGroup, kSilu>(rows, wt, bias, D, yrows);
+  }
+  for (; t < t1; ++t) {
+    const T* rows[kW];
+    T* yrow = y + t * D;
+    for (int i = 0; i < kW; ++i) rows[i] = row(t - kS + i);
+    conv_row_group<T, kW, 1, kSilu>(rows, wt, bias, D, &yrow);
   }
 }
 
 template <typename T, int kW>
 void conv_rows(const T* x, const T* hist, const float* wt, const float* bias, int64_t D, int64_t t0, int64_t t1,
                bool silu, T* y) {
-  constexpr int kS = kW - 1;
-  for (int64_t t = t0; t < t1; ++t) {
-    const T* rows[kW];
-    for (int k = 0; k < kW; ++k) {
-      const int64_t j = t - kS + k;
-      rows[k] = j >= 0 ? x + j * D : hist + (kS + j) * D;
-    }
-    if (silu) conv_row<T, kW, true>(rows, wt, bias, D, y + t * D);
-    else conv_row<T, kW, false>(rows, wt, bias, D, y + t * D);
-  }
+  if (silu) conv_rows_act<T, kW, true>(x, hist, wt, bias, D, t0, t1, y);
+  else conv_rows_act<T, kW, false>(x, hist, wt, bias, D, t0, t1, y);
 }
 
 // Item = (batch, chunk of kConvRows rows). Row j of the padded input is x[b, j] for j >= 0 and
