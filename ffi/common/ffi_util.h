@@ -1,10 +1,16 @@
-// Helpers shared by the CPU and CUDA XLA FFI handlers: shape checks with readable errors, and the
-// leading "vmap" dimensions that ffi_call(vmap_method="broadcast_all") prepends to every operand.
+// Helpers shared by the CPU and CUDA XLA FFI handlers: shape and dtype checks with readable errors,
+// and the leading "vmap" dimensions that ffi_call(vmap_method="broadcast_all") prepends to every
+// operand.
+//
+// Messages are built with std::string and std::to_string only, never with iostreams. On the GPU host
+// the compiler (CXX=/opt/gcc/bin/g++) links libstdc++ statically into the module and exported that
+// copy; mixed with the process's own libstdc++, formatting an integer through std::ostringstream
+// segfaulted in the locale code, so every error that printed a shape crashed instead of raising.
+// CMakeLists.txt now keeps such a copy private; std::to_string needs no locale either way.
 #pragma once
 
 #include <cstdint>
 #include <initializer_list>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -16,15 +22,39 @@ namespace ffi_util {
 namespace ffi = xla::ffi;
 
 inline std::string dims_str(ffi::Span<const int64_t> d) {
-  std::ostringstream s;
-  s << "[";
-  for (size_t i = 0; i < d.size(); ++i) s << (i ? ", " : "") << d[i];
-  s << "]";
-  return s.str();
+  std::string s = "[";
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i) s += ", ";
+    s += std::to_string(d[i]);
+  }
+  s += "]";
+  return s;
 }
 
 inline std::string dims_str(const std::vector<int64_t>& d) {
   return dims_str(ffi::Span<const int64_t>(d.data(), d.size()));
+}
+
+// XLA's short name of a dtype ("f32", "bf16", "s32", ...).
+inline std::string dtype_name(ffi::DataType t) {
+  switch (t) {
+    case ffi::DataType::PRED: return "pred";
+    case ffi::DataType::S8: return "s8";
+    case ffi::DataType::S16: return "s16";
+    case ffi::DataType::S32: return "s32";
+    case ffi::DataType::S64: return "s64";
+    case ffi::DataType::U8: return "u8";
+    case ffi::DataType::U16: return "u16";
+    case ffi::DataType::U32: return "u32";
+    case ffi::DataType::U64: return "u64";
+    case ffi::DataType::F16: return "f16";
+    case ffi::DataType::F32: return "f32";
+    case ffi::DataType::F64: return "f64";
+    case ffi::DataType::BF16: return "bf16";
+    case ffi::DataType::C64: return "c64";
+    case ffi::DataType::C128: return "c128";
+    default: return "dtype code " + std::to_string(static_cast<int>(t));
+  }
 }
 
 // Leading dimensions shared by every operand (vmap). `base_rank` is the rank of the reference
@@ -60,18 +90,36 @@ inline ffi::Error expect_shape(const ffi::AnyBuffer& buf, const char* name, cons
   return ffi::Error::Success();
 }
 
+// Checks that `buf` has dtype `want`; an empty buffer is accepted when `optional`. `want_from`
+// names the operand `want` was taken from, if any ("x" gives "expected f32 (the dtype of x)").
 inline ffi::Error expect_dtype(const ffi::AnyBuffer& buf, const char* name, ffi::DataType want,
-                               bool optional = false) {
+                               bool optional = false, const char* want_from = nullptr) {
   if (optional && buf.element_count() == 0) return ffi::Error::Success();
-  if (buf.element_type() != want)
-    return ffi::Error::InvalidArgument(std::string(name) + " has the wrong dtype (code " +
-                                       std::to_string(static_cast<int>(buf.element_type())) +
-                                       ", expected code " + std::to_string(static_cast<int>(want)) + ")");
+  if (buf.element_type() != want) {
+    std::string msg = std::string(name) + " has dtype " + dtype_name(buf.element_type()) + ", expected " +
+                      dtype_name(want);
+    if (want_from) msg += std::string(" (the dtype of ") + want_from + ")";
+    return ffi::Error::InvalidArgument(msg);
+  }
   return ffi::Error::Success();
 }
 
 inline bool is_activation_dtype(ffi::DataType t) {
   return t == ffi::DataType::F32 || t == ffi::DataType::BF16 || t == ffi::DataType::F16;
+}
+
+// The activation operand (u or x) decides the kernel's dtype: f32, bf16 or f16.
+inline ffi::Error expect_activation_dtype(const ffi::AnyBuffer& buf, const char* name) {
+  if (is_activation_dtype(buf.element_type())) return ffi::Error::Success();
+  return ffi::Error::InvalidArgument(std::string(name) + " has dtype " + dtype_name(buf.element_type()) +
+                                     ", expected one of f32, bf16, f16");
+}
+
+// ngroups (the groups axis of B and C) must be >= 1 and divide dim.
+inline ffi::Error check_ngroups(int64_t ngroups, int64_t dim, ffi::Span<const int64_t> b_dims) {
+  if (ngroups >= 1 && dim % ngroups == 0) return ffi::Error::Success();
+  return ffi::Error::InvalidArgument("ngroups = " + std::to_string(ngroups) + " (B has shape " + dims_str(b_dims) +
+                                     ") must be >= 1 and divide dim = " + std::to_string(dim));
 }
 
 // Byte offset of slice `i` of the leading dims for a buffer, or null for an absent optional one.

@@ -37,7 +37,7 @@ ffi::Error SelectiveScanImpl(cudaStream_t stream, ffi::AnyBuffer u, ffi::AnyBuff
   if (bd.size() != r + 4) return ffi::Error::InvalidArgument("B must be [batch, seqlen, ngroups, dstate], got " + dims_str(bd));
   const int64_t ngroups = bd[r + 2], dstate = bd[r + 3];
   if (dstate < 1 || dstate > kMaxDstate) return ffi::Error::InvalidArgument("dstate must be in [1, 256], got " + std::to_string(dstate));
-  if (ngroups < 1 || dim % ngroups != 0) return ffi::Error::InvalidArgument("ngroups must divide dim");
+  MJ_RETURN_IF_ERROR(check_ngroups(ngroups, dim, bd));
   MJ_RETURN_IF_ERROR(expect_shape(delta, "delta", lead, {batch, seqlen, dim}));
   MJ_RETURN_IF_ERROR(expect_shape(A, "A", lead, {dim, dstate}));
   MJ_RETURN_IF_ERROR(expect_shape(Bm, "B", lead, {batch, seqlen, ngroups, dstate}));
@@ -49,13 +49,16 @@ ffi::Error SelectiveScanImpl(cudaStream_t stream, ffi::AnyBuffer u, ffi::AnyBuff
   MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, seqlen, dim}));
   MJ_RETURN_IF_ERROR(expect_shape(*last_state, "last_state", lead, {batch, dim, dstate}));
   const auto et = u.element_type();
-  if (!is_activation_dtype(et)) return ffi::Error::InvalidArgument("u must be float32, bfloat16 or float16");
-  for (auto* b : {&delta, &Bm, &Cm}) MJ_RETURN_IF_ERROR(expect_dtype(*b, "delta/B/C", et));
-  MJ_RETURN_IF_ERROR(expect_dtype(z, "z", et, true));
-  MJ_RETURN_IF_ERROR(expect_dtype(*y, "y", et));
-  for (auto* b : {&Dskip, &delta_bias, &init})
-    MJ_RETURN_IF_ERROR(expect_dtype(*b, "D/delta_bias/initial_state", ffi::DataType::F32, true));
+  MJ_RETURN_IF_ERROR(expect_activation_dtype(u, "u"));
+  MJ_RETURN_IF_ERROR(expect_dtype(delta, "delta", et, false, "u"));
+  MJ_RETURN_IF_ERROR(expect_dtype(Bm, "B", et, false, "u"));
+  MJ_RETURN_IF_ERROR(expect_dtype(Cm, "C", et, false, "u"));
+  MJ_RETURN_IF_ERROR(expect_dtype(z, "z", et, true, "u"));
+  MJ_RETURN_IF_ERROR(expect_dtype(*y, "y", et, false, "u"));
   MJ_RETURN_IF_ERROR(expect_dtype(A, "A", ffi::DataType::F32));
+  MJ_RETURN_IF_ERROR(expect_dtype(Dskip, "D", ffi::DataType::F32, true));
+  MJ_RETURN_IF_ERROR(expect_dtype(delta_bias, "delta_bias", ffi::DataType::F32, true));
+  MJ_RETURN_IF_ERROR(expect_dtype(init, "initial_state", ffi::DataType::F32, true));
   MJ_RETURN_IF_ERROR(expect_dtype(*last_state, "last_state", ffi::DataType::F32));
   if (batch == 0 || dim == 0) return ffi::Error::Success();
 
@@ -100,7 +103,7 @@ ffi::Error StateUpdateImpl(cudaStream_t stream, ffi::AnyBuffer state, ffi::AnyBu
   if (bd.size() != r + 3) return ffi::Error::InvalidArgument("B must be [batch, ngroups, dstate], got " + dims_str(bd));
   const int64_t ngroups = bd[r + 1];
   if (dstate < 1 || dstate > kMaxDstate) return ffi::Error::InvalidArgument("dstate must be in [1, 256], got " + std::to_string(dstate));
-  if (ngroups < 1 || dim % ngroups != 0) return ffi::Error::InvalidArgument("ngroups must divide dim");
+  MJ_RETURN_IF_ERROR(check_ngroups(ngroups, dim, bd));
   MJ_RETURN_IF_ERROR(expect_shape(x, "x", lead, {batch, dim}));
   MJ_RETURN_IF_ERROR(expect_shape(dt, "dt", lead, {batch, dim}));
   MJ_RETURN_IF_ERROR(expect_shape(A, "A", lead, {dim, dstate}));
@@ -112,10 +115,12 @@ ffi::Error StateUpdateImpl(cudaStream_t stream, ffi::AnyBuffer state, ffi::AnyBu
   MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, dim}));
   MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_state", lead, {batch, dim, dstate}));
   const auto et = x.element_type();
-  if (!is_activation_dtype(et)) return ffi::Error::InvalidArgument("x must be float32, bfloat16 or float16");
-  for (auto* b : {&dt, &Bm, &Cm}) MJ_RETURN_IF_ERROR(expect_dtype(*b, "dt/B/C", et));
-  MJ_RETURN_IF_ERROR(expect_dtype(z, "z", et, true));
-  MJ_RETURN_IF_ERROR(expect_dtype(*y, "y", et));
+  MJ_RETURN_IF_ERROR(expect_activation_dtype(x, "x"));
+  MJ_RETURN_IF_ERROR(expect_dtype(dt, "dt", et, false, "x"));
+  MJ_RETURN_IF_ERROR(expect_dtype(Bm, "B", et, false, "x"));
+  MJ_RETURN_IF_ERROR(expect_dtype(Cm, "C", et, false, "x"));
+  MJ_RETURN_IF_ERROR(expect_dtype(z, "z", et, true, "x"));
+  MJ_RETURN_IF_ERROR(expect_dtype(*y, "y", et, false, "x"));
   MJ_RETURN_IF_ERROR(expect_dtype(state, "state", ffi::DataType::F32));
   MJ_RETURN_IF_ERROR(expect_dtype(A, "A", ffi::DataType::F32));
   MJ_RETURN_IF_ERROR(expect_dtype(Dskip, "D", ffi::DataType::F32, true));
