@@ -56,8 +56,9 @@ ffi::Error Conv1dImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer wei
     p.y = slice_ptr<void>(y, lead, i);
     p.final_state = slice_ptr<void>(final_state, lead, i);
     p.silu = silu;
+    const std::vector<float> wt = cpu::conv1d_transposed_weight(p);
     auto run = [&](auto kernel) {
-      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, b, e); });
+      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, wt.data(), b, e); });
     };
     switch (et) {
       case ffi::DataType::F32: run(cpu::causal_conv1d<float>); break;

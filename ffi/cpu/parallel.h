@@ -20,13 +20,16 @@ template <typename F>
 void parallel_for(xla::ffi::ThreadPool& pool, int64_t num_items, int64_t min_items_per_task, F fn) {
   if (num_items <= 0) return;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
-  const int64_t max_tasks = std::max<int64_t>(1, num_items / std::max<int64_t>(1, min_items_per_task));
-  const int64_t tasks = std::min<int64_t>(threads * 4, max_tasks);
+  // Claims are small (about 16 per thread, never below min_items_per_task): on a machine shared
+  // with other processes a helper can be descheduled while it holds a claim, and the caller then
+  // waits for that claim only, so the smaller the claims the shorter that wait.
+  const int64_t want = threads * 16;
+  const int64_t chunk = std::max<int64_t>(std::max<int64_t>(1, min_items_per_task), (num_items + want - 1) / want);
+  const int64_t tasks = (num_items + chunk - 1) / chunk;
   if (tasks <= 1 || threads <= 1) {
     fn(int64_t{0}, num_items);
     return;
   }
-  const int64_t chunk = (num_items + tasks - 1) / tasks;
   struct State {
     std::atomic<int64_t> next{0};
     std::atomic<int64_t> done{0};

@@ -451,11 +451,14 @@ void selective_state_update(const StateUpdateParams& p, int64_t item_begin, int6
 
 // ---- causal_conv1d ------------------------------------------------------------------------------
 
-// Transposes weight [D, W] to [W, D] so a row of taps loads as vectors along the channels.
-inline void transpose_weight(const float* w, int64_t D, int64_t W, std::vector<float>& wt) {
-  wt.resize(W * D);
+// weight [D, W] transposed to [W, D], so a row of taps loads as vectors along the channels. The
+// handler builds it once per call and shares it between threads.
+inline std::vector<float> conv1d_transposed_weight(const Conv1dParams& p) {
+  const int64_t D = p.dim, W = p.width;
+  std::vector<float> wt(W * D);
   for (int64_t d = 0; d < D; ++d)
-    for (int64_t k = 0; k < W; ++k) wt[k * D + d] = w[d * W + k];
+    for (int64_t k = 0; k < W; ++k) wt[k * D + d] = p.weight[d * W + k];
+  return wt;
 }
 
 // kR output rows at once: y[r][d] = act(bias[d] + sum_k wt[k][d] * x[r + k][d]) over all
@@ -524,12 +527,11 @@ void conv_rows(const T* x, const T* hist, const float* wt, const float* bias, in
 
 // Item = (batch, chunk of kConvRows rows). Row j of the padded input is x[b, j] for j >= 0 and
 // initial_state[b, :, S + j] (or zero) for -S <= j < 0.
+// Items [item_begin, item_end) of batch * num_row_chunks(seqlen); wt from conv1d_transposed_weight.
 template <typename T>
-void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) {
+void causal_conv1d(const Conv1dParams& p, const float* wt, int64_t item_begin, int64_t item_end) {
   const int64_t D = p.dim, W = p.width, S = W - 1, L = p.seqlen;
   const int64_t nchunks = num_row_chunks(L);
-  static thread_local std::vector<float> wt;
-  transpose_weight(p.weight, D, W, wt);
   std::vector<T> hist;  // the S rows before t = 0, as [S, D], built when a chunk needs them
   int64_t hist_b = -1;
   for (int64_t item = item_begin; item < item_end; ++item) {
@@ -548,13 +550,13 @@ void causal_conv1d(const Conv1dParams& p, int64_t item_begin, int64_t item_end) 
       hist_b = b;
     }
     switch (W) {
-      case 2: conv_rows<T, 2>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
-      case 3: conv_rows<T, 3>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
-      case 4: conv_rows<T, 4>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
-      case 5: conv_rows<T, 5>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
-      case 6: conv_rows<T, 6>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
-      case 7: conv_rows<T, 7>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
-      default: conv_rows<T, 8>(x, hist.data(), wt.data(), p.bias, D, t0, t1, p.silu, y); break;
+      case 2: conv_rows<T, 2>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
+      case 3: conv_rows<T, 3>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
+      case 4: conv_rows<T, 4>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
+      case 5: conv_rows<T, 5>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
+      case 6: conv_rows<T, 6>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
+      case 7: conv_rows<T, 7>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
+      default: conv_rows<T, 8>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
     }
     if (t1 == L) {
       // final_state[b, d, k] = padded row L - S + k: the exact inputs, no rounding.
