@@ -32,11 +32,18 @@ class CheckpointError(ValueError):
 
 
 # ----------------------------------------------------------------------------- locating the folder
+# The byte-level model shipped in the package (see default_model/MODEL_CARD.md).
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+
+
 def resolve_folder(path_or_hub_id: str, *, revision: Optional[str] = None) -> str:
-    """Returns a local folder: `path_or_hub_id` itself when it is a directory, else a hub snapshot."""
+    """Returns a local folder: `path_or_hub_id` itself when it is a directory, the bundled default model
+    for "default" (when no folder of that name exists), else a hub snapshot."""
     path = os.fspath(path_or_hub_id)
     if os.path.isdir(path):
         return path
+    if path == "default":
+        return DEFAULT_MODEL_DIR
     if os.path.exists(path):
         raise FileNotFoundError(f"from_pretrained: {path!r} is a file; give the folder that holds config.json")
     if not _HUB_ID.match(path):
@@ -267,7 +274,8 @@ def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = 
     """Loads a Mamba-1 checkpoint into a `mamba_jax.nn.MambaLM`.
 
     Args:
-      path_or_hub_id: a local folder (transformers ``*-hf`` or state-spaces format) or a hub id such as
+      path_or_hub_id: a local folder (transformers ``*-hf`` or state-spaces format), "default" (the
+        bundled byte-level model), or a hub id such as
         "state-spaces/mamba-130m-hf" (needs huggingface_hub and a reachable hub).
       dtype: activation dtype (default float32); also the parameter dtype unless `param_dtype` is given.
         A_log, D and the dt bias stay float32.

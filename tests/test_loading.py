@@ -221,3 +221,15 @@ def test_import_mamba_jax_does_not_import_flax():
     code = ("import sys, mamba_jax; assert 'flax' not in sys.modules; "
             "assert mamba_jax.from_pretrained and mamba_jax.MambaLM and 'flax' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_default_names_the_bundled_model():
+    """from_pretrained("default") loads the shipped byte-level model (the one `make generate` runs)."""
+    import mamba_jax
+    from mamba_jax import cli, loading
+
+    assert loading.DEFAULT_MODEL_DIR == cli.DEFAULT_MODEL_DIR
+    model = mamba_jax.from_pretrained("default")
+    assert model.config.vocab_size == 257
+    logits = model(jnp.asarray([list(b"def f(x):")], jnp.int32))
+    assert logits.shape[:2] == (1, 9) and bool(jnp.all(jnp.isfinite(logits)))
