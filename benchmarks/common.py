@@ -211,7 +211,8 @@ def add_ratios(rows: list[dict], jax_variants: Sequence[str]) -> list[dict]:
 def default_out_path(prefix: str) -> Path:
     """benchmarks/results/<prefix>-<date>-<commit>.json"""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return RESULTS_DIR / f"{prefix}-{stamp}-{(git_commit() or 'nogit').replace('+', '-')}.json"
+    commit = machine_info()["git_commit"] or "nogit"  # the commit the rows record (taken once)
+    return RESULTS_DIR / f"{prefix}-{stamp}-{commit.replace('+', '-')}.json"
 
 
 def write_rows(rows: list[dict], path: str | os.PathLike) -> Path:
