@@ -1,7 +1,8 @@
 """Wraps an (FFI or reference) forward so that gradients come from the pure-JAX reference's VJP.
 
-The FFI custom calls have no derivative of their own yet; the backward recomputes through the
-reference on the saved inputs, so gradients are exact (fp32 math) whichever forward ran.
+The FFI custom calls have no derivative of their own yet; the backward recomputes through a pure-JAX
+implementation on the saved inputs (for selective_scan the chunked "xla" path, for the others the
+reference), so gradients are exact fp32 math whichever forward ran.
 """
 
 from __future__ import annotations
