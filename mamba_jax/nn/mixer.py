@@ -96,6 +96,13 @@ class MambaMixer(nnx.Module):
     def _A(self):
         return -jnp.exp(self.A_log[...].astype(f32))
 
+    def _in_proj(self, x):
+        """x [..., d] -> (conv input xi [..., e], gate z [..., e]), in the activation dtype."""
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        xz = self.in_proj(x)
+        return xz[..., :self.d_inner], xz[..., self.d_inner:]
+
     def _ssm_inputs(self, xc):
         """xc [..., e] -> (dt before bias [..., e], B [..., n], C [..., n]), all in xc's dtype."""
         x_dbl = self.x_proj(xc).astype(xc.dtype)
@@ -127,11 +134,8 @@ class MambaMixer(nnx.Module):
           y [b, l, d] in the activation dtype, or (y, (conv_state, ssm_state)).
         """
         impl = self._impl(implementation)
-        if self.dtype is not None:
-            x = x.astype(self.dtype)
-        xz = self.in_proj(x)
-        act_dtype = xz.dtype
-        xi, z = xz[..., :self.d_inner], xz[..., self.d_inner:]
+        xi, z = self._in_proj(x)
+        act_dtype = xi.dtype
         if mask is not None:
             xi = jnp.where(mask[..., None], xi, jnp.zeros((), act_dtype))
         w, b = self._conv_params()
@@ -163,11 +167,8 @@ class MambaMixer(nnx.Module):
           (y [b, d], new conv_state, new ssm_state).
         """
         impl = self._impl(implementation)
-        if self.dtype is not None:
-            x = x.astype(self.dtype)
-        xz = self.in_proj(x)
-        act_dtype = xz.dtype
-        xi, z = xz[..., :self.d_inner], xz[..., self.d_inner:]
+        xi, z = self._in_proj(x)
+        act_dtype = xi.dtype
         w, b = self._conv_params()
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
                                                   implementation=impl)
