@@ -49,12 +49,8 @@ from flax import nnx
 f32 = jnp.float32
 i32 = jnp.int32
 
-try:  # the Metal path's helpers: argmax everywhere; noise and top-k/top-p masks on Metal
-    from .ops import metal_safe as _metal_safe
-    _shared_argmax = _metal_safe.metal_safe_argmax
-except ImportError:  # pragma: no cover - depends on what is in the tree
-    _metal_safe = None
-    _shared_argmax = None
+# The Metal path's helpers: argmax everywhere; noise and top-k/top-p masks on the portable path.
+from .ops import metal_safe as _metal_safe
 
 _METAL_BACKENDS = ("metal", "mps")
 
@@ -66,13 +62,7 @@ _COMPILED: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
 # --------------------------------------------------------------------------------------------- sampling
 def argmax_last(x):
     """Index of the first maximum along the last axis, without a variadic reduce. x [..., V] -> [...] int32."""
-    if _shared_argmax is not None:
-        return _shared_argmax(x, axis=-1).astype(i32)
-    V = x.shape[-1]
-    m = jnp.max(x, axis=-1, keepdims=True)
-    iota = lax.broadcasted_iota(i32, x.shape, x.ndim - 1)
-    idx = jnp.min(jnp.where(x == m, iota, V), axis=-1)
-    return jnp.minimum(idx, V - 1)  # all-NaN rows would give V
+    return _metal_safe.metal_safe_argmax(x, axis=-1).astype(i32)
 
 
 def _ordered_key(x):
@@ -249,7 +239,7 @@ class Generator:
         # explicitly selected portable path is portable end to end (settable after construction).
         portable = (jax.default_backend().lower() in _METAL_BACKENDS
                     or getattr(model, "implementation", None) == "xla")
-        self.metal_sampling = portable and _metal_safe is not None
+        self.metal_sampling = portable
         self.refresh(model)
 
     def refresh(self, model):
