@@ -262,5 +262,69 @@ struct Conv1dUpdateArgs {
   }
 };
 
+// The operand order of each target, defined once for every platform: it is the contract with the
+// Python side (mamba_jax/ops/*.py). `Ctx` is the platform's context (ThreadPool, PlatformStream).
+template <typename Ctx>
+auto selective_scan_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<Ctx>()
+      .template Arg<ffi::AnyBuffer>()  // u
+      .template Arg<ffi::AnyBuffer>()  // delta
+      .template Arg<ffi::AnyBuffer>()  // A
+      .template Arg<ffi::AnyBuffer>()  // B
+      .template Arg<ffi::AnyBuffer>()  // C
+      .template Arg<ffi::AnyBuffer>()  // D
+      .template Arg<ffi::AnyBuffer>()  // z
+      .template Arg<ffi::AnyBuffer>()  // delta_bias
+      .template Arg<ffi::AnyBuffer>()  // initial_state
+      .template Ret<ffi::AnyBuffer>()  // y
+      .template Ret<ffi::AnyBuffer>()  // last_state
+      .template Attr<bool>("delta_softplus");
+}
+
+template <typename Ctx>
+auto selective_state_update_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<Ctx>()
+      .template Arg<ffi::AnyBuffer>()  // state
+      .template Arg<ffi::AnyBuffer>()  // x
+      .template Arg<ffi::AnyBuffer>()  // dt
+      .template Arg<ffi::AnyBuffer>()  // A
+      .template Arg<ffi::AnyBuffer>()  // B
+      .template Arg<ffi::AnyBuffer>()  // C
+      .template Arg<ffi::AnyBuffer>()  // D
+      .template Arg<ffi::AnyBuffer>()  // z
+      .template Arg<ffi::AnyBuffer>()  // dt_bias
+      .template Ret<ffi::AnyBuffer>()  // y
+      .template Ret<ffi::AnyBuffer>()  // new_state
+      .template Attr<bool>("dt_softplus");
+}
+
+template <typename Ctx>
+auto causal_conv1d_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<Ctx>()
+      .template Arg<ffi::AnyBuffer>()  // x
+      .template Arg<ffi::AnyBuffer>()  // weight
+      .template Arg<ffi::AnyBuffer>()  // bias
+      .template Arg<ffi::AnyBuffer>()  // initial_state
+      .template Ret<ffi::AnyBuffer>()  // y
+      .template Ret<ffi::AnyBuffer>()  // final_state
+      .template Attr<bool>("silu");
+}
+
+template <typename Ctx>
+auto causal_conv1d_update_binding() {
+  return ffi::Ffi::Bind()
+      .Ctx<Ctx>()
+      .template Arg<ffi::AnyBuffer>()  // x
+      .template Arg<ffi::AnyBuffer>()  // conv_state
+      .template Arg<ffi::AnyBuffer>()  // weight
+      .template Arg<ffi::AnyBuffer>()  // bias
+      .template Ret<ffi::AnyBuffer>()  // y
+      .template Ret<ffi::AnyBuffer>()  // new_conv_state
+      .template Attr<bool>("silu");
+}
+
 }  // namespace ffi_util
 }  // namespace mamba_jax

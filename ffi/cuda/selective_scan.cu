@@ -67,35 +67,9 @@ ffi::Error StateUpdateImpl(cudaStream_t stream, ffi::AnyBuffer state, ffi::AnyBu
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MambaJaxSelectiveScanCuda, SelectiveScanImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()  // u
-                                  .Arg<ffi::AnyBuffer>()  // delta
-                                  .Arg<ffi::AnyBuffer>()  // A
-                                  .Arg<ffi::AnyBuffer>()  // B
-                                  .Arg<ffi::AnyBuffer>()  // C
-                                  .Arg<ffi::AnyBuffer>()  // D
-                                  .Arg<ffi::AnyBuffer>()  // z
-                                  .Arg<ffi::AnyBuffer>()  // delta_bias
-                                  .Arg<ffi::AnyBuffer>()  // initial_state
-                                  .Ret<ffi::AnyBuffer>()  // y
-                                  .Ret<ffi::AnyBuffer>()  // last_state
-                                  .Attr<bool>("delta_softplus"),
+                              selective_scan_binding<ffi::PlatformStream<cudaStream_t>>(),
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MambaJaxSelectiveStateUpdateCuda, StateUpdateImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()  // state
-                                  .Arg<ffi::AnyBuffer>()  // x
-                                  .Arg<ffi::AnyBuffer>()  // dt
-                                  .Arg<ffi::AnyBuffer>()  // A
-                                  .Arg<ffi::AnyBuffer>()  // B
-                                  .Arg<ffi::AnyBuffer>()  // C
-                                  .Arg<ffi::AnyBuffer>()  // D
-                                  .Arg<ffi::AnyBuffer>()  // z
-                                  .Arg<ffi::AnyBuffer>()  // dt_bias
-                                  .Ret<ffi::AnyBuffer>()  // y
-                                  .Ret<ffi::AnyBuffer>()  // new_state
-                                  .Attr<bool>("dt_softplus"),
+                              selective_state_update_binding<ffi::PlatformStream<cudaStream_t>>(),
                               {ffi::Traits::kCmdBufferCompatible});
