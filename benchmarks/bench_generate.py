@@ -11,7 +11,8 @@ What is timed (random weights in --dtype, default bfloat16; fp32 SSM state; gree
            jitted lax.while_loop of new_tokens model steps, ended by fetching its tokens) divided by
            its steps -> ms/token (per step of the whole batch). Median over --reps calls.
   prefill  the prefill call (prompt of each --prefill-lens at batch 1, plus the first token's
-           sample), median over --reps calls after a warm-up.
+           sample), median over --reps calls after a warm-up. Lengths over 8192 are timed only for the
+           implementations in --long-prefill-impls (default auto).
   memory   the device's peak_bytes_in_use after each case (where the backend reports it; the peak
            is process-wide and cases run in increasing size, so it bounds that case), next to the
            bytes of the weights and of the decode cache.
@@ -42,6 +43,7 @@ from mamba_jax.generate import Generator  # noqa: E402
 from mamba_jax.nn import MambaConfig, MambaLM  # noqa: E402
 
 GPT_NEOX_VOCAB = 50277  # the released Mamba models' vocabulary (padded to a multiple of 8)
+LONG_PREFILL = 8192  # prefill lengths above this are timed only for --long-prefill-impls
 TINY = shapes.Mamba1Shape("tiny", d_model=64, d_inner=128, dstate=16, d_conv=4, dt_rank=4, n_layers=2)
 
 
@@ -146,6 +148,8 @@ def run_model(name: str, batches: list[int], args) -> list[dict]:
                   f"({rows[-1]['tokens_per_s']:.0f} tokens/s)", flush=True)
         if 1 in batches:
             for plen in args.prefill_lens:
+                if plen > LONG_PREFILL and impl not in args.long_prefill_impls:
+                    continue
                 t = _time_prefill(gen, plen, cfg.vocab_size, args.reps)
                 rows.append(_row("prefill", name, cfg, 1, impl, args.dtype, t, prompt_len=plen,
                                  weights_bytes=weights, peak_bytes_in_use=_peak_bytes()))
@@ -175,6 +179,8 @@ def main(argv=None) -> int:
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--new-tokens", type=int, default=128, help="decode steps timed per call")
     p.add_argument("--prefill-lens", default="2048", help="comma-separated prompt lengths for prefill at batch 1")
+    p.add_argument("--long-prefill-impls", default="auto",
+                   help=f"comma-separated: the implementations timed at prefill lengths > {LONG_PREFILL}")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--quick", action="store_true", help="tiny model, short runs (CPU smoke test)")
     p.add_argument("--out", default=None, help="JSON file (default benchmarks/results/generate-<date>-<commit>.json)")
@@ -182,6 +188,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.cases, args.prompt_len, args.new_tokens, args.prefill_lens, args.reps = "tiny:1,tiny:4", 16, 16, "64", 2
     args.impls = [s.strip() for s in args.impls.split(",") if s.strip()]
+    args.long_prefill_impls = [s.strip() for s in args.long_prefill_impls.split(",") if s.strip()]
     args.prefill_lens = [int(s) for s in str(args.prefill_lens).split(",") if s.strip()]
     order: dict[str, list[int]] = {}
     for case in args.cases.split(","):
