@@ -216,7 +216,8 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
 
 // ---- causal_conv1d -------------------------------------------------------------------------------
 template <typename T>
-static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init, bool silu) {
+static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init, bool silu,
+                       int64_t want_threads = kConvWantThreads) {
   const int64_t S = W - 1;
   HostArr<T> x, init;
   x.fill(B * L * D, normal, 1.0);
@@ -244,11 +245,11 @@ static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init
   p.batch = B; p.seqlen = L; p.dim = D; p.width = W;
   p.x = dx.p; p.weight = dw.p; p.bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.final_state = dfin.p;
   p.silu = silu;
-  CK(launch_causal_conv1d<T>(p, 0));
+  CK(launch_causal_conv1d<T>(p, 0, want_threads));
   CK(cudaDeviceSynchronize());
   char id[160];
-  std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-W%lld-%s%s%s", (long long)B, (long long)L, (long long)D,
-                (long long)W, tname<T>(), has_init ? "+init" : "", silu ? "+silu" : "");
+  std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-W%lld-%s%s%s-want%lld", (long long)B, (long long)L, (long long)D,
+                (long long)W, tname<T>(), has_init ? "+init" : "", silu ? "+silu" : "", (long long)want_threads);
   compare<T>("conv y", id, dy.get(), y, tol<T>());
   compare<T>("conv s", id, dfin.get(), fin, 0.0);
 }
@@ -308,6 +309,11 @@ static int run_checks() {
   check_update<float>(2, 10, 5, 2, false);
   check_update<__half>(1, 24, 256, 4, true);
   check_update<float>(2, 7, 1, 1, false);
+  check_update<__nv_bfloat16>(5, 34, 32, 2, true);   // rows kernel, 8 lanes per row, partial block
+  check_update<float>(2, 100, 4, 1, false);          // rows kernel, 1 lane per row
+  check_update<__half>(1, 70, 128, 1, true);         // rows kernel, 32 lanes per row
+  check_update<float>(3, 13, 8, 1, true);
+  check_update<__nv_bfloat16>(1, 24, 12, 1, false);  // dstate % 4 == 0 but not a power of two: generic
   std::printf("causal_conv1d\n");
   check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true);
   check_conv<__nv_bfloat16>(1, 2048, 24, 4, false, true);
@@ -316,6 +322,10 @@ static int run_checks() {
   check_conv<__nv_bfloat16>(1, 0, 16, 3, true, false);
   check_conv<float>(2, 19, 10, 4, false, true);  // scalar path
   check_conv<__half>(1, 9, 16, 5, true, false);
+  check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true, 1);  // one span of 40 steps, partial last rows
+  check_conv<float>(1, 1000, 24, 4, true, true, 7);        // 3 spans of 336 steps
+  check_conv<__half>(2, 5, 16, 8, true, false, 1);         // seqlen < width - 1, one span
+  check_conv<__nv_bfloat16>(3, 129, 40, 3, false, true, 10);
   std::printf("causal_conv1d_update\n");
   check_conv_update<__nv_bfloat16>(2, 50, 4, true);
   check_conv_update<float>(3, 17, 8, false);
@@ -404,9 +414,11 @@ static int run_kernel_times() {
     Conv1dParams p{};
     p.batch = B; p.seqlen = L; p.dim = D; p.width = W; p.x = x.p; p.weight = w.p; p.bias = bias.p;
     p.initial_state = nullptr; p.y = y.p; p.final_state = fin.p; p.silu = true;
-    const float ms = time_ms([&] { return launch_causal_conv1d<bf>(p, 0); });
-    std::printf("kernel causal_conv1d B4 L2048 D5120 W4 bf16: %.4f ms, %.0f GB/s (x + y)\n", ms,
-                2.0 * B * L * D * 2 / (ms * 1e-3) / 1e9);
+    for (int64_t want : {int64_t(135168), int64_t(270336), kConvWantThreads, int64_t(1081344), int64_t(1)}) {
+      const float ms = time_ms([&] { return launch_causal_conv1d<bf>(p, 0, want); });
+      std::printf("kernel causal_conv1d B4 L2048 D5120 W4 bf16 (want %lld threads): %.4f ms, %.0f GB/s (x + y)\n",
+                  (long long)want, ms, 2.0 * B * L * D * 2 / (ms * 1e-3) / 1e9);
+    }
   }
   {  // selective_state_update B256 D5120 N16, in place
     const int64_t B = 256, D = 5120, N = 16;
@@ -422,6 +434,36 @@ static int run_kernel_times() {
     const float ms = time_ms([&] { return launch_selective_state_update<bf>(p, 0); });
     std::printf("kernel selective_state_update B256 D5120 N16 bf16: %.4f ms, %.0f GB/s (state r+w)\n", ms,
                 2.0 * B * D * N * 4 / (ms * 1e-3) / 1e9);
+    const unsigned blocks = static_cast<unsigned>(B * D * 4 / kUpdateThreads);
+    const float ms1 = time_ms([&] {
+      selective_state_update_kernel<bf, true><<<blocks, kUpdateThreads>>>(p, 2);
+      return cudaGetLastError();
+    });
+    std::printf("kernel selective_state_update (one row per thread, v3) B256 D5120 N16 bf16: %.4f ms, %.0f GB/s\n",
+                ms1, 2.0 * B * D * N * 4 / (ms1 * 1e-3) / 1e9);
+    StateUpdateParams p1 = p;
+    p1.batch = 1;
+    const float ms2 = time_ms([&] { return launch_selective_state_update<bf>(p1, 0); }, 50);
+    std::printf("kernel selective_state_update B1 D5120 N16 bf16: %.4f ms\n", ms2);
+  }
+  {  // selective_scan at the issue's four shapes (D, z, delta_bias, softplus, last state)
+    struct Shape { int64_t B, L, D; };
+    for (Shape sh : {Shape{1, 2048, 5120}, Shape{4, 2048, 5120}, Shape{1, 8192, 5120}, Shape{1, 2048, 1536}}) {
+      const int64_t B = sh.B, L = sh.L, D = sh.D, N = 16;
+      DevBuf<bf> u(B * L * D), dl(B * L * D), z(B * L * D), y(B * L * D), Bm(B * L * N), Cm(B * L * N);
+      DevBuf<float> A(D * N), Dk(D), bias(D), last(B * D * N);
+      fill_uniform(u, -1, 1); fill_uniform(dl, -1, 1); fill_uniform(z, -1, 1); fill_uniform(Bm, -1, 1);
+      fill_uniform(Cm, -1, 1); fill_uniform(A, -16, -1); fill_uniform(Dk, -1, 1); fill_uniform(bias, -6, -2);
+      SelectiveScanParams p{};
+      p.batch = B; p.seqlen = L; p.dim = D; p.dstate = N; p.ngroups = 1;
+      p.u_batch_stride = L * D; p.u_seq_stride = D; p.bc_batch_stride = L * N; p.bc_seq_stride = N;
+      p.bc_group_stride = N; p.u = u.p; p.delta = dl.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p;
+      p.z = z.p; p.delta_bias = bias.p; p.initial_state = nullptr; p.y = y.p; p.last_state = last.p;
+      p.delta_softplus = true;
+      const float ms = time_ms([&] { return launch_selective_scan<bf>(p, 0); });
+      std::printf("kernel selective_scan B%lld L%lld D%lld N16 bf16: %.4f ms\n", (long long)B, (long long)L,
+                  (long long)D, ms);
+    }
   }
   return 0;
 }

@@ -15,106 +15,274 @@ namespace mamba_jax {
 namespace cuda {
 
 constexpr int kConvThreads = 128;
-constexpr int kConvSteps = 8;  // TR: steps per thread
+constexpr int kConvRows = 4;  // R: steps a thread loads and computes at a time
+// Threads wanted in flight for one launch (a few per resident slot of 132 SMs x 2048 threads):
+// short spans when batch x channels is small, long ones (fewer halo re-reads) when it is large.
+constexpr int64_t kConvWantThreads = 132 * 2048 * 2;
 
+// Thread (channel vector cv, span s, batch b) computes steps [s * span, min(L, (s + 1) * span)) of
+// VEC channels. It keeps a window of the last W - 1 inputs in registers, so each x row is read once
+// per span (plus W - 1 halo rows at the span start), and loads the next R rows while computing the
+// current R. The block's weights and bias are staged once through shared memory ([W][channels]),
+// so each thread reads its VEC x W taps as conflict-free vector loads.
 template <typename T, int W, int VEC>
 __global__ void __launch_bounds__(kConvThreads)
-causal_conv1d_kernel(const Conv1dParams p, int64_t nruns) {
-  constexpr int S = W - 1, TR = kConvSteps;
+causal_conv1d_kernel(const Conv1dParams p, int64_t span) {
+  constexpr int S = W - 1, R = kConvRows, CH = kConvThreads * VEC;
   using V = Vec<T, VEC>;
+  __shared__ __align__(16) float s_w[W][CH];
+  __shared__ __align__(16) float s_b[CH];
   const int64_t D = p.dim, L = p.seqlen;
-  const int64_t cv = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t d0 = cv * VEC;
-  if (d0 >= D) return;  // VEC > 1 only when VEC divides D
+  const int64_t c_begin = int64_t(blockIdx.x) * CH;
+  const int nc = static_cast<int>(D - c_begin < CH ? D - c_begin : CH);
+  for (int i = threadIdx.x; i < nc * W; i += kConvThreads) s_w[i % W][i / W] = p.weight[c_begin * W + i];
+  for (int i = threadIdx.x; i < nc; i += kConvThreads) s_b[i] = p.bias ? p.bias[c_begin + i] : 0.0f;
+  __syncthreads();
+  const int lc = threadIdx.x * VEC;  // first channel of this thread within the block
+  if (lc >= nc) return;               // VEC > 1 only when VEC divides D, so a vector is whole
+  const int64_t d0 = c_begin + lc;
 
   float w[W][VEC], bias[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) {
 #pragma unroll
-    for (int k = 0; k < W; ++k) w[k][v] = p.weight[(d0 + v) * W + k];
-    bias[v] = p.bias ? p.bias[d0 + v] : 0.0f;
+    for (int k = 0; k < W; ++k) w[k][v] = s_w[k][lc + v];
+    bias[v] = s_b[lc + v];
   }
+
+  auto row = [&](const T* x, const T* init, int64_t tt) -> V {
+    // Input at step tt: x, the initial state before step 0, else zero.
+    if (tt >= 0 && tt < L) return load_vec<T, VEC>(x + tt * D);
+    V r;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) r.v[v] = (tt < 0 && init != nullptr) ? init[v * S + (S + tt)] : from_f32<T>(0.0f);
+    return r;
+  };
 
   for (int64_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
     const T* x = static_cast<const T*>(p.x) + b * L * D + d0;
     T* y = static_cast<T*>(p.y) + b * L * D + d0;
     const T* init = p.initial_state ? static_cast<const T*>(p.initial_state) + (b * D + d0) * S : nullptr;
-    for (int64_t r = blockIdx.y; r < nruns; r += gridDim.y) {
-      const int64_t t0 = r * TR;
-      // raw[i] is the input at step t0 - S + i: from x, from the initial state before step 0, else 0.
-      V raw[TR + S];
+    T* fin = static_cast<T*>(p.final_state) + (b * D + d0) * S;
+    for (int64_t t_begin = blockIdx.y * span; t_begin < L || (L == 0 && t_begin == 0); t_begin += gridDim.y * span) {
+      const int64_t t_end = t_begin + span < L ? t_begin + span : L;
+      // win[i] is the input at step t0 - S + i: S history rows, then the R rows being computed.
+      V win[S + R];
 #pragma unroll
-      for (int i = 0; i < TR + S; ++i) {
-        const int64_t tt = t0 - S + i;
-        if (tt >= 0 && tt < L) {
-          raw[i] = load_vec<T, VEC>(x + tt * D);
-        } else {
+      for (int i = 0; i < S + R; ++i) win[i] = row(x, init, t_begin - S + i);
+      if (L == 0) {  // no steps: the final state is the initial state (or zeros)
 #pragma unroll
-          for (int v = 0; v < VEC; ++v)
-            raw[i].v[v] = (tt < 0 && init != nullptr) ? init[v * S + (S + tt)] : from_f32<T>(0.0f);
-        }
+        for (int k = 0; k < S; ++k)
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) fin[v * S + k] = win[k].v[v];
+        break;
       }
+      for (int64_t t0 = t_begin; t0 < t_end; t0 += R) {
+        V nxt[R];
+        if (t0 + R < t_end) {
 #pragma unroll
-      for (int i = 0; i < TR; ++i) {
-        const int64_t t = t0 + i;
-        if (t < L) {
-          V out;
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) {
-            float acc = bias[v];
-#pragma unroll
-            for (int k = 0; k < W; ++k) acc = fmaf(w[k][v], to_f32(raw[i + k].v[v]), acc);
-            out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
-          }
-          store_vec<T, VEC>(y + t * D, out);
+          for (int i = 0; i < R; ++i) nxt[i] = row(x, init, t0 + R + i);
         }
-      }
-      // The run holding the last step (or the only run, when L == 0) writes the final state: the
-      // inputs at steps L - S ... L - 1 (exact copies, no rounding). raw[i] is step t0 - S + i, i.e.
-      // final-state slot k = t0 + i - L; indexing raw only by the unrolled i keeps it in registers.
-      if ((t0 <= L - 1 && L - 1 < t0 + TR) || (L == 0 && r == 0)) {
-        T* fin = static_cast<T*>(p.final_state) + (b * D + d0) * S;
 #pragma unroll
-        for (int i = 0; i < TR + S; ++i) {
-          const int64_t k = t0 + i - L;
-          if (k >= 0 && k < S) {
+        for (int i = 0; i < R; ++i) {
+          const int64_t t = t0 + i;
+          if (t < t_end) {
+            V out;
 #pragma unroll
-            for (int v = 0; v < VEC; ++v) fin[v * S + k] = raw[i].v[v];
+            for (int v = 0; v < VEC; ++v) {
+              float acc = bias[v];
+#pragma unroll
+              for (int k = 0; k < W; ++k) acc = fmaf(w[k][v], to_f32(win[i + k].v[v]), acc);
+              out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
+            }
+            store_vec<T, VEC>(y + t * D, out);
           }
         }
+        // The rows holding the last step write the final state: inputs at steps L - S ... L - 1
+        // (exact copies). win[i] is step t0 - S + i, i.e. final-state slot k = t0 + i - L; indexing
+        // win only by the unrolled i keeps it in registers.
+        if (t0 <= L - 1 && L - 1 < t0 + R) {
+#pragma unroll
+          for (int i = 0; i < S + R; ++i) {
+            const int64_t k = t0 + i - L;
+            if (k >= 0 && k < S) {
+#pragma unroll
+              for (int v = 0; v < VEC; ++v) fin[v * S + k] = win[i].v[v];
+            }
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < S; ++i) win[i] = win[R + i];
+#pragma unroll
+        for (int i = 0; i < R; ++i) win[S + i] = nxt[i];
       }
     }
   }
 }
 
+// The vector path (dim a multiple of 16 / sizeof(T), 16-byte aligned rows): the same span
+// decomposition, but x rows travel global -> shared memory by cp.async, kConvStages groups of
+// kConvStageRows rows ahead of the rows being computed, so a thread keeps up to 3 x 8 x 16 bytes in
+// flight without holding them in registers. Each thread reads back only the 16-byte column it
+// copied, so no barrier is needed after the weights are in registers; the weight staging area is
+// reused for the x stages. The last W - 1 inputs stay in registers as float (exact for every T).
+constexpr int kConvStageRows = 8;
+constexpr int kConvStages = 3;
+constexpr int64_t kConvVecWantThreads = 132 * 512 * 2;
+
 template <typename T, int W>
-cudaError_t launch_conv_width(const Conv1dParams& p, cudaStream_t stream) {
+__global__ void __launch_bounds__(kConvThreads)
+causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
+  constexpr int VEC = 16 / sizeof(T), S = W - 1, R = kConvStageRows, NST = kConvStages;
+  constexpr int CH = kConvThreads * VEC;
+  constexpr size_t kStageBytes = size_t(NST) * R * kConvThreads * 16;
+  constexpr size_t kWeightBytes = size_t(W + 1) * CH * sizeof(float);
+  static_assert(kWeightBytes <= kStageBytes, "the weights fit in the stage area");
+  using V = Vec<T, VEC>;
+  __shared__ __align__(16) unsigned char smem[kStageBytes];
+  float* s_w = reinterpret_cast<float*>(smem);  // [W][CH], then the bias [CH]
+  float* s_b = s_w + W * CH;
+  const int64_t D = p.dim, L = p.seqlen;
+  const int64_t c_begin = int64_t(blockIdx.x) * CH;
+  const int nc = static_cast<int>(D - c_begin < CH ? D - c_begin : CH);
+  for (int i = threadIdx.x; i < nc * W; i += kConvThreads) s_w[(i % W) * CH + i / W] = p.weight[c_begin * W + i];
+  for (int i = threadIdx.x; i < nc; i += kConvThreads) s_b[i] = p.bias ? p.bias[c_begin + i] : 0.0f;
+  __syncthreads();
+  const int lc = threadIdx.x * VEC;
+  float w[W][VEC], bias[VEC];
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) {
+#pragma unroll
+    for (int k = 0; k < W; ++k) w[k][v] = lc < nc ? s_w[k * CH + lc + v] : 0.0f;
+    bias[v] = lc < nc ? s_b[lc + v] : 0.0f;
+  }
+  __syncthreads();  // the weight area becomes the x stages
+  if (lc >= nc) return;
+  const int64_t d0 = c_begin + lc;
+  V* stage = reinterpret_cast<V*>(smem) + threadIdx.x;  // (slot, row) at stage[(slot * R + row) * threads]
+
+  for (int64_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
+    const T* x = static_cast<const T*>(p.x) + b * L * D + d0;
+    T* y = static_cast<T*>(p.y) + b * L * D + d0;
+    const T* init = p.initial_state ? static_cast<const T*>(p.initial_state) + (b * D + d0) * S : nullptr;
+    T* fin = static_cast<T*>(p.final_state) + (b * D + d0) * S;
+    for (int64_t t_begin = blockIdx.y * span; t_begin < L || (L == 0 && t_begin == 0); t_begin += gridDim.y * span) {
+      const int64_t t_end = t_begin + span < L ? t_begin + span : L;
+      const int64_t nsub = (t_end - t_begin + R - 1) / R;
+      auto issue = [&](int64_t k) {
+        if (k < nsub) {
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            const int64_t t = t_begin + k * R + r;
+            if (t < t_end) cp_async16(stage + ((k % NST) * R + r) * kConvThreads, x + t * D);
+          }
+        }
+        cp_async_commit();  // one group per call, empty or not, so the group count stays k + 1
+      };
+#pragma unroll
+      for (int k = 0; k < NST; ++k) issue(k);
+      // hist[k] = input at step t - S + k for the next output step t (float: exact for every T).
+      float hist[S > 0 ? S : 1][VEC];
+#pragma unroll
+      for (int k = 0; k < S; ++k) {
+        const int64_t tt = t_begin - S + k;
+        V r;
+        if (tt >= 0) {
+          r = load_vec<T, VEC>(x + tt * D);
+        } else {
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) r.v[v] = init != nullptr ? init[v * S + (S + tt)] : from_f32<T>(0.0f);
+        }
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) hist[k][v] = to_f32(r.v[v]);
+      }
+      for (int64_t k = 0; k < nsub; ++k) {
+        cp_async_wait_group<NST - 1>();  // group k has landed
+        const V* st = stage + (k % NST) * R * kConvThreads;
+        const int rows = static_cast<int>(t_end - (t_begin + k * R) < R ? t_end - (t_begin + k * R) : R);
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          if (r < rows) {
+            const V cur = st[r * kConvThreads];
+            float c[VEC];
+            V out;
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) {
+              c[v] = to_f32(cur.v[v]);
+              float acc = fmaf(w[S][v], c[v], bias[v]);
+#pragma unroll
+              for (int q = 0; q < S; ++q) acc = fmaf(w[q][v], hist[q][v], acc);
+              out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
+            }
+            store_vec<T, VEC>(y + (t_begin + k * R + r) * D, out);
+#pragma unroll
+            for (int v = 0; v < VEC; ++v) {
+#pragma unroll
+              for (int q = 0; q + 1 < S; ++q) hist[q][v] = hist[q + 1][v];
+              if (S > 0) hist[S - 1][v] = c[v];
+            }
+          }
+        }
+        issue(k + NST);  // into the slot just read (its values are in registers now)
+      }
+      cp_async_wait_group<0>();
+      // The span holding the last step (or the only one, L == 0) writes the final state: the inputs
+      // at steps L - S ... L - 1, exact copies.
+      if (t_end == L) {
+#pragma unroll
+        for (int k = 0; k < S; ++k)
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) fin[v * S + k] = from_f32<T>(hist[k][v]);
+      }
+      if (L == 0) break;
+    }
+  }
+}
+
+template <typename T, int W>
+cudaError_t launch_conv_width(const Conv1dParams& p, cudaStream_t stream, int64_t want_threads) {
   constexpr int EV = 16 / sizeof(T);
   const bool vec = p.dim % EV == 0 && aligned16_host(p.x) && aligned16_host(p.y);
   const int vecw = vec ? EV : 1;
   const int64_t nvec = p.dim / vecw;
-  const int64_t nruns = p.seqlen > 0 ? (p.seqlen + kConvSteps - 1) / kConvSteps : 1;
-  const dim3 grid(static_cast<unsigned>((nvec + kConvThreads - 1) / kConvThreads),
-                  static_cast<unsigned>(nruns < 65535 ? nruns : 65535),
+  const int64_t R = vec ? kConvStageRows : kConvRows;
+  if (vec && want_threads == kConvWantThreads) want_threads = kConvVecWantThreads;
+  // Span length: a multiple of R, long enough that batch x vectors x spans ~ kConvWantThreads and
+  // that the span count fits gridDim.y.
+  const int64_t units = p.seqlen > 0 ? (p.seqlen + R - 1) / R : 1;
+  const int64_t lanes = p.batch * nvec;
+  int64_t spans = (want_threads + lanes - 1) / lanes;
+  if (spans > units) spans = units;
+  if (spans < 1) spans = 1;
+  int64_t span = ((units + spans - 1) / spans) * R;
+  int64_t nspans = p.seqlen > 0 ? (p.seqlen + span - 1) / span : 1;
+  if (nspans > 65535) {
+    span = ((p.seqlen + 65535 - 1) / 65535 + R - 1) / R * R;
+    nspans = (p.seqlen + span - 1) / span;
+  }
+  const int ch_per_block = kConvThreads * vecw;
+  const dim3 grid(static_cast<unsigned>((p.dim + ch_per_block - 1) / ch_per_block), static_cast<unsigned>(nspans),
                   static_cast<unsigned>(p.batch < 65535 ? p.batch : 65535));
   if (vec)
-    causal_conv1d_kernel<T, W, EV><<<grid, kConvThreads, 0, stream>>>(p, nruns);
+    causal_conv1d_vec_kernel<T, W><<<grid, kConvThreads, 0, stream>>>(p, span);
   else
-    causal_conv1d_kernel<T, W, 1><<<grid, kConvThreads, 0, stream>>>(p, nruns);
+    causal_conv1d_kernel<T, W, 1><<<grid, kConvThreads, 0, stream>>>(p, span);
   return cudaGetLastError();
 }
 
+// want_threads: how many threads the span length aims for (tests pass small values to force long spans).
 template <typename T>
-cudaError_t launch_causal_conv1d(const Conv1dParams& p, cudaStream_t stream) {
+cudaError_t launch_causal_conv1d(const Conv1dParams& p, cudaStream_t stream,
+                                 int64_t want_threads = kConvWantThreads) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   switch (p.width) {
-    case 2: return launch_conv_width<T, 2>(p, stream);
-    case 3: return launch_conv_width<T, 3>(p, stream);
-    case 4: return launch_conv_width<T, 4>(p, stream);
-    case 5: return launch_conv_width<T, 5>(p, stream);
-    case 6: return launch_conv_width<T, 6>(p, stream);
-    case 7: return launch_conv_width<T, 7>(p, stream);
-    case 8: return launch_conv_width<T, 8>(p, stream);
+    case 2: return launch_conv_width<T, 2>(p, stream, want_threads);
+    case 3: return launch_conv_width<T, 3>(p, stream, want_threads);
+    case 4: return launch_conv_width<T, 4>(p, stream, want_threads);
+    case 5: return launch_conv_width<T, 5>(p, stream, want_threads);
+    case 6: return launch_conv_width<T, 6>(p, stream, want_threads);
+    case 7: return launch_conv_width<T, 7>(p, stream, want_threads);
+    case 8: return launch_conv_width<T, 8>(p, stream, want_threads);
     default: return cudaErrorInvalidValue;
   }
 }
