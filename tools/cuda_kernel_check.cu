@@ -335,15 +335,15 @@ static int run_checks() {
 }
 
 // ---- lane-layout sweep ---------------------------------------------------------------------------
-template <int S, int G>
+template <int S, int G, int UNR = (S <= 2 ? 2 : 1), int MB = 1>
 static float time_scan(const SelectiveScanParams& p, int reps) {
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) CK((launch_scan_cfg<__nv_bfloat16, S, G>(p, 0)));
+  for (int i = 0; i < 3; ++i) CK((launch_scan_cfg<__nv_bfloat16, S, G, UNR, MB>(p, 0)));
   std::vector<float> ms(reps);
   for (int i = 0; i < reps; ++i) {
     CK(cudaEventRecord(a));
-    CK((launch_scan_cfg<__nv_bfloat16, S, G>(p, 0)));
+    CK((launch_scan_cfg<__nv_bfloat16, S, G, UNR, MB>(p, 0)));
     CK(cudaEventRecord(b));
     CK(cudaEventSynchronize(b));
     CK(cudaEventElapsedTime(&ms[i], a, b));
@@ -375,9 +375,17 @@ static int run_sweep() {
     p.bc_batch_stride = s.L * N; p.bc_seq_stride = N; p.bc_group_stride = N;
     p.u = u.p; p.delta = dl.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p; p.z = z.p;
     p.delta_bias = bias.p; p.initial_state = nullptr; p.y = y.p; p.last_state = last.p; p.delta_softplus = true;
-    const float t14 = time_scan<4, 4>(p, 20), t28 = time_scan<2, 8>(p, 20), t116 = time_scan<1, 16>(p, 20);
-    std::printf("sweep B%lld L%lld D%lld N16 bf16: S4xG4 %.4f ms  S2xG8 %.4f ms  S1xG16 %.4f ms\n",
-                (long long)s.B, (long long)s.L, (long long)s.D, t14, t28, t116);
+    if (std::getenv("SWEEP_LAYOUTS")) {
+      const float t14 = time_scan<4, 4>(p, 20), t28 = time_scan<2, 8>(p, 20), t116 = time_scan<1, 16>(p, 20);
+      std::printf("sweep B%lld L%lld D%lld N16 bf16: S4xG4 %.4f ms  S2xG8 %.4f ms  S1xG16 %.4f ms\n",
+                  (long long)s.B, (long long)s.L, (long long)s.D, t14, t28, t116);
+    }
+    // S2xG8 with 1 or 2 step groups per compute iteration, registers free (MB 1) or capped so 8
+    // blocks fit per SM (MB 8).
+    const float u2m1 = time_scan<2, 8, 2, 1>(p, 20), u1m1 = time_scan<2, 8, 1, 1>(p, 20);
+    const float u2m8 = time_scan<2, 8, 2, 8>(p, 20), u1m8 = time_scan<2, 8, 1, 8>(p, 20);
+    std::printf("sweep B%lld L%lld D%lld N16 bf16 S2xG8: unroll2 %.4f  unroll1 %.4f  unroll2+8blocks %.4f  "
+                "unroll1+8blocks %.4f ms\n", (long long)s.B, (long long)s.L, (long long)s.D, u2m1, u1m1, u2m8, u1m8);
   }
   return 0;
 }
@@ -434,17 +442,22 @@ static int run_kernel_times() {
     const float ms = time_ms([&] { return launch_selective_state_update<bf>(p, 0); });
     std::printf("kernel selective_state_update B256 D5120 N16 bf16: %.4f ms, %.0f GB/s (state r+w)\n", ms,
                 2.0 * B * D * N * 4 / (ms * 1e-3) / 1e9);
-    const unsigned blocks = static_cast<unsigned>(B * D * 4 / kUpdateThreads);
-    const float ms1 = time_ms([&] {
-      selective_state_update_kernel<bf, true><<<blocks, kUpdateThreads>>>(p, 2);
-      return cudaGetLastError();
-    });
-    std::printf("kernel selective_state_update (one row per thread, v3) B256 D5120 N16 bf16: %.4f ms, %.0f GB/s\n",
-                ms1, 2.0 * B * D * N * 4 / (ms1 * 1e-3) / 1e9);
-    StateUpdateParams p1 = p;
-    p1.batch = 1;
-    const float ms2 = time_ms([&] { return launch_selective_state_update<bf>(p1, 0); }, 50);
-    std::printf("kernel selective_state_update B1 D5120 N16 bf16: %.4f ms\n", ms2);
+    for (int64_t b : {int64_t(256), int64_t(1)}) {
+      StateUpdateParams q = p;
+      q.batch = b;
+      const double gb = 2.0 * b * D * N * 4 / 1e9;
+      const float tr = time_ms([&] { return launch_selective_state_update_rows<bf>(q, 0); }, 50);
+      std::printf("kernel selective_state_update B%lld rows x4 per thread: %.4f ms, %.0f GB/s\n", (long long)b, tr, gb / (tr * 1e-3));
+      for (int tl : {2, 1, 0}) {  // 4, 2 or 1 lanes per (batch, channel) row
+        const unsigned blocks = static_cast<unsigned>((b * D << tl) + kUpdateThreads - 1) / kUpdateThreads;
+        const float t = time_ms([&] {
+          selective_state_update_kernel<bf, true><<<blocks, kUpdateThreads>>>(q, tl);
+          return cudaGetLastError();
+        }, 50);
+        std::printf("kernel selective_state_update B%lld %d lanes per row: %.4f ms, %.0f GB/s\n", (long long)b, 1 << tl, t,
+                    gb / (t * 1e-3));
+      }
+    }
   }
   {  // selective_scan at the issue's four shapes (D, z, delta_bias, softplus, last state)
     struct Shape { int64_t B, L, D; };

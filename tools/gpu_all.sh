@@ -85,6 +85,38 @@ if has sweep; then
   [ -n "${NO_SWEEP:-}" ] || "$CHECKER" sweep | tee -a "$OUT/check.log"
 fi
 
+if has kernels; then
+  stamp "kernel-only times (checker, CUDA events)"
+  "$CHECKER" kernels | tee "$OUT/kernels.log"
+fi
+
+if has ncu; then
+  stamp "Nsight Compute on one launch of each hot kernel (clocks left alone)"
+  for k in ${NCU_KERNELS:-selective_scan_kernel causal_conv1d_vec_kernel selective_state_update_rows_kernel}; do
+    timeout 120 ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section SchedulerStats --section ComputeWorkloadAnalysis \
+      --section MemoryWorkloadAnalysis -k "regex:$k" --launch-skip 3 --launch-count 1 "$CHECKER" kernels \
+      > "$OUT/ncu-$k.txt" 2>&1
+    grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Theoretical Occupancy|Stall" "$OUT/ncu-$k.txt" | head -20 | sed "s/^/[$k] /"
+  done
+fi
+
+if has decodeprof; then
+  stamp "decode profile: kernels per step, GPU busy vs wall, XLA command-buffer variants"
+  for spec in ${DECODE_PROF:-"mamba-130m:1:auto:" "mamba-130m:1:xla:" "mamba-130m:1:auto:--xla_gpu_enable_command_buffer=" "mamba-130m:1:auto:--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL --xla_gpu_graph_min_graph_size=1" "mamba-2.8b:1:auto:"}; do
+    IFS=: read -r model batch impl flags <<< "$spec"
+    tag="$model-b$batch-$impl-$(echo "$flags" | md5sum | cut -c1-6)"
+    echo "== $model batch $batch impl $impl XLA_FLAGS='$flags'" | tee -a "$OUT/decodeprof.log"
+    XLA_FLAGS="$flags" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_decode.py --model "$model" --batch "$batch" \
+      --impl "$impl" --dump-hlo "/tmp/hlo-$tag" > "/tmp/prof-$tag.log" 2>&1
+    echo "exit $?" >> "/tmp/prof-$tag.log"
+    cat "/tmp/prof-$tag.log" >> "$OUT/decodeprof.log"
+    grep -iE "ms/token|per step|idle|command_buffer|custom-call|fusion|exit" "/tmp/prof-$tag.log" | head -14
+    [ -n "${KEEP_HLO:-}" ] && [ -f "/tmp/hlo-$tag/decode.hlo.txt" ] && [ ! -f "$OUT/decode-$model.hlo.txt" ] && \
+      cp "/tmp/hlo-$tag/decode.hlo.txt" "$OUT/decode-$model.hlo.txt"
+  done
+fi
+
 if has bench; then
   stamp "benchmarks"
   timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-} --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1

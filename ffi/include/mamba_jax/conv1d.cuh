@@ -200,28 +200,33 @@ causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
         cp_async_wait_group<NST - 1>();  // group k has landed
         const V* st = stage + (k % NST) * R * kConvThreads;
         const int rows = static_cast<int>(t_end - (t_begin + k * R) < R ? t_end - (t_begin + k * R) : R);
+        auto row = [&](int r) {
+          const V cur = st[r * kConvThreads];
+          float c[VEC];
+          V out;
 #pragma unroll
-        for (int r = 0; r < R; ++r) {
-          if (r < rows) {
-            const V cur = st[r * kConvThreads];
-            float c[VEC];
-            V out;
+          for (int v = 0; v < VEC; ++v) {
+            c[v] = to_f32(cur.v[v]);
+            float acc = fmaf(w[S][v], c[v], bias[v]);
 #pragma unroll
-            for (int v = 0; v < VEC; ++v) {
-              c[v] = to_f32(cur.v[v]);
-              float acc = fmaf(w[S][v], c[v], bias[v]);
-#pragma unroll
-              for (int q = 0; q < S; ++q) acc = fmaf(w[q][v], hist[q][v], acc);
-              out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
-            }
-            store_vec<T, VEC>(y + (t_begin + k * R + r) * D, out);
-#pragma unroll
-            for (int v = 0; v < VEC; ++v) {
-#pragma unroll
-              for (int q = 0; q + 1 < S; ++q) hist[q][v] = hist[q + 1][v];
-              if (S > 0) hist[S - 1][v] = c[v];
-            }
+            for (int q = 0; q < S; ++q) acc = fmaf(w[q][v], hist[q][v], acc);
+            out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
           }
+          store_vec<T, VEC>(y + (t_begin + k * R + r) * D, out);
+#pragma unroll
+          for (int v = 0; v < VEC; ++v) {
+#pragma unroll
+            for (int q = 0; q + 1 < S; ++q) hist[q][v] = hist[q + 1][v];
+            if (S > 0) hist[S - 1][v] = c[v];
+          }
+        };
+        if (rows == R) {  // full group: straight-line code, no per-row guards
+#pragma unroll
+          for (int r = 0; r < R; ++r) row(r);
+        } else {
+#pragma unroll
+          for (int r = 0; r < R; ++r)
+            if (r < rows) row(r);
         }
         issue(k + NST);  // into the slot just read (its values are in registers now)
       }

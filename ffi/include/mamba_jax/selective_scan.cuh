@@ -88,8 +88,10 @@ MJ_DEVICE void transpose_reduce(float (&v)[G], int j) {
   }
 }
 
-template <typename T, int S, int G>
-__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads)
+// UNR: step groups per iteration of the compute loop (2 lets one group's butterfly overlap the next
+// group's scan); MB: minimum resident blocks per SM asked of the register allocator.
+template <typename T, int S, int G, int UNR, int MB>
+__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads, MB)
 selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
   using Cfg = ScanCfg<S, G>;
   constexpr int K = Cfg::kChannels, NP = Cfg::kNpad, TC = Cfg::kChunk, NT = Cfg::kThreads;
@@ -225,7 +227,7 @@ selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
   auto compute = [&](int st) {
     const T* ra = raw_act + st * 3 * TC * K;
     // Two step groups per iteration (small S) let one group's butterfly overlap the next one's scan.
-#pragma unroll(S <= 2 ? 2 : 1)
+#pragma unroll UNR
     for (int tb = 0; tb < TC; tb += G) {
       float part[G];
 #pragma unroll
@@ -273,13 +275,13 @@ selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
   }
 }
 
-template <typename T, int S, int G>
+template <typename T, int S, int G, int UNR = (S <= 2 ? 2 : 1), int MB = 1>
 cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
   using Cfg = ScanCfg<S, G>;
   constexpr int K = Cfg::kChannels;
   constexpr int EV = 16 / sizeof(T);
   const size_t smem = Cfg::template smem_bytes<T>();
-  auto kernel = selective_scan_kernel<T, S, G>;
+  auto kernel = selective_scan_kernel<T, S, G, UNR, MB>;
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
@@ -359,6 +361,7 @@ selective_state_update_kernel(const StateUpdateParams p, int tpc_log2) {
     const float dt2 = dt * kLog2e, dtx = dt * xv;
     if constexpr (kVec) {
       using V4 = Vec<T, 4>;
+#pragma unroll 4
       for (int64_t q = j; q < N / 4; q += tpc) {
         const float4 hs = __ldcs(reinterpret_cast<const float4*>(s_in) + q);
         const float4 a = __ldg(reinterpret_cast<const float4*>(A) + q);
@@ -457,6 +460,23 @@ selective_state_update_rows_kernel(const StateUpdateParams p) {
   }
 }
 
+// Rows-per-thread variant (benchmarked by tools/cuda_kernel_check; not dispatched).
+template <typename T>
+cudaError_t launch_selective_state_update_rows(const StateUpdateParams& p, cudaStream_t stream) {
+  const int tpc = static_cast<int>(p.dstate / 4);
+  const int64_t rows_per_block = int64_t(kUpdateThreads / tpc) * kUpdateRows;
+  const unsigned blocks = static_cast<unsigned>((p.batch * p.dim + rows_per_block - 1) / rows_per_block);
+  switch (tpc) {
+    case 1: selective_state_update_rows_kernel<T, 1><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
+    case 2: selective_state_update_rows_kernel<T, 2><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
+    case 4: selective_state_update_rows_kernel<T, 4><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
+    case 8: selective_state_update_rows_kernel<T, 8><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
+    case 16: selective_state_update_rows_kernel<T, 16><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
+    default: selective_state_update_rows_kernel<T, 32><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
+  }
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t launch_selective_state_update(const StateUpdateParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
@@ -464,21 +484,6 @@ cudaError_t launch_selective_state_update(const StateUpdateParams& p, cudaStream
   const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
                    al(p.Bm, 4 * sizeof(T)) && al(p.Cm, 4 * sizeof(T));
   const int64_t rows = p.batch * p.dim;
-  const bool pow2 = (p.dstate & (p.dstate - 1)) == 0;
-  if (vec && pow2 && p.dstate <= 128) {
-    const int tpc = static_cast<int>(p.dstate / 4);
-    const int64_t rows_per_block = int64_t(kUpdateThreads / tpc) * kUpdateRows;
-    const unsigned blocks = static_cast<unsigned>((rows + rows_per_block - 1) / rows_per_block);
-    switch (tpc) {
-      case 1: selective_state_update_rows_kernel<T, 1><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-      case 2: selective_state_update_rows_kernel<T, 2><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-      case 4: selective_state_update_rows_kernel<T, 4><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-      case 8: selective_state_update_rows_kernel<T, 8><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-      case 16: selective_state_update_rows_kernel<T, 16><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-      default: selective_state_update_rows_kernel<T, 32><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-    }
-    return cudaGetLastError();
-  }
   const int64_t per_lane_items = vec ? p.dstate / 4 : p.dstate;
   int tpc_log2 = 0;
   while ((int64_t(1) << tpc_log2) < per_lane_items && tpc_log2 < 5) ++tpc_log2;
