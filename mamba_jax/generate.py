@@ -233,6 +233,8 @@ class Generator:
             self._last_only = "last_only" in inspect.signature(model.prefill).parameters
         except (TypeError, ValueError):
             self._last_only = False
+        # Models that can hand the decode loop their per-step constants (computed once per loop).
+        self._step_constants = hasattr(model, "step_constants")
         self.last_stats = GenerationStats()
         # The portable path samples with the Metal-safe helpers (int32 noise, no uint32 bit tricks):
         # on a Metal/MPS backend, and wherever the model runs implementation="xla", so that the
@@ -270,12 +272,13 @@ class Generator:
         return prefill
 
     def _decode_fn(self, mode: _Mode, chunk: int):
-        graphdef = self.graphdef
+        graphdef, hoist = self.graphdef, self._step_constants
         fill = 0 if mode.eos is None else mode.eos
 
         def decode(state, cache, tok, done, start, n_steps, temperature, top_p, seed):
             model = nnx.merge(graphdef, state)
             buf = jnp.full((tok.shape[0], chunk), fill, i32)
+            consts = model.step_constants() if hoist else None
 
             def cond(c):
                 j, _, done, _, _ = c
@@ -283,7 +286,7 @@ class Generator:
 
             def body(c):
                 j, tok, done, cache, buf = c
-                logits, cache = model.step(tok, cache)
+                logits, cache = model.step(tok, cache, consts) if hoist else model.step(tok, cache)
                 new = _sample(logits.astype(f32), seed, start + j, temperature, top_p, mode)
                 new = jnp.where(done, fill, new).astype(i32)
                 buf = lax.dynamic_update_slice(buf, new[:, None], (jnp.zeros((), i32), j))

@@ -155,24 +155,33 @@ class MambaMixer(nnx.Module):
         out = self.out_proj(y).astype(act_dtype)
         return (out, (conv_state, ssm_state)) if return_state else out
 
-    def step(self, x, conv_state, ssm_state, *, implementation=...):
+    def step_constants(self):
+        """The float32 values every decode step derives from the parameters alone: (A = -exp(A_log),
+        conv weight, conv bias or None). A decode loop computes them once, outside the loop, and passes
+        them to `step` (XLA does not hoist them out of a while loop by itself: two extra kernels per
+        layer per token otherwise)."""
+        w, b = self._conv_params()
+        return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
+
+    def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None):
         """One decode step.
 
         Args:
           x: [b, d] activations of the new token.
           conv_state: [b, e, w-1] in the activation dtype (previous conv inputs, oldest first).
           ssm_state: [b, e, n] float32.
+          constants: `step_constants()`, computed once per decode loop (None: computed here).
 
         Returns:
           (y [b, d], new conv_state, new ssm_state).
         """
         impl = self._impl(implementation)
+        A, w, b = self.step_constants() if constants is None else constants
         xi, z = self._in_proj(x)
         act_dtype = xi.dtype
-        w, b = self._conv_params()
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
                                                   implementation=impl)
         dt, B, C = self._ssm_inputs(xc)
-        y, ssm_state = ops.selective_state_update(ssm_state, xc, dt, self._A(), B, C, self.D[...], z,
+        y, ssm_state = ops.selective_state_update(ssm_state, xc, dt, A, B, C, self.D[...], z,
                                                   self.dt_bias[...], dt_softplus=True, implementation=impl)
         return self.out_proj(y).astype(act_dtype), conv_state, ssm_state

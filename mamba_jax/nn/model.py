@@ -65,10 +65,10 @@ class MambaBlock(nnx.Module):
         y, state = self.mixer(self.norm(h), mask, return_state=True, implementation=implementation)
         return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), state
 
-    def step(self, h, conv_state, ssm_state, *, implementation=...):
-        """h [b, d] -> (h' [b, d], conv_state, ssm_state)."""
+    def step(self, h, conv_state, ssm_state, *, implementation=..., constants=None):
+        """h [b, d] -> (h' [b, d], conv_state, ssm_state). constants: `mixer.step_constants()`."""
         y, conv_state, ssm_state = self.mixer.step(self.norm(h), conv_state, ssm_state,
-                                                   implementation=implementation)
+                                                   implementation=implementation, constants=constants)
         return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), conv_state, ssm_state
 
 
@@ -164,15 +164,22 @@ class MambaLM(nnx.Module):
         """input_ids [b, l] int32 (mask: as in `prefill`) -> logits [b, l, V] float32."""
         return self.prefill(input_ids, mask)[0]
 
-    def step(self, token_ids, cache: MambaCache):
+    def step_constants(self):
+        """Per layer, the float32 values a decode step derives from the weights alone (see
+        `MambaMixer.step_constants`); compute once per decode loop and pass to `step`."""
+        return tuple(layer.mixer.step_constants() for layer in self.layers)
+
+    def step(self, token_ids, cache: MambaCache, constants=None):
         """One decode step: token_ids [b] int32 -> (logits [b, V] float32, the updated MambaCache).
 
-        Uses causal_conv1d_update and selective_state_update; the layers are unrolled."""
+        Uses causal_conv1d_update and selective_state_update; the layers are unrolled. constants:
+        `step_constants()`, hoisted out of a decode loop (None: derived here, each call)."""
         h = self.embedding(token_ids)
         convs, ssms = [], []
         for i, layer in enumerate(self.layers):
             h, conv_state, ssm_state = layer.step(h, cache.conv_states[i], cache.ssm_states[i],
-                                                  implementation=self.implementation)
+                                                  implementation=self.implementation,
+                                                  constants=None if constants is None else constants[i])
             convs.append(conv_state)
             ssms.append(ssm_state)
         return self._logits(h), MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))

@@ -89,10 +89,10 @@ MJ_DEVICE void transpose_reduce(float (&v)[G], int j) {
 }
 
 // UNR: step groups per iteration of the compute loop (2 lets one group's butterfly overlap the next
-// group's scan); MB: minimum resident blocks per SM asked of the register allocator.
-template <typename T, int S, int G, int UNR, int MB>
-__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads, MB)
-selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
+// group's scan). The body is shared by two kernels that differ only in what they tell the register
+// allocator (see launch_scan_cfg's MB).
+template <typename T, int S, int G, int UNR>
+MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunch& ln) {
   using Cfg = ScanCfg<S, G>;
   constexpr int K = Cfg::kChannels, NP = Cfg::kNpad, TC = Cfg::kChunk, NT = Cfg::kThreads;
   constexpr int EV = 16 / sizeof(T);  // elements per 16-byte vector
@@ -275,13 +275,31 @@ selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
   }
 }
 
-template <typename T, int S, int G, int UNR = (S <= 2 ? 2 : 1), int MB = 1>
+template <typename T, int S, int G, int UNR>
+__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads)
+selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
+  selective_scan_body<T, S, G, UNR>(p, ln);
+}
+
+template <typename T, int S, int G, int UNR, int MB>
+__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads, MB)
+selective_scan_kernel_mb(const SelectiveScanParams p, const ScanLaunch ln) {
+  selective_scan_body<T, S, G, UNR>(p, ln);
+}
+
+// MB: 0 = only the block size is declared (measured on the H200: ptxas then gives the S2xG8 kernel 168
+// registers, 6 blocks/SM; declaring "at least 1 block" instead lets it take 204, 5 blocks/SM, and was
+// 1.6x slower at B1 D5120); MB > 0 asks for MB resident blocks per SM (registers capped, may spill).
+template <typename T, int S, int G, int UNR = (S <= 2 ? 2 : 1), int MB = 0>
 cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
   using Cfg = ScanCfg<S, G>;
   constexpr int K = Cfg::kChannels;
   constexpr int EV = 16 / sizeof(T);
   const size_t smem = Cfg::template smem_bytes<T>();
-  auto kernel = selective_scan_kernel<T, S, G, UNR, MB>;
+  auto kernel = [] {
+    if constexpr (MB == 0) return selective_scan_kernel<T, S, G, UNR>;
+    else return selective_scan_kernel_mb<T, S, G, UNR, MB>;
+  }();
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
@@ -327,8 +345,9 @@ cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t str
 
 // ---------------------------------------------------------------------------------------------
 // selective_state_update: one step, memory-bound on the float32 state (read + write once).
-// tpc lanes share one (batch, channel); each lane owns 4 consecutive states per float4 (kVec) or
-// single states, and the lanes' <h, C> partials meet through xor shuffles.
+// tpc lanes share one (batch, channel); each lane owns float4s of state q = j, j + tpc, ... (kVec; their
+// loads are unrolled so they are in flight together) or single states, and the lanes' <h, C>
+// partials meet through xor shuffles.
 // ---------------------------------------------------------------------------------------------
 constexpr int kUpdateThreads = 256;
 
@@ -392,91 +411,6 @@ selective_state_update_kernel(const StateUpdateParams p, int tpc_log2) {
   }
 }
 
-// The common case (dstate a multiple of 4, at most 128, 16-byte aligned state/A): tpc = dstate / 4
-// lanes per (batch, channel) row, one float4 of state each, and each thread takes kRows rows, all
-// of whose loads are issued before any arithmetic, so 4 x 16 bytes of state (plus A) are in flight
-// per thread. Row r of block blk, iteration i: rows_per_iter = threads / tpc consecutive rows per
-// iteration, so each iteration of a block reads one contiguous run of state.
-constexpr int kUpdateRows = 4;
-
-template <typename T, int TPC>
-__global__ void __launch_bounds__(kUpdateThreads)
-selective_state_update_rows_kernel(const StateUpdateParams p) {
-  constexpr int RPI = kUpdateThreads / TPC;  // rows per iteration of a block
-  const int j = threadIdx.x % TPC;
-  const int64_t D = p.dim, N = p.dstate, rows = p.batch * D;
-  const int64_t per_group = D / p.ngroups;
-  const bool small = rows <= INT32_MAX;
-  const int64_t base = int64_t(blockIdx.x) * RPI * kUpdateRows + threadIdx.x / TPC;
-  using V4 = Vec<T, 4>;
-  float4 hs[kUpdateRows], a[kUpdateRows];
-  V4 bq[kUpdateRows], cq[kUpdateRows];
-  float xv[kUpdateRows], dtv[kUpdateRows], zv[kUpdateRows], dsk[kUpdateRows];
-  // Phase 1: every load of the kRows rows.
-#pragma unroll
-  for (int r = 0; r < kUpdateRows; ++r) {
-    const int64_t bd = base + int64_t(r) * RPI;
-    if (bd < rows) {
-      const int64_t b = small ? int64_t(uint32_t(bd) / uint32_t(D)) : bd / D;
-      const int64_t d = bd - b * D;
-      const int64_t g = small ? int64_t(uint32_t(d) / uint32_t(per_group)) : d / per_group;
-      hs[r] = __ldcs(reinterpret_cast<const float4*>(p.state + bd * N) + j);
-      a[r] = __ldg(reinterpret_cast<const float4*>(p.A + d * N) + j);
-      bq[r] = load_vec<T, 4>(static_cast<const T*>(p.Bm) + (b * p.ngroups + g) * N + 4 * j);
-      cq[r] = load_vec<T, 4>(static_cast<const T*>(p.Cm) + (b * p.ngroups + g) * N + 4 * j);
-      xv[r] = to_f32(static_cast<const T*>(p.x)[bd]);
-      dtv[r] = to_f32(static_cast<const T*>(p.dt)[bd]) + (p.dt_bias ? p.dt_bias[d] : 0.0f);
-      zv[r] = p.z ? to_f32(static_cast<const T*>(p.z)[bd]) : 0.0f;
-      dsk[r] = p.Dskip ? p.Dskip[d] : 0.0f;
-    }
-  }
-  // Phase 2: the update, y, and the state store (each element read before it is written, so the
-  // aliased in-place update is safe).
-#pragma unroll
-  for (int r = 0; r < kUpdateRows; ++r) {
-    const int64_t bd = base + int64_t(r) * RPI;
-    const bool ok = bd < rows;
-    float ypart = 0.0f;
-    if (ok) {
-      float dt = dtv[r];
-      if (p.dt_softplus) dt = softplus(dt);
-      const float dt2 = dt * kLog2e, dtx = dt * xv[r];
-      float hv[4] = {hs[r].x, hs[r].y, hs[r].z, hs[r].w};
-      const float av[4] = {a[r].x, a[r].y, a[r].z, a[r].w};
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        hv[i] = fmaf(exp2_decay(dt2 * av[i]), hv[i], dtx * to_f32(bq[r].v[i]));
-        ypart = fmaf(hv[i], to_f32(cq[r].v[i]), ypart);
-      }
-      __stcs(reinterpret_cast<float4*>(p.new_state + bd * N) + j, make_float4(hv[0], hv[1], hv[2], hv[3]));
-    }
-#pragma unroll
-    for (int off = TPC / 2; off > 0; off >>= 1) ypart += __shfl_xor_sync(0xffffffffu, ypart, off);
-    if (ok && j == 0) {
-      float y = ypart + dsk[r] * xv[r];
-      if (p.z) y *= silu(zv[r]);
-      static_cast<T*>(p.y)[bd] = from_f32<T>(y);
-    }
-  }
-}
-
-// Rows-per-thread variant (benchmarked by tools/cuda_kernel_check; not dispatched).
-template <typename T>
-cudaError_t launch_selective_state_update_rows(const StateUpdateParams& p, cudaStream_t stream) {
-  const int tpc = static_cast<int>(p.dstate / 4);
-  const int64_t rows_per_block = int64_t(kUpdateThreads / tpc) * kUpdateRows;
-  const unsigned blocks = static_cast<unsigned>((p.batch * p.dim + rows_per_block - 1) / rows_per_block);
-  switch (tpc) {
-    case 1: selective_state_update_rows_kernel<T, 1><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-    case 2: selective_state_update_rows_kernel<T, 2><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-    case 4: selective_state_update_rows_kernel<T, 4><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-    case 8: selective_state_update_rows_kernel<T, 8><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-    case 16: selective_state_update_rows_kernel<T, 16><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-    default: selective_state_update_rows_kernel<T, 32><<<blocks, kUpdateThreads, 0, stream>>>(p); break;
-  }
-  return cudaGetLastError();
-}
-
 template <typename T>
 cudaError_t launch_selective_state_update(const StateUpdateParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
@@ -484,9 +418,13 @@ cudaError_t launch_selective_state_update(const StateUpdateParams& p, cudaStream
   const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
                    al(p.Bm, 4 * sizeof(T)) && al(p.Cm, 4 * sizeof(T));
   const int64_t rows = p.batch * p.dim;
+  // Vector path: two float4 of state per lane where dstate allows (measured on the H200 at B256 D5120
+  // N16: 1, 2, 4 lanes per row = 2.20, 2.74, 1.88 TB/s; two independent 16-byte loads in flight per
+  // thread beat one, and beat four at the occupancy those registers leave).
   const int64_t per_lane_items = vec ? p.dstate / 4 : p.dstate;
+  const int64_t items_per_lane = vec ? 2 : 1;
   int tpc_log2 = 0;
-  while ((int64_t(1) << tpc_log2) < per_lane_items && tpc_log2 < 5) ++tpc_log2;
+  while ((int64_t(1) << tpc_log2) * items_per_lane < per_lane_items && tpc_log2 < 5) ++tpc_log2;
   const int64_t threads = rows << tpc_log2;
   const unsigned blocks = static_cast<unsigned>((threads + kUpdateThreads - 1) / kUpdateThreads);
   if (vec)
