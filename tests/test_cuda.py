@@ -161,6 +161,34 @@ def test_default_implementation_is_the_cuda_kernel():
     assert "mamba_jax_causal_conv1d_update" in hlo
 
 
+def test_decode_projections_use_the_gemv_kernel():
+    """ops.linear lowers to mamba_jax_linear for <= 8 rows, and a model's decode step uses it."""
+    x = jnp.ones((1, 768), jnp.bfloat16)
+    w = jnp.ones((768, 3072), jnp.bfloat16)
+    assert "mamba_jax_linear" in jax.jit(ops.linear).lower(x, w).as_text()
+    assert "mamba_jax_linear" not in jax.jit(lambda x, w: ops.linear(x, w, implementation="xla")).lower(x, w).as_text()
+    from flax import nnx
+    from mamba_jax.nn import MambaConfig, MambaLM
+    model = MambaLM(MambaConfig(vocab_size=64, d_model=32, n_layer=1), dtype=jnp.bfloat16,
+                    param_dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    cache = model.init_cache(1)
+    graphdef, state = nnx.split(model)
+    hlo = jax.jit(lambda s, t, c: nnx.merge(graphdef, s).step(t, c)).lower(state, jnp.zeros((1,), jnp.int32),
+                                                                           cache).as_text()
+    assert hlo.count("mamba_jax_linear") >= 4  # in_proj, x_proj, dt_proj, out_proj
+
+
+def test_gemv_raw_ffi_rejects_bad_shapes():
+    x = jnp.ones((1, 16), jnp.bfloat16)
+    call = lambda w, n: jax.ffi.ffi_call("mamba_jax_linear", jax.ShapeDtypeStruct((1, n), jnp.bfloat16))(x, w)
+    with pytest.raises(Exception, match="multiple of 8"):
+        jax.block_until_ready(call(jnp.ones((16, 12), jnp.bfloat16), 12))
+    with pytest.raises(Exception, match="expected \\[16, N\\]"):
+        jax.block_until_ready(call(jnp.ones((15, 16), jnp.bfloat16), 16))
+    with pytest.raises(Exception, match="dtype"):
+        jax.block_until_ready(call(jnp.ones((16, 16), jnp.float32), 16))
+
+
 # ---- real sizes ----------------------------------------------------------------------------------
 @needs_cupy
 @pytest.mark.parametrize("ngroups", [0, 2], ids=["G-", "G2"])

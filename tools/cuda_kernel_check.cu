@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "mamba_jax/conv1d.cuh"
+#include "mamba_jax/gemv.cuh"
 #include "mamba_jax/selective_scan.cuh"
 
 using namespace mamba_jax;
@@ -289,6 +290,26 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place) {
   compare<T>("cupd s", id, in_place ? dst.get() : dns.get(), ns, 0.0);
 }
 
+// ---- linear (decode GEMV) --------------------------------------------------------------------------
+template <typename T>
+static void check_gemv(int64_t M, int64_t K, int64_t N) {
+  HostArr<T> x, w;
+  x.fill(M * K, normal, 1.0);
+  w.fill(K * N, normal, 1.0 / std::sqrt(double(K)));
+  std::vector<double> y(M * N, 0.0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < N; ++n) y[m * N + n] += x.d[m * K + k] * w.d[k * N + n];
+  DevBuf<T> dx(x.t), dw(w.t), dy(M * N);
+  dy.poison();
+  LinearParams p{M, K, N, dx.p, dw.p, dy.p};
+  CK(launch_gemv<T>(p, 0));
+  CK(cudaDeviceSynchronize());
+  char id[96];
+  std::snprintf(id, sizeof id, "M%lld-K%lld-N%lld-%s", (long long)M, (long long)K, (long long)N, tname<T>());
+  compare<T>("gemv y", id, dy.get(), y, tol<T>());
+}
+
 static int run_checks() {
   std::printf("selective_scan\n");
   check_scan<__nv_bfloat16>({2, 150, 64, 16, 1, true, true, true, true, false});
@@ -326,6 +347,13 @@ static int run_checks() {
   check_conv<float>(1, 1000, 24, 4, true, true, 7);        // 3 spans of 336 steps
   check_conv<__half>(2, 5, 16, 8, true, false, 1);         // seqlen < width - 1, one span
   check_conv<__nv_bfloat16>(3, 129, 40, 3, false, true, 10);
+  std::printf("linear (GEMV)\n");
+  check_gemv<__nv_bfloat16>(1, 768, 3072);   // clusters of 4
+  check_gemv<__nv_bfloat16>(3, 1536, 80);    // ragged last tile, clusters of 8
+  check_gemv<float>(8, 517, 36);             // K tail, f32 tiles of 32
+  check_gemv<__half>(12, 200, 64);           // M > 8: two launches
+  check_gemv<__nv_bfloat16>(2, 40, 16);      // K < 64: no cluster
+  check_gemv<float>(1, 0, 8);                // K = 0: zeros
   std::printf("causal_conv1d_update\n");
   check_conv_update<__nv_bfloat16>(2, 50, 4, true);
   check_conv_update<float>(3, 17, 8, false);
@@ -454,6 +482,26 @@ static int run_kernel_times() {
         }, 50);
         std::printf("kernel selective_state_update B%lld %d lanes per row: %.4f ms, %.0f GB/s\n", (long long)b, 1 << tl, t,
                     gb / (t * 1e-3));
+      }
+    }
+  }
+  {  // linear (decode GEMV) at the decode projections of mamba-130m and mamba-2.8b, batch 1
+    struct G { const char* what; int64_t K, N; };
+    for (G g : {G{"130m in_proj", 768, 3072}, G{"130m x_proj", 1536, 80}, G{"130m dt_proj", 48, 1536},
+                G{"130m out_proj", 1536, 768}, G{"2.8b in_proj", 2560, 10240}, G{"2.8b x_proj", 5120, 192},
+                G{"2.8b dt_proj", 160, 5120}, G{"2.8b out_proj", 5120, 2560}}) {
+      for (int64_t M : {int64_t(1), int64_t(8)}) {
+        // 8 weight copies (> L2) so each call reads from DRAM
+        const int64_t copies = 8;
+        DevBuf<bf> x(M * g.K), w(copies * g.K * g.N), y(M * g.N);
+        fill_uniform(x, -1, 1); fill_uniform(w, -1, 1);
+        int i = 0;
+        const float ms = time_ms([&] {
+          LinearParams p{M, g.K, g.N, x.p, w.p + (i++ % copies) * g.K * g.N, y.p};
+          return launch_gemv<bf>(p, 0);
+        }, 80);
+        std::printf("kernel linear %-13s M%lld K%lld N%lld bf16: %.4f ms, %.0f GB/s (weights)\n", g.what,
+                    (long long)M, (long long)g.K, (long long)g.N, ms, 2.0 * g.K * g.N / (ms * 1e-3) / 1e9);
       }
     }
   }

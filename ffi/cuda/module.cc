@@ -11,6 +11,7 @@ XLA_FFI_Error* MambaJaxSelectiveScanCuda(XLA_FFI_CallFrame*);
 XLA_FFI_Error* MambaJaxSelectiveStateUpdateCuda(XLA_FFI_CallFrame*);
 XLA_FFI_Error* MambaJaxCausalConv1dCuda(XLA_FFI_CallFrame*);
 XLA_FFI_Error* MambaJaxCausalConv1dUpdateCuda(XLA_FFI_CallFrame*);
+XLA_FFI_Error* MambaJaxLinearCuda(XLA_FFI_CallFrame*);
 }
 
 template <typename Fn>
@@ -25,6 +26,7 @@ NB_MODULE(_ffi_cuda, m) {
     d["mamba_jax_selective_state_update"] = capsule(MambaJaxSelectiveStateUpdateCuda);
     d["mamba_jax_causal_conv1d"] = capsule(MambaJaxCausalConv1dCuda);
     d["mamba_jax_causal_conv1d_update"] = capsule(MambaJaxCausalConv1dUpdateCuda);
+    d["mamba_jax_linear"] = capsule(MambaJaxLinearCuda);
     return d;
   });
 }

@@ -96,19 +96,38 @@ class MambaMixer(nnx.Module):
     def _A(self):
         return -jnp.exp(self.A_log[...].astype(f32))
 
-    def _in_proj(self, x):
+    @staticmethod
+    def _linear(lin, x):
+        """`lin(x)`, nnx.Linear's numerics."""
+        return lin(x)
+
+    @staticmethod
+    def _gemv(impl):
+        """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel for small
+        batches: XLA turns such small dots into a multiply + reduce that reads the weights three times)."""
+        if impl == "xla":
+            return MambaMixer._linear
+
+        def apply(lin, x):
+            dtype = lin.dtype or jnp.result_type(x, lin.kernel[...])
+            y = ops.linear(x.astype(dtype), lin.kernel[...].astype(dtype), implementation=impl)
+            return y if lin.bias is None else y + lin.bias[...].astype(dtype)
+        return apply
+
+    def _in_proj(self, x, proj=None):
         """x [..., d] -> (conv input xi [..., e], gate z [..., e]), in the activation dtype."""
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        xz = self.in_proj(x)
+        xz = (proj or self._linear)(self.in_proj, x)
         return xz[..., :self.d_inner], xz[..., self.d_inner:]
 
-    def _ssm_inputs(self, xc):
+    def _ssm_inputs(self, xc, proj=None):
         """xc [..., e] -> (dt before bias [..., e], B [..., n], C [..., n]), all in xc's dtype."""
-        x_dbl = self.x_proj(xc).astype(xc.dtype)
+        proj = proj or self._linear
+        x_dbl = proj(self.x_proj, xc).astype(xc.dtype)
         r, n = self.dt_rank, self.d_state
         dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + n], x_dbl[..., r + n:]
-        return self.dt_proj(dt_low).astype(xc.dtype), B, C
+        return proj(self.dt_proj, dt_low).astype(xc.dtype), B, C
 
     def init_state(self, batch: int, dtype=None):
         """Zero decode state: (conv_state [b, e, w-1] in `dtype` (default self.dtype or float32),
@@ -177,11 +196,12 @@ class MambaMixer(nnx.Module):
         """
         impl = self._impl(implementation)
         A, w, b = self.step_constants() if constants is None else constants
-        xi, z = self._in_proj(x)
+        proj = self._gemv(impl)
+        xi, z = self._in_proj(x, proj)
         act_dtype = xi.dtype
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
                                                   implementation=impl)
-        dt, B, C = self._ssm_inputs(xc)
+        dt, B, C = self._ssm_inputs(xc, proj)
         y, ssm_state = ops.selective_state_update(ssm_state, xc, dt, A, B, C, self.D[...], z,
                                                   self.dt_bias[...], dt_softplus=True, implementation=impl)
-        return self.out_proj(y).astype(act_dtype), conv_state, ssm_state
+        return proj(self.out_proj, y).astype(act_dtype), conv_state, ssm_state

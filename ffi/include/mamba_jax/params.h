@@ -95,4 +95,13 @@ struct Conv1dUpdateParams {
   bool silu;
 };
 
+// Small-batch projection (decode): y = x @ w.
+//   x : [M, K], w : [K, N] (row-major, N contiguous), y : [M, N]; one dtype; float32 accumulation.
+struct LinearParams {
+  int64_t m, k, n;
+  const void* x;
+  const void* w;
+  void* y;
+};
+
 }  // namespace mamba_jax
