@@ -74,12 +74,17 @@ def test_linear_grad():
 
 
 def test_linear_kernel_rule():
-    x, w = _inputs(8, 32, 64, jnp.bfloat16)
     from mamba_jax.ops.linear import kernel_applies
+    x, w = _inputs(1, 768, 3072, jnp.bfloat16)  # mamba-130m in_proj
     assert kernel_applies(x, w)
-    assert not kernel_applies(jnp.concatenate([x, x[:1]]), w)  # 9 rows
-    assert not kernel_applies(x, w[:, :60])  # N = 60: not a whole number of 16-byte bf16 vectors
-    assert kernel_applies(x.astype(jnp.float32), w[:, :60].astype(jnp.float32))  # 60 % 4 == 0
+    assert kernel_applies(x.astype(jnp.float32), w.astype(jnp.float32))
+    assert not kernel_applies(jnp.concatenate([x] * 9), w)  # 9 rows
+    assert not kernel_applies(x, w[:, :1020])  # N = 1020: not a whole number of 16-byte bf16 vectors
+    assert kernel_applies(x.astype(jnp.float32), w[:, :1020].astype(jnp.float32))  # 1020 % 4 == 0
+    assert not kernel_applies(x, w[:, :80])  # narrow (x_proj): XLA's reduce fusion is as fast
+    assert not kernel_applies(x[:, :48], w[:48])  # shallow (dt_proj)
+    x2, w2 = _inputs(1, 2560, 10240, jnp.bfloat16)  # mamba-2.8b in_proj: cuBLAS is faster
+    assert not kernel_applies(x2, w2)
 
 
 @pytest.mark.parametrize("case", ["w_rank", "k_mismatch", "dtype", "impl"])

@@ -363,7 +363,7 @@ static int run_checks() {
 }
 
 // ---- lane-layout sweep ---------------------------------------------------------------------------
-template <int S, int G, int UNR = (S <= 2 ? 2 : 1), int MB = 0>
+template <int S, int G, int UNR = 1, int MB = 0>
 static float time_scan(const SelectiveScanParams& p, int reps) {
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from .. import ops
+from ..ops.linear import kernel_applies
 from ..ops.reference import softplus
 
 f32 = jnp.float32
@@ -103,14 +104,18 @@ class MambaMixer(nnx.Module):
 
     @staticmethod
     def _gemv(impl):
-        """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel for small
-        batches: XLA turns such small dots into a multiply + reduce that reads the weights three times)."""
+        """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel) where
+        that kernel applies (see ops.linear.kernel_applies: small dots that XLA would split into a
+        multiply + reduce reading the weights three times), else `lin(x)` as in the forward pass."""
         if impl == "xla":
             return MambaMixer._linear
 
         def apply(lin, x):
             dtype = lin.dtype or jnp.result_type(x, lin.kernel[...])
-            y = ops.linear(x.astype(dtype), lin.kernel[...].astype(dtype), implementation=impl)
+            x, k = x.astype(dtype), lin.kernel[...].astype(dtype)
+            if not kernel_applies(x, k):
+                return lin(x)
+            y = ops.linear(x, k, implementation=impl)
             return y if lin.bias is None else y + lin.bias[...].astype(dtype)
         return apply
 

@@ -89,7 +89,7 @@ MJ_DEVICE void transpose_reduce(float (&v)[G], int j) {
 }
 
 // UNR: step groups per iteration of the compute loop (2 lets one group's butterfly overlap the next
-// group's scan). The body is shared by two kernels that differ only in what they tell the register
+// group's scan; measured on the H200 1-3% slower than 1 at the four benchmark shapes, so 1 is the default). The body is shared by two kernels that differ only in what they tell the register
 // allocator (see launch_scan_cfg's MB).
 template <typename T, int S, int G, int UNR>
 MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunch& ln) {
@@ -290,7 +290,7 @@ selective_scan_kernel_mb(const SelectiveScanParams p, const ScanLaunch ln) {
 // MB: 0 = only the block size is declared (measured on the H200: ptxas then gives the S2xG8 kernel 168
 // registers, 6 blocks/SM; declaring "at least 1 block" instead lets it take 204, 5 blocks/SM, and was
 // 1.6x slower at B1 D5120); MB > 0 asks for MB resident blocks per SM (registers capped, may spill).
-template <typename T, int S, int G, int UNR = (S <= 2 ? 2 : 1), int MB = 0>
+template <typename T, int S, int G, int UNR = 1, int MB = 0>
 cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
   using Cfg = ScanCfg<S, G>;
   constexpr int K = Cfg::kChannels;
