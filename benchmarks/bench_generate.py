@@ -69,6 +69,10 @@ def _peak_bytes():
     return None if not stats else stats.get("peak_bytes_in_use")
 
 
+def _gb(n) -> str:
+    return "n/a" if n is None else f"{n / 1e9:.2f} GB"
+
+
 def _prompts(batch: int, length: int, vocab: int, seed: int):
     rng = np.random.default_rng(seed)
     return rng.integers(0, vocab, size=(batch, length)).astype(np.int32).tolist()
@@ -145,7 +149,8 @@ def run_model(name: str, batches: list[int], args) -> list[dict]:
                              prefill_ms_prompt=statistics.median(prefill), weights_bytes=weights,
                              cache_bytes=cache, peak_bytes_in_use=_peak_bytes()))
             print(f"  {impl:<5} batch {batch:>3}: {rows[-1]['ms_per_token']:.3f} ms/token "
-                  f"({rows[-1]['tokens_per_s']:.0f} tokens/s)", flush=True)
+                  f"({rows[-1]['tokens_per_s']:.0f} tokens/s), peak {_gb(rows[-1]['peak_bytes_in_use'])} "
+                  f"(weights {weights / 1e9:.2f} GB, cache {cache / 1e9:.3f} GB)", flush=True)
         if 1 in batches:
             for plen in args.prefill_lens:
                 if plen > LONG_PREFILL and impl not in args.long_prefill_impls:
@@ -153,7 +158,8 @@ def run_model(name: str, batches: list[int], args) -> list[dict]:
                 t = _time_prefill(gen, plen, cfg.vocab_size, args.reps)
                 rows.append(_row("prefill", name, cfg, 1, impl, args.dtype, t, prompt_len=plen,
                                  weights_bytes=weights, peak_bytes_in_use=_peak_bytes()))
-                print(f"  {impl:<5} prefill {plen} tokens: {rows[-1]['median_ms']:.1f} ms", flush=True)
+                print(f"  {impl:<5} prefill {plen} tokens: {rows[-1]['median_ms']:.1f} ms, "
+                      f"peak {_gb(rows[-1]['peak_bytes_in_use'])}", flush=True)
         del gen
     del model
     gc.collect()
