@@ -130,6 +130,33 @@ def test_step_from_empty_cache_is_first_position():
     np.testing.assert_allclose(logits, _forward(model, tok[:, None])[:, 0], rtol=1e-5, atol=1e-5)
 
 
+def test_step_with_hoisted_constants_is_the_same_step():
+    """model.step(ids, cache, model.step_constants()) is exactly model.step(ids, cache), under jit, and the
+    constants are what the mixer would derive (A = -exp(A_log), float32 conv weight/bias)."""
+    cfg = MambaConfig(vocab_size=50, d_model=24, n_layer=2, d_state=4, pad_vocab_size_multiple=8)
+    model = MambaLM(cfg, dtype=jnp.bfloat16, param_dtype=jnp.bfloat16, rngs=nnx.Rngs(1))
+    tok = jnp.asarray([5, 9], jnp.int32)
+    cache = model.init_cache(2)
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def both(state, tok, cache):
+        m = nnx.merge(graphdef, state)
+        return m.step(tok, cache), m.step(tok, cache, m.step_constants())
+
+    (l0, c0), (l1, c1) = both(state, tok, cache)
+    np.testing.assert_array_equal(np.asarray(l0), np.asarray(l1))
+    for a, b in zip(jax.tree.leaves(c0), jax.tree.leaves(c1)):
+        np.testing.assert_array_equal(np.asarray(a, np.float32), np.asarray(b, np.float32))
+    consts = model.step_constants()
+    assert len(consts) == cfg.n_layer
+    A, w, b = consts[0]
+    mixer = model.layers[0].mixer
+    np.testing.assert_allclose(np.asarray(A), -np.exp(np.asarray(mixer.A_log[...], np.float32)), rtol=1e-6)
+    assert w.dtype == jnp.float32 and w.shape == (mixer.d_inner, cfg.d_conv)
+    assert b is None or b.dtype == jnp.float32
+
+
 def test_random_init_like_reference():
     cfg = MambaConfig(vocab_size=64, d_model=48, n_layer=4, d_state=16)  # 4 layers: the rescale is 1/2
     model = MambaLM(cfg, rngs=nnx.Rngs(1))
