@@ -165,14 +165,20 @@ static void check_scan(const ScanCase& c) {
   p.u = du.p; p.delta = ddl.p; p.A = dA.p; p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p;
   p.delta_bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.last_state = dlast.p;
   p.delta_softplus = c.softplus;
-  CK(launch_selective_scan<T>(p, 0));
-  CK(cudaDeviceSynchronize());
-  char id[160];
-  std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s", (long long)B, (long long)L,
-                (long long)D, (long long)N, (long long)G, tname<T>(), c.has_D ? "+D" : "", c.has_z ? "+z" : "",
-                c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "");
-  compare<T>("scan y", id, dy.get(), y, tol<T>());
-  compare<float>("scan h", id, dlast.get(), last, 2e-4);
+  // The launcher's pick, and at dstate 9..16 also the register-capped kernel it takes for large grids.
+  for (int variant = 0; variant < (N > 8 && N <= 16 ? 2 : 1); ++variant) {
+    dy.poison(); dlast.poison();
+    if (variant == 0) CK(launch_selective_scan<T>(p, 0));
+    else CK((launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, 0)));
+    CK(cudaDeviceSynchronize());
+    char id[160];
+    std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s%s", (long long)B, (long long)L,
+                  (long long)D, (long long)N, (long long)G, tname<T>(), c.has_D ? "+D" : "", c.has_z ? "+z" : "",
+                  c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "",
+                  variant ? "-mb4" : "");
+    compare<T>("scan y", id, dy.get(), y, tol<T>());
+    compare<float>("scan h", id, dlast.get(), last, 2e-4);
+  }
 }
 
 // ---- selective_state_update ----------------------------------------------------------------------
@@ -218,7 +224,7 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
 // ---- causal_conv1d -------------------------------------------------------------------------------
 template <typename T>
 static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init, bool silu,
-                       int64_t want_threads = kConvWantThreads) {
+                       int64_t want_threads = 0) {
   const int64_t S = W - 1;
   HostArr<T> x, init;
   x.fill(B * L * D, normal, 1.0);
@@ -246,13 +252,18 @@ static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init
   p.batch = B; p.seqlen = L; p.dim = D; p.width = W;
   p.x = dx.p; p.weight = dw.p; p.bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.final_state = dfin.p;
   p.silu = silu;
-  CK(launch_causal_conv1d<T>(p, 0, want_threads));
-  CK(cudaDeviceSynchronize());
-  char id[160];
-  std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-W%lld-%s%s%s-want%lld", (long long)B, (long long)L, (long long)D,
-                (long long)W, tname<T>(), has_init ? "+init" : "", silu ? "+silu" : "", (long long)want_threads);
-  compare<T>("conv y", id, dy.get(), y, tol<T>());
-  compare<T>("conv s", id, dfin.get(), fin, 0.0);
+  for (int variant = 0; variant < 2; ++variant) {  // the default, and 2 stages (the halo shares the last slot)
+    dy.poison(); dfin.poison();
+    if (variant == 0) CK(launch_causal_conv1d<T>(p, 0, want_threads));
+    else CK((launch_causal_conv1d<T, 2, 0>(p, 0, want_threads)));
+    CK(cudaDeviceSynchronize());
+    char id[160];
+    std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-W%lld-%s%s%s-want%lld%s", (long long)B, (long long)L,
+                  (long long)D, (long long)W, tname<T>(), has_init ? "+init" : "", silu ? "+silu" : "",
+                  (long long)want_threads, variant ? "-2stages" : "");
+    compare<T>("conv y", id, dy.get(), y, tol<T>());
+    compare<T>("conv s", id, dfin.get(), fin, 0.0);
+  }
 }
 
 template <typename T>
@@ -324,6 +335,10 @@ static int run_checks() {
   check_scan<__half>({3, 100, 40, 32, 1, true, true, true, true, false});
   check_scan<float>({1, 30, 24, 8, 1, true, true, true, true, false});
   check_scan<float>({1, 30, 24, 128, 1, true, true, true, true, false});
+  check_scan<__nv_bfloat16>({2, 131, 40, 16, 1, true, true, true, true, true});  // D % 16 != 0: partial block
+  check_scan<__nv_bfloat16>({1, 70, 48, 16, 2, true, true, true, true, false});  // group of 24: launch per group
+  check_scan<__nv_bfloat16>({3, 70, 2128, 16, 1, true, true, true, true, true});  // 399 blocks: > 3 per SM on 132 SMs
+  check_scan<float>({1, 64, 32, 4, 1, true, true, true, true, true});            // dstate 4 = one f32 vector
   std::printf("selective_state_update\n");
   check_update<__nv_bfloat16>(3, 40, 16, 1, false);
   check_update<__nv_bfloat16>(3, 40, 16, 1, true);
@@ -347,6 +362,8 @@ static int run_checks() {
   check_conv<float>(1, 1000, 24, 4, true, true, 7);        // 3 spans of 336 steps
   check_conv<__half>(2, 5, 16, 8, true, false, 1);         // seqlen < width - 1, one span
   check_conv<__nv_bfloat16>(3, 129, 40, 3, false, true, 10);
+  check_conv<__nv_bfloat16>(2, 200, 32, 4, true, true, 64);  // 7 spans of 32 steps: halos through cp.async
+  check_conv<float>(1, 100, 8, 8, true, true, 40);            // width 8: a 7-row halo, spans of 16
   std::printf("linear (GEMV)\n");
   check_gemv<__nv_bfloat16>(1, 768, 3072);   // clusters of 4
   check_gemv<__nv_bfloat16>(3, 1536, 80);    // ragged last tile, clusters of 8
@@ -363,15 +380,15 @@ static int run_checks() {
 }
 
 // ---- lane-layout sweep ---------------------------------------------------------------------------
-template <int S, int G, int UNR = 1, int MB = 0>
+template <int S, int G, int K = 8, int UNR = 1, int MB = 0>
 static float time_scan(const SelectiveScanParams& p, int reps) {
   cudaEvent_t a, b;
   CK(cudaEventCreate(&a)); CK(cudaEventCreate(&b));
-  for (int i = 0; i < 3; ++i) CK((launch_scan_cfg<__nv_bfloat16, S, G, UNR, MB>(p, 0)));
+  for (int i = 0; i < 3; ++i) CK((launch_scan_cfg<__nv_bfloat16, S, G, K, UNR, MB>(p, 0)));
   std::vector<float> ms(reps);
   for (int i = 0; i < reps; ++i) {
     CK(cudaEventRecord(a));
-    CK((launch_scan_cfg<__nv_bfloat16, S, G, UNR, MB>(p, 0)));
+    CK((launch_scan_cfg<__nv_bfloat16, S, G, K, UNR, MB>(p, 0)));
     CK(cudaEventRecord(b));
     CK(cudaEventSynchronize(b));
     CK(cudaEventElapsedTime(&ms[i], a, b));
@@ -408,12 +425,11 @@ static int run_sweep() {
       std::printf("sweep B%lld L%lld D%lld N16 bf16: S4xG4 %.4f ms  S2xG8 %.4f ms  S1xG16 %.4f ms\n",
                   (long long)s.B, (long long)s.L, (long long)s.D, t14, t28, t116);
     }
-    // S2xG8 with 1 or 2 step groups per compute iteration, registers free (MB 1) or capped so 8
-    // blocks fit per SM (MB 8).
-    const float a = time_scan<2, 8, 2, 0>(p, 20), b = time_scan<2, 8, 1, 0>(p, 20);
-    const float c = time_scan<2, 8, 2, 6>(p, 20), d = time_scan<2, 8, 2, 7>(p, 20), e = time_scan<2, 8, 2, 8>(p, 20);
-    std::printf("sweep B%lld L%lld D%lld N16 bf16 S2xG8 (unroll, min blocks): 2,- %.4f  1,- %.4f  2,6 %.4f  2,7 %.4f  "
-                "2,8 %.4f ms\n", (long long)s.B, (long long)s.L, (long long)s.D, a, b, c, d, e);
+    // S2xG8: 8 or 16 channels per block; registers free (MB 0) or capped so MB blocks fit per SM.
+    const float k8 = time_scan<2, 8, 8>(p, 20), k16 = time_scan<2, 8, 16>(p, 20);
+    const float k8m8 = time_scan<2, 8, 8, 1, 8>(p, 20), k16m4 = time_scan<2, 8, 16, 1, 4>(p, 20);
+    std::printf("sweep B%lld L%lld D%lld N16 bf16 S2xG8 (channels per block, min blocks): 8,- %.4f  16,- %.4f  "
+                "8,8 %.4f  16,4 %.4f ms\n", (long long)s.B, (long long)s.L, (long long)s.D, k8, k16, k8m8, k16m4);
   }
   return 0;
 }
@@ -450,10 +466,13 @@ static int run_kernel_times() {
     Conv1dParams p{};
     p.batch = B; p.seqlen = L; p.dim = D; p.width = W; p.x = x.p; p.weight = w.p; p.bias = bias.p;
     p.initial_state = nullptr; p.y = y.p; p.final_state = fin.p; p.silu = true;
-    for (int64_t want : {int64_t(135168), int64_t(270336), kConvWantThreads, int64_t(1081344), int64_t(1)}) {
-      const float ms = time_ms([&] { return launch_causal_conv1d<bf>(p, 0, want); });
-      std::printf("kernel causal_conv1d B4 L2048 D5120 W4 bf16 (want %lld threads): %.4f ms, %.0f GB/s (x + y)\n",
-                  (long long)want, ms, 2.0 * B * L * D * 2 / (ms * 1e-3) / 1e9);
+    auto report = [&](const char* what, int64_t want, float ms) {
+      std::printf("kernel causal_conv1d B4 L2048 D5120 W4 bf16 (%s, want %lld threads): %.4f ms, %.0f GB/s (x + y)\n",
+                  what, (long long)want, ms, 2.0 * B * L * D * 2 / (ms * 1e-3) / 1e9);
+    };
+    for (int64_t want : {int64_t(0), int64_t(135168), int64_t(540672)}) {  // 0: the default (270336)
+      report("3 stages", want, time_ms([&] { return launch_causal_conv1d<bf>(p, 0, want); }, 50));
+      report("2 stages", want, time_ms([&] { return launch_causal_conv1d<bf, 2, 0>(p, 0, want); }, 50));
     }
   }
   {  // selective_state_update B256 D5120 N16, in place

@@ -32,6 +32,29 @@ inline ffi::Error check_conv_width(int64_t width, const ffi::AnyBuffer& weight) 
 
 using Out = ffi::Result<ffi::AnyBuffer>;
 
+template <typename T>
+struct TypeTag {
+  using type = T;
+};
+
+// The loop every handler runs after check(): fn(a.params(i), TypeTag<T>{}) for each slice i of the
+// leading (vmap) dimensions, T the platform's type for the call's activation dtype (F32, BF16, F16);
+// stops at the first error fn returns.
+template <typename F32, typename BF16, typename F16, typename Args, typename Fn>
+ffi::Error for_each_slice(Args& a, Fn&& fn) {
+  for (int64_t i = 0; i < a.lead.count; ++i) {
+    const auto p = a.params(i);
+    ffi::Error e = ffi::Error::Success();
+    switch (a.dtype) {
+      case ffi::DataType::F32: e = fn(p, TypeTag<F32>{}); break;
+      case ffi::DataType::BF16: e = fn(p, TypeTag<BF16>{}); break;
+      default: e = fn(p, TypeTag<F16>{}); break;
+    }
+    if (e.failure()) return e;
+  }
+  return ffi::Error::Success();
+}
+
 struct SelectiveScanArgs {
   ffi::AnyBuffer u, delta, A, B, C, D, z, delta_bias, init;
   Out y, last_state;

@@ -20,19 +20,13 @@ ffi::Error Conv1dImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer wei
   const int64_t items = a.batch * cpu::num_row_chunks(a.seqlen);
   const int64_t item_work = std::max<int64_t>(1, std::min(cpu::kConvRows, a.seqlen) * a.dim * a.width);
   const int64_t min_items = std::max<int64_t>(1, ((1 << 17) + item_work - 1) / item_work);
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const Conv1dParams p = a.params(i);
+  return for_each_slice<float, bf16_t, f16_t>(a, [&](const Conv1dParams& p, auto tag) {
     const std::vector<float> wt = cpu::conv1d_transposed_weight(p);
-    auto run = [&](auto kernel) {
-      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, wt.data(), b, e); });
-    };
-    switch (a.dtype) {
-      case ffi::DataType::F32: run(cpu::causal_conv1d<float>); break;
-      case ffi::DataType::BF16: run(cpu::causal_conv1d<bf16_t>); break;
-      default: run(cpu::causal_conv1d<f16_t>); break;
-    }
-  }
-  return ffi::Error::Success();
+    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
+      cpu::causal_conv1d<typename decltype(tag)::type>(p, wt.data(), b, e);
+    });
+    return ffi::Error::Success();
+  });
 }
 
 ffi::Error Conv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer conv_state,
@@ -44,18 +38,12 @@ ffi::Error Conv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuff
 
   const int64_t items = a.batch * cpu::num_channel_blocks(a.dim);
   const int64_t min_items = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, cpu::kLanes * a.width));
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const Conv1dUpdateParams p = a.params(i);
-    auto run = [&](auto kernel) {
-      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, b, e); });
-    };
-    switch (a.dtype) {
-      case ffi::DataType::F32: run(cpu::causal_conv1d_update<float>); break;
-      case ffi::DataType::BF16: run(cpu::causal_conv1d_update<bf16_t>); break;
-      default: run(cpu::causal_conv1d_update<f16_t>); break;
-    }
-  }
-  return ffi::Error::Success();
+  return for_each_slice<float, bf16_t, f16_t>(a, [&](const Conv1dUpdateParams& p, auto tag) {
+    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
+      cpu::causal_conv1d_update<typename decltype(tag)::type>(p, b, e);
+    });
+    return ffi::Error::Success();
+  });
 }
 
 }  // namespace

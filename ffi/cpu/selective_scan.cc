@@ -10,11 +10,6 @@ using namespace mamba_jax::ffi_util;
 
 namespace {
 
-template <typename Params, typename Fn>
-void run_items(ffi::ThreadPool& pool, const Params& p, int64_t items, int64_t min_items, Fn kernel) {
-  cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, b, e); });
-}
-
 ffi::Error SelectiveScanImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::AnyBuffer delta,
                              ffi::AnyBuffer A, ffi::AnyBuffer Bm, ffi::AnyBuffer Cm, ffi::AnyBuffer Dskip,
                              ffi::AnyBuffer z, ffi::AnyBuffer delta_bias, ffi::AnyBuffer init,
@@ -31,18 +26,12 @@ ffi::Error SelectiveScanImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::AnyBuf
   const int64_t items = cpu::selective_scan_num_items(a.batch, a.dim, a.dstate, per_item);
   const int64_t item_work = per_item * cpu::kLanes * std::max<int64_t>(1, a.seqlen * a.dstate);
   const int64_t min_items = std::max<int64_t>(1, ((1 << 17) + item_work - 1) / item_work);
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const SelectiveScanParams p = a.params(i);
-    auto scan = [&](auto kernel) {
-      cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) { kernel(p, per_item, b, e); });
-    };
-    switch (a.dtype) {
-      case ffi::DataType::F32: scan(cpu::selective_scan<float>); break;
-      case ffi::DataType::BF16: scan(cpu::selective_scan<bf16_t>); break;
-      default: scan(cpu::selective_scan<f16_t>); break;
-    }
-  }
-  return ffi::Error::Success();
+  return for_each_slice<float, bf16_t, f16_t>(a, [&](const SelectiveScanParams& p, auto tag) {
+    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
+      cpu::selective_scan<typename decltype(tag)::type>(p, per_item, b, e);
+    });
+    return ffi::Error::Success();
+  });
 }
 
 ffi::Error StateUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer state, ffi::AnyBuffer x, ffi::AnyBuffer dt,
@@ -56,15 +45,12 @@ ffi::Error StateUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer state, ffi::AnyB
   const int64_t items = a.batch * cpu::num_channel_blocks(a.dim);
   // Items are (batch, block of kLanes channels); tasks of >= ~2^17 lane-updates (~50 us).
   const int64_t min_items = std::max<int64_t>(1, (1 << 17) / (cpu::kLanes * a.dstate));
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const StateUpdateParams p = a.params(i);
-    switch (a.dtype) {
-      case ffi::DataType::F32: run_items(pool, p, items, min_items, cpu::selective_state_update<float>); break;
-      case ffi::DataType::BF16: run_items(pool, p, items, min_items, cpu::selective_state_update<bf16_t>); break;
-      default: run_items(pool, p, items, min_items, cpu::selective_state_update<f16_t>); break;
-    }
-  }
-  return ffi::Error::Success();
+  return for_each_slice<float, bf16_t, f16_t>(a, [&](const StateUpdateParams& p, auto tag) {
+    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
+      cpu::selective_state_update<typename decltype(tag)::type>(p, b, e);
+    });
+    return ffi::Error::Success();
+  });
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 // initial_state) arrive as empty arrays; leading (vmap) dimensions are looped over.
 // Command-buffer compatible: only kernel launches on the given stream, no sync, no allocation.
 #include "mamba_jax/conv1d.cuh"
-#include "../common/mamba1_args.h"
+#include "handler_util.h"
 
 namespace ffi = xla::ffi;
 using namespace mamba_jax;
@@ -11,46 +11,22 @@ using namespace mamba_jax::ffi_util;
 
 namespace {
 
-ffi::Error launch_error(cudaError_t e, const char* op) {
-  return ffi::Error::Internal(std::string(op) + ": CUDA launch failed: " + cudaGetErrorString(e));
-}
-
 ffi::Error Conv1dImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer weight, ffi::AnyBuffer bias,
                       ffi::AnyBuffer init, ffi::Result<ffi::AnyBuffer> y,
                       ffi::Result<ffi::AnyBuffer> final_state, bool silu) {
   Conv1dArgs a{x, weight, bias, init, y, final_state, silu};
-  MJ_RETURN_IF_ERROR(a.check());
-  if (a.empty()) return ffi::Error::Success();
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const Conv1dParams p = a.params(i);
-    cudaError_t e;
-    switch (a.dtype) {
-      case ffi::DataType::F32: e = cuda::launch_causal_conv1d<float>(p, stream); break;
-      case ffi::DataType::BF16: e = cuda::launch_causal_conv1d<__nv_bfloat16>(p, stream); break;
-      default: e = cuda::launch_causal_conv1d<__half>(p, stream); break;
-    }
-    if (e != cudaSuccess) return launch_error(e, "causal_conv1d");
-  }
-  return ffi::Error::Success();
+  return launch_slices(a, "causal_conv1d", [&](const Conv1dParams& p, auto tag) {
+    return cuda::launch_causal_conv1d<typename decltype(tag)::type>(p, stream);
+  });
 }
 
 ffi::Error Conv1dUpdateImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer conv_state,
                             ffi::AnyBuffer weight, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y,
                             ffi::Result<ffi::AnyBuffer> new_state, bool silu) {
   Conv1dUpdateArgs a{x, conv_state, weight, bias, y, new_state, silu};
-  MJ_RETURN_IF_ERROR(a.check());
-  if (a.empty()) return ffi::Error::Success();
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const Conv1dUpdateParams p = a.params(i);
-    cudaError_t e;
-    switch (a.dtype) {
-      case ffi::DataType::F32: e = cuda::launch_causal_conv1d_update<float>(p, stream); break;
-      case ffi::DataType::BF16: e = cuda::launch_causal_conv1d_update<__nv_bfloat16>(p, stream); break;
-      default: e = cuda::launch_causal_conv1d_update<__half>(p, stream); break;
-    }
-    if (e != cudaSuccess) return launch_error(e, "causal_conv1d_update");
-  }
-  return ffi::Error::Success();
+  return launch_slices(a, "causal_conv1d_update", [&](const Conv1dUpdateParams& p, auto tag) {
+    return cuda::launch_causal_conv1d_update<typename decltype(tag)::type>(p, stream);
+  });
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 // delta_bias, initial_state) arrive as empty arrays; leading (vmap) dimensions are looped over.
 // Command-buffer compatible: only kernel launches on the given stream, no sync, no allocation.
 #include "mamba_jax/selective_scan.cuh"
-#include "../common/mamba1_args.h"
+#include "handler_util.h"
 
 namespace ffi = xla::ffi;
 using namespace mamba_jax;
@@ -20,28 +20,14 @@ extern template cudaError_t launch_selective_scan<__half>(const SelectiveScanPar
 
 namespace {
 
-ffi::Error launch_error(cudaError_t e, const char* op) {
-  return ffi::Error::Internal(std::string(op) + ": CUDA launch failed: " + cudaGetErrorString(e));
-}
-
 ffi::Error SelectiveScanImpl(cudaStream_t stream, ffi::AnyBuffer u, ffi::AnyBuffer delta, ffi::AnyBuffer A,
                              ffi::AnyBuffer Bm, ffi::AnyBuffer Cm, ffi::AnyBuffer Dskip, ffi::AnyBuffer z,
                              ffi::AnyBuffer delta_bias, ffi::AnyBuffer init, ffi::Result<ffi::AnyBuffer> y,
                              ffi::Result<ffi::AnyBuffer> last_state, bool delta_softplus) {
   SelectiveScanArgs a{u, delta, A, Bm, Cm, Dskip, z, delta_bias, init, y, last_state, delta_softplus};
-  MJ_RETURN_IF_ERROR(a.check());
-  if (a.empty()) return ffi::Error::Success();
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const SelectiveScanParams p = a.params(i);
-    cudaError_t e;
-    switch (a.dtype) {
-      case ffi::DataType::F32: e = cuda::launch_selective_scan<float>(p, stream); break;
-      case ffi::DataType::BF16: e = cuda::launch_selective_scan<__nv_bfloat16>(p, stream); break;
-      default: e = cuda::launch_selective_scan<__half>(p, stream); break;
-    }
-    if (e != cudaSuccess) return launch_error(e, "selective_scan");
-  }
-  return ffi::Error::Success();
+  return launch_slices(a, "selective_scan", [&](const SelectiveScanParams& p, auto tag) {
+    return cuda::launch_selective_scan<typename decltype(tag)::type>(p, stream);
+  });
 }
 
 ffi::Error StateUpdateImpl(cudaStream_t stream, ffi::AnyBuffer state, ffi::AnyBuffer x, ffi::AnyBuffer dt,
@@ -49,19 +35,9 @@ ffi::Error StateUpdateImpl(cudaStream_t stream, ffi::AnyBuffer state, ffi::AnyBu
                            ffi::AnyBuffer z, ffi::AnyBuffer dt_bias, ffi::Result<ffi::AnyBuffer> y,
                            ffi::Result<ffi::AnyBuffer> new_state, bool dt_softplus) {
   StateUpdateArgs a{state, x, dt, A, Bm, Cm, Dskip, z, dt_bias, y, new_state, dt_softplus};
-  MJ_RETURN_IF_ERROR(a.check());
-  if (a.empty()) return ffi::Error::Success();
-  for (int64_t i = 0; i < a.lead.count; ++i) {
-    const StateUpdateParams p = a.params(i);
-    cudaError_t e;
-    switch (a.dtype) {
-      case ffi::DataType::F32: e = cuda::launch_selective_state_update<float>(p, stream); break;
-      case ffi::DataType::BF16: e = cuda::launch_selective_state_update<__nv_bfloat16>(p, stream); break;
-      default: e = cuda::launch_selective_state_update<__half>(p, stream); break;
-    }
-    if (e != cudaSuccess) return launch_error(e, "selective_state_update");
-  }
-  return ffi::Error::Success();
+  return launch_slices(a, "selective_state_update", [&](const StateUpdateParams& p, auto tag) {
+    return cuda::launch_selective_state_update<typename decltype(tag)::type>(p, stream);
+  });
 }
 
 }  // namespace

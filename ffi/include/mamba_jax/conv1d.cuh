@@ -25,6 +25,16 @@ constexpr int64_t kConvWantThreads = 132 * 2048 * 2;
 // per span (plus W - 1 halo rows at the span start), and loads the next R rows while computing the
 // current R. The block's weights and bias are staged once through shared memory ([W][channels]),
 // so each thread reads its VEC x W taps as conflict-free vector loads.
+// Input at step tt < 0 (before the sequence): the initial state ([channel][W - 1], oldest first), or
+// zero without one. Shared by both kernels' window set-up.
+template <typename T, int VEC>
+MJ_DEVICE Vec<T, VEC> conv_input_before_start(const T* init, int64_t tt, int S) {
+  Vec<T, VEC> r;
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) r.v[v] = init != nullptr ? init[v * S + (S + tt)] : from_f32<T>(0.0f);
+  return r;
+}
+
 template <typename T, int W, int VEC>
 __global__ void __launch_bounds__(kConvThreads)
 causal_conv1d_kernel(const Conv1dParams p, int64_t span) {
@@ -51,11 +61,12 @@ causal_conv1d_kernel(const Conv1dParams p, int64_t span) {
   }
 
   auto row = [&](const T* x, const T* init, int64_t tt) -> V {
-    // Input at step tt: x, the initial state before step 0, else zero.
+    // Input at step tt: x, the initial state before step 0, zero after the end.
     if (tt >= 0 && tt < L) return load_vec<T, VEC>(x + tt * D);
+    if (tt < 0) return conv_input_before_start<T, VEC>(init, tt, S);
     V r;
 #pragma unroll
-    for (int v = 0; v < VEC; ++v) r.v[v] = (tt < 0 && init != nullptr) ? init[v * S + (S + tt)] : from_f32<T>(0.0f);
+    for (int v = 0; v < VEC; ++v) r.v[v] = from_f32<T>(0.0f);
     return r;
   };
 
@@ -121,25 +132,34 @@ causal_conv1d_kernel(const Conv1dParams p, int64_t span) {
 }
 
 // The vector path (dim a multiple of 16 / sizeof(T), 16-byte aligned rows): the same span
-// decomposition, but x rows travel global -> shared memory by cp.async, kConvStages groups of
-// kConvStageRows rows ahead of the rows being computed, so a thread keeps up to 3 x 8 x 16 bytes in
+// decomposition, but x rows travel global -> shared memory by cp.async, NST groups of
+// kConvStageRows rows ahead of the rows being computed, so a thread keeps up to NST x 8 x 16 bytes in
 // flight without holding them in registers. Each thread reads back only the 16-byte column it
 // copied, so no barrier is needed after the weights are in registers; the weight staging area is
-// reused for the x stages. The last W - 1 inputs stay in registers as float (exact for every T).
+// reused for the x stages. The W - 1 rows before the span (its halo) travel by cp.async too, with
+// the first group, into the last slot (v4 loaded them synchronously: latency at every span start
+// that short spans could not hide); the last slot's own group is issued once they are in registers.
+// The last W - 1 inputs stay in registers as float (exact for every T).
+// MINB > 0 asks ptxas for MINB resident blocks per SM (a register cap).
+// Measured on the H200 (B4 L2048 D5120 W4 bf16, kernel alone): threads wanted 67K / 135K / 270K / 540K
+// = 0.080 / 0.074 / 0.067 / 0.069 ms with 3 stages; 2 stages 0.071-0.082; 2 stages capped at 5
+// blocks/SM 0.071-0.079. So 3 stages and ~270K threads.
 constexpr int kConvStageRows = 8;
 constexpr int kConvStages = 3;
-constexpr int64_t kConvVecWantThreads = 132 * 512 * 2;
+constexpr int64_t kConvVecWantThreads = 132 * 1024 * 2;
 
-template <typename T, int W>
-__global__ void __launch_bounds__(kConvThreads)
+template <typename T, int W, int NST, int MINB>
+__global__ void __launch_bounds__(kConvThreads, MINB)
 causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
-  constexpr int VEC = 16 / sizeof(T), S = W - 1, R = kConvStageRows, NST = kConvStages;
+  constexpr int VEC = 16 / sizeof(T), S = W - 1, R = kConvStageRows;
   constexpr int CH = kConvThreads * VEC;
   constexpr size_t kStageBytes = size_t(NST) * R * kConvThreads * 16;
   constexpr size_t kWeightBytes = size_t(W + 1) * CH * sizeof(float);
-  static_assert(kWeightBytes <= kStageBytes, "the weights fit in the stage area");
+  constexpr size_t kSmemBytes = kStageBytes > kWeightBytes ? kStageBytes : kWeightBytes;
+  static_assert(S <= R, "the halo fits in one slot");
+  static_assert(NST >= 2, "the halo shares the last slot with a later group");
   using V = Vec<T, VEC>;
-  __shared__ __align__(16) unsigned char smem[kStageBytes];
+  __shared__ __align__(16) unsigned char smem[kSmemBytes];
   float* s_w = reinterpret_cast<float*>(smem);  // [W][CH], then the bias [CH]
   float* s_b = s_w + W * CH;
   const int64_t D = p.dim, L = p.seqlen;
@@ -160,6 +180,7 @@ causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
   if (lc >= nc) return;
   const int64_t d0 = c_begin + lc;
   V* stage = reinterpret_cast<V*>(smem) + threadIdx.x;  // (slot, row) at stage[(slot * R + row) * threads]
+  V* halo = stage + (NST - 1) * R * kConvThreads;       // the last slot, rows 0 .. S - 1
 
   for (int64_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
     const T* x = static_cast<const T*>(p.x) + b * L * D + d0;
@@ -179,23 +200,25 @@ causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
         }
         cp_async_commit();  // one group per call, empty or not, so the group count stays k + 1
       };
+      // Halo rows at steps >= 0 join group 0; those before the sequence come from the initial state.
 #pragma unroll
-      for (int k = 0; k < NST; ++k) issue(k);
+      for (int k = 0; k < S; ++k) {
+        const int64_t tt = t_begin - S + k;
+        if (tt >= 0) cp_async16(halo + k * kConvThreads, x + tt * D);
+      }
+#pragma unroll
+      for (int k = 0; k < NST - 1; ++k) issue(k);
+      cp_async_wait_group<NST - 2>();  // group 0 (with the halo) has landed
       // hist[k] = input at step t - S + k for the next output step t (float: exact for every T).
       float hist[S > 0 ? S : 1][VEC];
 #pragma unroll
       for (int k = 0; k < S; ++k) {
         const int64_t tt = t_begin - S + k;
-        V r;
-        if (tt >= 0) {
-          r = load_vec<T, VEC>(x + tt * D);
-        } else {
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) r.v[v] = init != nullptr ? init[v * S + (S + tt)] : from_f32<T>(0.0f);
-        }
+        const V r = tt >= 0 ? halo[k * kConvThreads] : conv_input_before_start<T, VEC>(init, tt, S);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) hist[k][v] = to_f32(r.v[v]);
       }
+      issue(NST - 1);  // the last slot is free again (this thread's halo column is in registers)
       for (int64_t k = 0; k < nsub; ++k) {
         cp_async_wait_group<NST - 1>();  // group k has landed
         const V* st = stage + (k % NST) * R * kConvThreads;
@@ -244,15 +267,16 @@ causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
   }
 }
 
-template <typename T, int W>
+// NST, MINB: the vector kernel's stages and min blocks per SM (the checker times other choices).
+template <typename T, int W, int NST, int MINB>
 cudaError_t launch_conv_width(const Conv1dParams& p, cudaStream_t stream, int64_t want_threads) {
   constexpr int EV = 16 / sizeof(T);
   const bool vec = p.dim % EV == 0 && aligned16_host(p.x) && aligned16_host(p.y);
   const int vecw = vec ? EV : 1;
   const int64_t nvec = p.dim / vecw;
   const int64_t R = vec ? kConvStageRows : kConvRows;
-  if (vec && want_threads == kConvWantThreads) want_threads = kConvVecWantThreads;
-  // Span length: a multiple of R, long enough that batch x vectors x spans ~ kConvWantThreads and
+  if (want_threads <= 0) want_threads = vec ? kConvVecWantThreads : kConvWantThreads;
+  // Span length: a multiple of R, long enough that batch x vectors x spans ~ want_threads and
   // that the span count fits gridDim.y.
   const int64_t units = p.seqlen > 0 ? (p.seqlen + R - 1) / R : 1;
   const int64_t lanes = p.batch * nvec;
@@ -269,25 +293,25 @@ cudaError_t launch_conv_width(const Conv1dParams& p, cudaStream_t stream, int64_
   const dim3 grid(static_cast<unsigned>((p.dim + ch_per_block - 1) / ch_per_block), static_cast<unsigned>(nspans),
                   static_cast<unsigned>(p.batch < 65535 ? p.batch : 65535));
   if (vec)
-    causal_conv1d_vec_kernel<T, W><<<grid, kConvThreads, 0, stream>>>(p, span);
+    causal_conv1d_vec_kernel<T, W, NST, MINB><<<grid, kConvThreads, 0, stream>>>(p, span);
   else
     causal_conv1d_kernel<T, W, 1><<<grid, kConvThreads, 0, stream>>>(p, span);
   return cudaGetLastError();
 }
 
-// want_threads: how many threads the span length aims for (tests pass small values to force long spans).
-template <typename T>
-cudaError_t launch_causal_conv1d(const Conv1dParams& p, cudaStream_t stream,
-                                 int64_t want_threads = kConvWantThreads) {
+// want_threads: how many threads the span length aims for, 0 = the path's default (tests pass small
+// values to force long spans).
+template <typename T, int NST = kConvStages, int MINB = 0>
+cudaError_t launch_causal_conv1d(const Conv1dParams& p, cudaStream_t stream, int64_t want_threads = 0) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   switch (p.width) {
-    case 2: return launch_conv_width<T, 2>(p, stream, want_threads);
-    case 3: return launch_conv_width<T, 3>(p, stream, want_threads);
-    case 4: return launch_conv_width<T, 4>(p, stream, want_threads);
-    case 5: return launch_conv_width<T, 5>(p, stream, want_threads);
-    case 6: return launch_conv_width<T, 6>(p, stream, want_threads);
-    case 7: return launch_conv_width<T, 7>(p, stream, want_threads);
-    case 8: return launch_conv_width<T, 8>(p, stream, want_threads);
+    case 2: return launch_conv_width<T, 2, NST, MINB>(p, stream, want_threads);
+    case 3: return launch_conv_width<T, 3, NST, MINB>(p, stream, want_threads);
+    case 4: return launch_conv_width<T, 4, NST, MINB>(p, stream, want_threads);
+    case 5: return launch_conv_width<T, 5, NST, MINB>(p, stream, want_threads);
+    case 6: return launch_conv_width<T, 6, NST, MINB>(p, stream, want_threads);
+    case 7: return launch_conv_width<T, 7, NST, MINB>(p, stream, want_threads);
+    case 8: return launch_conv_width<T, 8, NST, MINB>(p, stream, want_threads);
     default: return cudaErrorInvalidValue;
   }
 }

@@ -109,6 +109,13 @@ MJ_DEVICE void store_vec(T* dst, const Vec<T, VEC>& r) {
 
 inline bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
+// An attribute of the current device (host calls only: no stream work, so fine in a command buffer).
+inline cudaError_t current_device_attribute(cudaDeviceAttr attr, int* value) {
+  int dev = 0;
+  cudaError_t e = cudaGetDevice(&dev);
+  return e == cudaSuccess ? cudaDeviceGetAttribute(value, attr, dev) : e;
+}
+
 // ---- cp.async (sm_80+): global -> shared copies that complete in the background ------------------
 MJ_DEVICE void cp_async16(void* smem, const void* gmem) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

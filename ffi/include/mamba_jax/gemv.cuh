@@ -143,16 +143,14 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const LinearParams p
   gemv_body<T, MT, 1>(p, blockIdx.x, 0);
 }
 
+// major: the device's compute capability major version.
 template <typename T, int MT>
-cudaError_t launch_gemv_m(const LinearParams& p, cudaStream_t stream) {
+cudaError_t launch_gemv_m(const LinearParams& p, cudaStream_t stream, int major) {
   constexpr int TN = kGemvColVecs * (16 / sizeof(T));
   const int64_t tiles = (p.n + TN - 1) / TN;
   // Blocks wanted: ~2 per SM of an H100/H200 (132 SMs); each K slice keeps >= 64 rows.
   // Clusters need compute capability 9.0 (Hopper); below that every block takes all of K.
-  int dev = 0, major = 0;
-  cudaError_t e = cudaGetDevice(&dev);
-  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-  if (e != cudaSuccess) return e;
+  cudaError_t e = cudaSuccess;
   int cl = 1;
   while (major >= 9 && cl < 8 && tiles * cl < 264 && p.k / (2 * cl) >= 64) cl *= 2;
   const unsigned blocks = static_cast<unsigned>(tiles * cl);
@@ -171,16 +169,19 @@ cudaError_t launch_gemv_m(const LinearParams& p, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_gemv(const LinearParams& p, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0) return cudaSuccess;
+  int major = 0;
+  const cudaError_t ce = current_device_attribute(cudaDevAttrComputeCapabilityMajor, &major);
+  if (ce != cudaSuccess) return ce;
   for (int64_t m0 = 0; m0 < p.m; m0 += kGemvMaxM) {
     LinearParams q = p;
     q.m = p.m - m0 < kGemvMaxM ? p.m - m0 : kGemvMaxM;
     q.x = static_cast<const T*>(p.x) + m0 * p.k;
     q.y = static_cast<T*>(p.y) + m0 * p.n;
     cudaError_t e;
-    if (q.m == 1) e = launch_gemv_m<T, 1>(q, stream);
-    else if (q.m == 2) e = launch_gemv_m<T, 2>(q, stream);
-    else if (q.m <= 4) e = launch_gemv_m<T, 4>(q, stream);
-    else e = launch_gemv_m<T, 8>(q, stream);
+    if (q.m == 1) e = launch_gemv_m<T, 1>(q, stream, major);
+    else if (q.m == 2) e = launch_gemv_m<T, 2>(q, stream, major);
+    else if (q.m <= 4) e = launch_gemv_m<T, 4>(q, stream, major);
+    else e = launch_gemv_m<T, 8>(q, stream, major);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;

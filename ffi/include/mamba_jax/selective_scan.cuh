@@ -6,7 +6,7 @@
 // exp (MUFU.EX2, 16 per SM per clock) and four float ops. The kernel spreads the N states of one
 // channel over G lanes of a warp (S = N/G states per lane, in registers), so that B x D x N lanes
 // fill the chip without splitting the sequence, and keeps every exponential computed once.
-// A block owns 8 consecutive channels of one batch row (16 bytes of a bf16 row) and walks the
+// A block owns K = 16 consecutive channels of one batch row (two 16-byte bf16 vectors) and walks the
 // sequence in chunks of TC steps staged through shared memory:
 //   1. cp.async brings chunk k+1 (u, delta, z rows and the group's B, C rows) into the other stage
 //      while chunk k is processed;
@@ -33,14 +33,14 @@ struct ScanLaunch {
   int64_t d_begin, d_end, per_group;
   int64_t channel_blocks;  // ceil((d_end - d_begin) / kChannels)
   bool vec_act;            // u/delta/z/y rows of a block are 16-byte aligned vectors
-  bool vec_bc;             // B/C rows are 16-byte aligned vectors
+  bool vec_bc;             // B/C rows are 16-byte aligned vectors and dstate is the padded size
 };
 
-// S states per lane, G lanes per channel (S * G = padded dstate).
-template <int S, int G>
+// S states per lane, G lanes per channel (S * G = padded dstate), K channels per block.
+template <int S, int G, int K>
 struct ScanCfg {
-  static constexpr int kChannels = 8;
-  static constexpr int kThreads = kChannels * G;
+  static constexpr int kChannels = K;
+  static constexpr int kThreads = K * G;
   static constexpr int kNpad = S * G;
   static constexpr int kChunkWanted = 1024 / kNpad;  // keep the B/C stages ~24 KB at most
   static constexpr int kChunk = kChunkWanted > 64 ? 64 : (kChunkWanted < G ? G : kChunkWanted);
@@ -72,6 +72,32 @@ MJ_DEVICE void load_lane_floats(const float* src, float (&dst)[S]) {
   }
 }
 
+// M consecutive floats to shared memory, in the widest aligned accesses (dst aligned to 4 * M bytes
+// when M is 2 or a multiple of 4).
+template <int M>
+MJ_DEVICE void store_floats(float* dst, const float* v) {
+  if constexpr (M % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < M; i += 4) *reinterpret_cast<float4*>(dst + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+  } else if constexpr (M == 2) {
+    *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < M; ++i) dst[i] = v[i];
+  }
+}
+
+// f(v) for v = tid, tid + NT, ... below COUNT: a fixed trip count (unrolled, constant index math)
+// instead of a loop bounded at run time.
+template <int COUNT, int NT, typename F>
+MJ_DEVICE void for_strided(int tid, F&& f) {
+#pragma unroll
+  for (int it = 0; it < (COUNT + NT - 1) / NT; ++it) {
+    const int v = tid + it * NT;
+    if (COUNT % NT == 0 || v < COUNT) f(v);
+  }
+}
+
 // v[k] holds this lane's partial sum for step k (k < G). Afterwards v[0] holds the sum over the G
 // lanes of the group for step j (this lane's index in the group). G - 1 shuffles per lane.
 template <int G>
@@ -89,23 +115,30 @@ MJ_DEVICE void transpose_reduce(float (&v)[G], int j) {
 }
 
 // UNR: step groups per iteration of the compute loop (2 lets one group's butterfly overlap the next
-// group's scan; measured on the H200 1-3% slower than 1 at the four benchmark shapes, so 1 is the default). The body is shared by two kernels that differ only in what they tell the register
+// group's scan; measured on the H200 1-3% slower than 1 at the four benchmark shapes, so 1 is the
+// default). The body is shared by two kernels that differ only in what they tell the register
 // allocator (see launch_scan_cfg's MB).
-template <typename T, int S, int G, int UNR>
+//
+// Shared memory: the float32 B and C of a step are interleaved per lane, s_BC[t][j] = {B[j*S ..
+// j*S+S-1], C[j*S .. j*S+S-1]}, so that a lane reads both with one access (one 16-byte load at S = 2).
+// The staging of a chunk (cp.async of the raw rows, then their conversion to float32) has fixed trip
+// counts where B/C rows are whole vectors of the padded dstate: v4 computed its B/C row indices with
+// run-time divisions, and everything outside the recurrence cost ~9 of the ~24 instructions per
+// state-step measured by Nsight Compute.
+template <typename T, int S, int G, int K, int UNR>
 MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunch& ln) {
-  using Cfg = ScanCfg<S, G>;
-  constexpr int K = Cfg::kChannels, NP = Cfg::kNpad, TC = Cfg::kChunk, NT = Cfg::kThreads;
+  using Cfg = ScanCfg<S, G, K>;
+  constexpr int NP = Cfg::kNpad, TC = Cfg::kChunk, NT = Cfg::kThreads;
   constexpr int EV = 16 / sizeof(T);  // elements per 16-byte vector
   constexpr int VPR = K / EV;         // 16-byte vectors per block row of an activation
   static_assert(K % EV == 0, "a block row is whole vectors");
 
   extern __shared__ __align__(16) unsigned char smem[];
-  float2* s_dtdu = reinterpret_cast<float2*>(smem);        // [TC][K]   (dt, dt * u)
-  float* s_B = reinterpret_cast<float*>(s_dtdu + TC * K);  // [TC][NP]
-  float* s_C = s_B + TC * NP;                              // [TC][NP]
-  T* raw_act = reinterpret_cast<T*>(s_C + TC * NP);        // [2 stages][u, delta, z][TC][K]
-  T* raw_bc = raw_act + 2 * 3 * TC * K;                    // [2 stages][B, C][TC][NP]
-  T* s_y = raw_bc + 2 * 2 * TC * NP;                       // [TC][K]
+  float2* s_dtdu = reinterpret_cast<float2*>(smem);         // [TC][K]   (dt, dt * u)
+  float* s_BC = reinterpret_cast<float*>(s_dtdu + TC * K);  // [TC][G][2S]  (B, C per lane)
+  T* raw_act = reinterpret_cast<T*>(s_BC + 2 * TC * NP);    // [2 stages][u, delta, z][TC][K]
+  T* raw_bc = raw_act + 2 * 3 * TC * K;                     // [2 stages][B, C][TC][NP]
+  T* s_y = raw_bc + 2 * 2 * TC * NP;                        // [TC][K]
 
   const int tid = threadIdx.x;
   const int c = tid / G, j = tid % G;
@@ -144,6 +177,8 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
   const int64_t nchunks = (L + TC - 1) / TC;
 
   auto rows_of = [&](int64_t k) -> int { return static_cast<int>(L - k * TC < TC ? L - k * TC : TC); };
+  // Float index in s_BC of state n of B (q = 0) or C (q = 1) at chunk step t.
+  auto bc_index = [](int t, int q, int n) { return (t * G + n / S) * (2 * S) + q * S + n % S; };
 
   auto load_chunk = [&](int64_t k, int st) {
     const int64_t t0 = k * TC;
@@ -151,12 +186,12 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     T* ra = raw_act + st * 3 * TC * K;
     T* rb = raw_bc + st * 2 * TC * NP;
     if (ln.vec_act) {
-      for (int v = tid; v < 3 * TC * VPR; v += NT) {
+      for_strided<3 * TC * VPR, NT>(tid, [&](int v) {
         const int q = v / (TC * VPR), r = v % (TC * VPR), t = r / VPR, part = r % VPR;
         const T* base = q == 0 ? u_g : (q == 1 ? dl_g : z_g);
         if (base != nullptr && t < rows)
           cp_async16(ra + (q * TC + t) * K + part * EV, base + (t0 + t) * D + part * EV);
-      }
+      });
     } else {
       for (int v = tid; v < 3 * TC * K; v += NT) {
         const int q = v / (TC * K), r = v % (TC * K), t = r / K, cc = r % K;
@@ -165,19 +200,22 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
             (base != nullptr && t < rows && cc < nch) ? base[(t0 + t) * D + cc] : from_f32<T>(0.0f);
       }
     }
-    if (ln.vec_bc) {
-      const int vpr = static_cast<int>(N / EV);
-      const int per_q = rows * vpr;
-      for (int v = tid; v < 2 * per_q; v += NT) {
-        const int q = v / per_q, r = v % per_q, t = r / vpr, part = r % vpr;
-        cp_async16(rb + (q * TC + t) * NP + part * EV, (q == 0 ? B_g : C_g) + (t0 + t) * p.bc_seq_stride + part * EV);
+    if constexpr (NP % EV == 0) {
+      if (ln.vec_bc) {  // dstate == NP: rows of NP / EV whole vectors, fixed trip count
+        constexpr int VB = NP / EV;
+        for_strided<2 * TC * VB, NT>(tid, [&](int v) {
+          const int q = v / (TC * VB), r = v % (TC * VB), t = r / VB, part = r % VB;
+          if (t < rows)
+            cp_async16(rb + (q * TC + t) * NP + part * EV, (q == 0 ? B_g : C_g) + (t0 + t) * p.bc_seq_stride + part * EV);
+        });
+        cp_async_commit();
+        return;
       }
-    } else {
-      for (int v = tid; v < 2 * TC * NP; v += NT) {
-        const int q = v / (TC * NP), r = v % (TC * NP), t = r / NP, n = r % NP;
-        rb[(q * TC + t) * NP + n] = (t < rows && n < N) ? (q == 0 ? B_g : C_g)[(t0 + t) * p.bc_seq_stride + n]
-                                                        : from_f32<T>(0.0f);
-      }
+    }
+    for (int v = tid; v < 2 * TC * NP; v += NT) {
+      const int q = v / (TC * NP), r = v % (TC * NP), t = r / NP, n = r % NP;
+      rb[(q * TC + t) * NP + n] = (t < rows && n < N) ? (q == 0 ? B_g : C_g)[(t0 + t) * p.bc_seq_stride + n]
+                                                      : from_f32<T>(0.0f);
     }
     cp_async_commit();
   };
@@ -188,21 +226,40 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     const int rows = rows_of(k);
     const T* ra = raw_act + st * 3 * TC * K;
     const T* rb = raw_bc + st * 2 * TC * NP;
-    for (int i = tid; i < TC * K; i += NT) {
-      const int t = i / K;
+    // Thread tid: channel pc, steps tid / K + G * it (NT = K * G). Unrolled only 2x: fully unrolled,
+    // ptxas hoisted every load and softplus of the chunk and the kernel took 232 registers.
+#pragma unroll 2
+    for (int it = 0; it < TC / G; ++it) {
+      const int t = tid / K + it * G;
       float2 v = make_float2(0.0f, 0.0f);
       if (t < rows && pc_ok) {
         float dt = to_f32(ra[(TC + t) * K + pc]) + pbias;
         if (p.delta_softplus) dt = softplus(dt);
         v = make_float2(dt, dt * to_f32(ra[t * K + pc]));
       }
-      s_dtdu[i] = v;
+      s_dtdu[t * K + pc] = v;
     }
-    for (int i = tid; i < TC * NP; i += NT) {
-      const int t = i / NP, n = i % NP;
-      const bool ok = t < rows && n < N;
-      s_B[i] = ok ? to_f32(rb[i]) : 0.0f;
-      s_C[i] = ok ? to_f32(rb[TC * NP + i]) : 0.0f;
+    // B/C: EV raw values (one 16-byte vector) per iteration, written as runs of M = min(S, EV)
+    // consecutive floats. Raw values of padding states are zero (see load_chunk) or unused (vec_bc:
+    // dstate == NP), and rows past the end are written as zeros.
+    constexpr int M = S < EV ? S : EV;
+    constexpr int VB2 = NP / EV > 0 ? NP / EV : 1;
+    if constexpr (NP % EV == 0) {
+      for_strided<2 * TC * VB2, NT>(tid, [&](int v) {
+        const int q = v / (TC * VB2), r = v % (TC * VB2), t = r / VB2, n0 = (r % VB2) * EV;
+        const Vec<T, EV> raw = load_vec<T, EV>(rb + (q * TC + t) * NP + n0);
+        const bool ok = t < rows;
+        float f[EV];
+#pragma unroll
+        for (int e = 0; e < EV; ++e) f[e] = ok ? to_f32(raw.v[e]) : 0.0f;
+#pragma unroll
+        for (int e = 0; e < EV; e += M) store_floats<M>(s_BC + bc_index(t, q, n0 + e), f + e);
+      });
+    } else {
+      for (int i = tid; i < 2 * TC * NP; i += NT) {
+        const int q = i / (TC * NP), r = i % (TC * NP), t = r / NP, n = r % NP;
+        s_BC[bc_index(t, q, n)] = t < rows ? to_f32(rb[i]) : 0.0f;
+      }
     }
   };
 
@@ -210,12 +267,12 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     const int64_t t0 = k * TC;
     const int rows = rows_of(k);
     if (ln.vec_act) {
-      for (int v = tid; v < TC * VPR; v += NT) {
+      for_strided<TC * VPR, NT>(tid, [&](int v) {
         const int t = v / VPR, part = v % VPR;
         if (t < rows)
           *reinterpret_cast<int4*>(y_g + (t0 + t) * D + part * EV) =
               *reinterpret_cast<const int4*>(s_y + t * K + part * EV);
-      }
+      });
     } else {
       for (int v = tid; v < TC * K; v += NT) {
         const int t = v / K, cc = v % K;
@@ -226,7 +283,6 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
 
   auto compute = [&](int st) {
     const T* ra = raw_act + st * 3 * TC * K;
-    // Two step groups per iteration (small S) let one group's butterfly overlap the next one's scan.
 #pragma unroll UNR
     for (int tb = 0; tb < TC; tb += G) {
       float part[G];
@@ -234,15 +290,14 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
       for (int kk = 0; kk < G; ++kk) {
         const int t = tb + kk;
         const float2 dd = s_dtdu[t * K + c];
-        float bv[S], cv[S];
-        load_lane_floats<S>(s_B + t * NP + j * S, bv);
-        load_lane_floats<S>(s_C + t * NP + j * S, cv);
+        float bc[2 * S];
+        load_lane_floats<2 * S>(s_BC + (t * G + j) * (2 * S), bc);
         float acc = 0.0f;
 #pragma unroll
         for (int s = 0; s < S; ++s) {
           const float dA = exp2_decay(dd.x * A2[s]);
-          h[s] = fmaf(dA, h[s], dd.y * bv[s]);
-          acc = fmaf(h[s], cv[s], acc);
+          h[s] = fmaf(dA, h[s], dd.y * bc[s]);
+          acc = fmaf(h[s], bc[S + s], acc);
         }
         part[kk] = acc;
       }
@@ -275,50 +330,50 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
   }
 }
 
-template <typename T, int S, int G, int UNR>
-__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads)
+template <typename T, int S, int G, int K, int UNR>
+__global__ void __launch_bounds__(ScanCfg<S, G, K>::kThreads)
 selective_scan_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
-  selective_scan_body<T, S, G, UNR>(p, ln);
+  selective_scan_body<T, S, G, K, UNR>(p, ln);
 }
 
-template <typename T, int S, int G, int UNR, int MB>
-__global__ void __launch_bounds__(ScanCfg<S, G>::kThreads, MB)
+template <typename T, int S, int G, int K, int UNR, int MB>
+__global__ void __launch_bounds__(ScanCfg<S, G, K>::kThreads, MB)
 selective_scan_kernel_mb(const SelectiveScanParams p, const ScanLaunch ln) {
-  selective_scan_body<T, S, G, UNR>(p, ln);
+  selective_scan_body<T, S, G, K, UNR>(p, ln);
 }
 
 // MB: 0 = only the block size is declared (measured on the H200: ptxas then gives the S2xG8 kernel 168
 // registers, 6 blocks/SM; declaring "at least 1 block" instead lets it take 204, 5 blocks/SM, and was
 // 1.6x slower at B1 D5120); MB > 0 asks for MB resident blocks per SM (registers capped, may spill).
-template <typename T, int S, int G, int UNR = 1, int MB = 0>
+template <typename T, int S, int G, int K = 16, int UNR = 1, int MB = 0>
 cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
-  using Cfg = ScanCfg<S, G>;
-  constexpr int K = Cfg::kChannels;
+  using Cfg = ScanCfg<S, G, K>;
   constexpr int EV = 16 / sizeof(T);
   const size_t smem = Cfg::template smem_bytes<T>();
   auto kernel = [] {
-    if constexpr (MB == 0) return selective_scan_kernel<T, S, G, UNR>;
-    else return selective_scan_kernel_mb<T, S, G, UNR, MB>;
+    if constexpr (MB == 0) return selective_scan_kernel<T, S, G, K, UNR>;
+    else return selective_scan_kernel_mb<T, S, G, K, UNR, MB>;
   }();
   if (smem > 48 * 1024) {
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
   }
   const int64_t per_group = p.dim / p.ngroups;
-  // One launch when every block of 8 channels sits inside one group (always for ngroups == 1),
+  // One launch when every block of K channels sits inside one group (always for ngroups == 1),
   // otherwise one launch per group.
   const bool one_launch = p.ngroups == 1 || per_group % K == 0;
   const int64_t launches = one_launch ? 1 : p.ngroups;
   auto al = [](const void* q) { return q == nullptr || (reinterpret_cast<uintptr_t>(q) & 15u) == 0; };
   const bool ptrs_act = al(p.u) && al(p.delta) && al(p.z) && al(p.y);
-  const bool vec_bc = p.dstate % EV == 0 && al(p.Bm) && al(p.Cm);
+  constexpr bool kWholeVectors = Cfg::kNpad % EV == 0;  // else B/C rows always go the scalar way
+  const bool vec_bc = kWholeVectors && p.dstate == Cfg::kNpad && al(p.Bm) && al(p.Cm);
   for (int64_t g = 0; g < launches; ++g) {
     ScanLaunch ln;
     ln.d_begin = one_launch ? 0 : g * per_group;
     ln.d_end = one_launch ? p.dim : (g + 1) * per_group;
     ln.per_group = per_group;
     ln.channel_blocks = (ln.d_end - ln.d_begin + K - 1) / K;
-    // Row vectors only when every block is 8 whole channels (no vector may straddle a block edge).
+    // Row vectors only when every block is K whole channels (no vector may straddle a block edge).
     ln.vec_act = ptrs_act && p.dim % EV == 0 && ln.d_begin % EV == 0 && (ln.d_end - ln.d_begin) % K == 0;
     ln.vec_bc = vec_bc;
     const int64_t blocks = ln.channel_blocks * p.batch;
@@ -330,17 +385,29 @@ cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
 }
 
 // Picks S and G from dstate: dstate is padded to a power of two >= 4, spread over G <= 16 lanes.
+// 16 channels per block (v5): one block's B/C staging serves 16 channels instead of 8; measured on
+// the H200 (kernel alone, S2xG8) K8 -> K16: 0.210 -> 0.197 ms at B1 L2048 D5120, 0.800 -> 0.668 at B4,
+// 0.809 -> 0.758 at L8192, 0.136 -> 0.129 at D1536. At dstate 16, a grid of more than 3 blocks per
+// SM (several waves) takes the register-capped kernel (4 blocks/SM instead of 3): 0.668 -> 0.621 ms
+// at B4; with fewer blocks the cap only costs (0.197 -> 0.207 at B1, 0.758 -> 0.797 at L8192).
 template <typename T>
 cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   const int64_t n = p.dstate;
-  if (n <= 4) return launch_scan_cfg<T, 1, 4>(p, stream);
-  if (n <= 8) return launch_scan_cfg<T, 2, 4>(p, stream);
-  if (n <= 16) return launch_scan_cfg<T, 2, 8>(p, stream);
-  if (n <= 32) return launch_scan_cfg<T, 2, 16>(p, stream);
-  if (n <= 64) return launch_scan_cfg<T, 4, 16>(p, stream);
-  if (n <= 128) return launch_scan_cfg<T, 8, 16>(p, stream);
-  return launch_scan_cfg<T, 16, 16>(p, stream);
+  if (n <= 4) return launch_scan_cfg<T, 1, 4, 16>(p, stream);
+  if (n <= 8) return launch_scan_cfg<T, 2, 4, 16>(p, stream);
+  if (n <= 16) {
+    int sms = 0;
+    const cudaError_t e = current_device_attribute(cudaDevAttrMultiProcessorCount, &sms);
+    if (e != cudaSuccess) return e;
+    const int64_t blocks = p.batch * ((p.dim + 15) / 16);
+    return blocks > 3 * int64_t(sms) ? launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, stream)
+                                     : launch_scan_cfg<T, 2, 8, 16>(p, stream);
+  }
+  if (n <= 32) return launch_scan_cfg<T, 2, 16, 16>(p, stream);
+  if (n <= 64) return launch_scan_cfg<T, 4, 16, 16>(p, stream);
+  if (n <= 128) return launch_scan_cfg<T, 8, 16, 16>(p, stream);
+  return launch_scan_cfg<T, 16, 16, 16>(p, stream);
 }
 
 // ---------------------------------------------------------------------------------------------
