@@ -13,7 +13,7 @@ OUT=${OUT:-gpu-out}
 STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench metalbench
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
-TEST_K=${TEST_K:-not model and not loading}
+TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
 TEST_PATHS=${TEST_PATHS:-tests}
 SANITIZERS=${SANITIZERS:-memcheck racecheck}
 SAN_TIMEOUT=${SAN_TIMEOUT:-240}

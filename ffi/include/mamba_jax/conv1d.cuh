@@ -141,9 +141,10 @@ causal_conv1d_kernel(const Conv1dParams p, int64_t span) {
 // that short spans could not hide); the last slot's own group is issued once they are in registers.
 // The last W - 1 inputs stay in registers as float (exact for every T).
 // MINB > 0 asks ptxas for MINB resident blocks per SM (a register cap).
-// Measured on the H200 (B4 L2048 D5120 W4 bf16, kernel alone): threads wanted 67K / 135K / 270K / 540K
-// = 0.080 / 0.074 / 0.067 / 0.069 ms with 3 stages; 2 stages 0.071-0.082; 2 stages capped at 5
-// blocks/SM 0.071-0.079. So 3 stages and ~270K threads.
+// Measured on the H200 (B4 L2048 D5120 W4 bf16). Kernel alone (three runs): threads wanted 67K / 135K /
+// 270K / 540K = 0.080 / 0.074-0.075 / 0.067-0.069 / 0.069-0.071 ms with 3 stages; 2 stages 0.071-0.082;
+// 2 stages capped at 5 blocks/SM 0.071-0.079. In the benchmark's jitted chain (full mode) 270K took
+// 0.088 ms in two runs and 135K 0.092 in one. So 3 stages and ~270K threads.
 constexpr int kConvStageRows = 8;
 constexpr int kConvStages = 3;
 constexpr int64_t kConvVecWantThreads = 132 * 1024 * 2;
