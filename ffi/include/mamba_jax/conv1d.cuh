@@ -20,11 +20,6 @@ constexpr int kConvRows = 4;  // R: steps a thread loads and computes at a time
 // short spans when batch x channels is small, long ones (fewer halo re-reads) when it is large.
 constexpr int64_t kConvWantThreads = 132 * 2048 * 2;
 
-// Thread (channel vector cv, span s, batch b) computes steps [s * span, min(L, (s + 1) * span)) of
-// VEC channels. It keeps a window of the last W - 1 inputs in registers, so each x row is read once
-// per span (plus W - 1 halo rows at the span start), and loads the next R rows while computing the
-// current R. The block's weights and bias are staged once through shared memory ([W][channels]),
-// so each thread reads its VEC x W taps as conflict-free vector loads.
 // Input at step tt < 0 (before the sequence): the initial state ([channel][W - 1], oldest first), or
 // zero without one. Shared by both kernels' window set-up.
 template <typename T, int VEC>
@@ -35,6 +30,11 @@ MJ_DEVICE Vec<T, VEC> conv_input_before_start(const T* init, int64_t tt, int S) 
   return r;
 }
 
+// Thread (channel vector cv, span s, batch b) computes steps [s * span, min(L, (s + 1) * span)) of
+// VEC channels. It keeps a window of the last W - 1 inputs in registers, so each x row is read once
+// per span (plus W - 1 halo rows at the span start), and loads the next R rows while computing the
+// current R. The block's weights and bias are staged once through shared memory ([W][channels]),
+// so each thread reads its VEC x W taps as conflict-free vector loads.
 template <typename T, int W, int VEC>
 __global__ void __launch_bounds__(kConvThreads)
 causal_conv1d_kernel(const Conv1dParams p, int64_t span) {

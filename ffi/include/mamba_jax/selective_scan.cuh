@@ -342,8 +342,8 @@ selective_scan_kernel_mb(const SelectiveScanParams p, const ScanLaunch ln) {
   selective_scan_body<T, S, G, K, UNR>(p, ln);
 }
 
-// MB: 0 = only the block size is declared (measured on the H200: ptxas then gives the S2xG8 kernel 168
-// registers, 6 blocks/SM; declaring "at least 1 block" instead lets it take 204, 5 blocks/SM, and was
+// MB: 0 = only the block size is declared (ptxas gives the S2xG8 kernel 142 registers at K = 16, 3
+// blocks/SM; in v4, at K = 8, declaring "at least 1 block" instead let it take 204 registers and made it
 // 1.6x slower at B1 D5120); MB > 0 asks for MB resident blocks per SM (registers capped, may spill).
 template <typename T, int S, int G, int K = 16, int UNR = 1, int MB = 0>
 cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
