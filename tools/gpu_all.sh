@@ -3,7 +3,7 @@
 #   build (pip install -e . with the CUDA module for one architecture) and the standalone checker;
 #   the checker's small cases of every kernel against a float64 host reference, then the same run
 #   under compute-sanitizer memcheck and racecheck (in the background, while the tests run);
-#   the test suite with the CUDA kernels (tests/, the model/loading tests excluded by default);
+#   the test suite with the CUDA kernels (tests/, the model/loading tests excluded unless TEST_K="");
 #   the selective-scan lane-layout sweep; the benchmarks (benchmarks/bench_cuda.py).
 # Logs and the benchmark JSON go to $OUT (default ./gpu-out). Steps can be picked with STEPS.
 #
