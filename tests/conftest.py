@@ -252,3 +252,13 @@ def conv_update_inputs(rng, case: ConvCase) -> dict:
         "weight": _f32(rng.normal(0.0, 1.0 / np.sqrt(w), (d, w))),
         "bias": _f32(rng.normal(0.0, 0.5, d)) if case.bias else None,
     }
+
+
+def vmap_stack(draw, names, nv: int, unbatched=()):
+    """nv draws of inputs stacked on a new leading axis, except the `unbatched` names (taken from the
+    first draw). Returns (stacked {name: array}, in_axes tuple in `names` order, per-slice input dicts)."""
+    draws = [draw() for _ in range(nv)]
+    stacked = {k: (draws[0][k] if k in unbatched else jnp.stack([d[k] for d in draws])) for k in names}
+    in_axes = tuple(None if k in unbatched else 0 for k in names)
+    slices = [{k: (stacked[k][i] if a == 0 else stacked[k]) for k, a in zip(names, in_axes)} for i in range(nv)]
+    return stacked, in_axes, slices

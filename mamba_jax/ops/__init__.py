@@ -1,8 +1,17 @@
-"""Public Mamba ops: argument checks, implementation choice (FFI kernel or pure JAX), gradients, vmap."""
+"""Public Mamba ops: argument checks, implementation choice (FFI kernel or pure JAX), gradients, vmap.
 
-from .conv1d import causal_conv1d, causal_conv1d_update
+One folder per op (`mamba_jax/ops/<op>/`): the public function, its pure-JAX path(s), its reference
+and its FFI binding; the kernels live in `ffi/<op>/`. Shared plumbing: `_checks` (argument checks),
+`_ffi` (loading, dispatch by platform, calls), `_vjp` (gradients from the pure-JAX path); `elementwise` holds the fp32 math the pure-JAX paths share.
+"""
+
+from .causal_conv1d import causal_conv1d
+from .causal_conv1d_update import causal_conv1d_update
 from .linear import linear
-from .selective_scan import selective_scan, selective_state_update
+from .selective_scan import selective_scan
+from .selective_state_update import selective_state_update
+from .ssd_scan import ssd_scan
+from .ssd_state_update import ssd_state_update
 from ._ffi import cpu_available, cuda_available
 
 __all__ = [
@@ -11,6 +20,8 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "linear",
+    "ssd_scan",
+    "ssd_state_update",
     "cpu_available",
     "cuda_available",
 ]

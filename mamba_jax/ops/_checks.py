@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-# The same limits as ffi/include/mamba_jax/params.h.
+# The same limits as the C++ checks (ffi/common).
 MAX_DSTATE = 256
 MIN_CONV_WIDTH = 2
 MAX_CONV_WIDTH = 8
@@ -110,3 +110,26 @@ def check_groups(op: str, name: str, x, batch: int, seq: tuple, dim: int, dstate
         f"{op}: {name} has shape {got}, expected [{seq_labels}, dstate] or [{seq_labels}, ngroups, dstate] "
         f"with batch={batch}, dstate={dstate}"
     )
+
+
+def check_bc(op: str, B, C, batch: int, seq: tuple, dim: int, dstate: int):
+    """B and C of the Mamba-1 ops, each [batch, *seq, (ngroups,) dstate], of one shape; both as 4-d/3-d."""
+    B, _ = check_groups(op, "B", B, batch, seq, dim, dstate)
+    C, _ = check_groups(op, "C", C, batch, seq, dim, dstate)
+    if np.shape(B) != np.shape(C):
+        raise ValueError(f"{op}: B has shape {np.shape(B)} but C has shape {np.shape(C)}; they must match")
+    return B, C
+
+
+def check_conv_weight(op: str, weight, bias, dim: int):
+    """Conv weight [dim, width] and optional bias [dim], as float32; returns (weight, bias, width)."""
+    weight = as_param_f32(op, "weight", weight)
+    if weight is None or np.ndim(weight) != 2 or np.shape(weight)[0] != dim:
+        raise ValueError(f"{op}: weight has shape {None if weight is None else np.shape(weight)}, "
+                         f"expected [dim, width] with dim = {dim}")
+    width = np.shape(weight)[1]
+    check_width(op, width, np.shape(weight))
+    bias = as_param_f32(op, "bias", bias)
+    if bias is not None:
+        check_array(op, "bias", bias, (dim,), "[dim]")
+    return weight, bias, width

@@ -13,7 +13,7 @@ import pytest
 from jax.test_util import check_grads
 
 import oracle
-from conftest import ScanCase, assert_close, rows, scan_inputs, tolerance, update_inputs
+from conftest import ScanCase, assert_close, rows, scan_inputs, tolerance, update_inputs, vmap_stack
 from mamba_jax.ops import selective_state_update
 
 BASE = ScanCase(seqlen=0)  # B2-D96-N16-G1-f32 with D, z, dt_bias, softplus
@@ -89,30 +89,22 @@ def test_decode_loop_matches_scan_oracle(case, impl, rng):
     assert_close(last, last_ref, case.dtype, "state", f"{impl} decoded state")
 
 
-# ---------------------------------------------------------------------------------------------
 # vmap: a leading axis on the activations and the state, then on A too.
-# ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("batched_params", [False, True], ids=["acts", "acts+A"])
 @pytest.mark.parametrize("case", rows(ScanCase(seqlen=0, dim=40, dstate=8), {}, {"dtype": F16, "ngroups": 2}))
 def test_vmap(case, impl, batched_params, rng):
     nv = 3
-    draws = [update_inputs(rng, case) for _ in range(nv)]
-    stacked = {k: jnp.stack([d[k] for d in draws]) for k in NAMES}
-    unbatched = () if batched_params else ("A", "D", "dt_bias")
-    stacked.update({k: stacked[k][0] for k in unbatched})
-    in_axes = tuple(None if k in unbatched else 0 for k in NAMES)
+    stacked, in_axes, slices = vmap_stack(lambda: update_inputs(rng, case), NAMES, nv,
+                                          () if batched_params else ("A", "D", "dt_bias"))
     f = functools.partial(selective_state_update, dt_softplus=True, implementation=impl)
     y, new_state = jax.jit(jax.vmap(f, in_axes=in_axes))(*(stacked[k] for k in NAMES))
-    for i in range(nv):
-        one = {k: (stacked[k][i] if a == 0 else stacked[k]) for k, a in zip(NAMES, in_axes)}
+    for i, one in enumerate(slices):
         y_ref, state_ref = oracle.selective_state_update(**one, dt_softplus=True)
         assert_close(y[i], y_ref, case.dtype, "out", f"{impl} vmap[{i}] y")
         assert_close(new_state[i], state_ref, case.dtype, "state", f"{impl} vmap[{i}] new_state")
 
 
-# ---------------------------------------------------------------------------------------------
 # Gradients (float32, small sizes).
-# ---------------------------------------------------------------------------------------------
 GRAD_CASE = ScanCase(batch=2, seqlen=0, dim=6, dstate=3, ngroups=2)
 
 

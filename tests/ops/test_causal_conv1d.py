@@ -1,5 +1,5 @@
-"""causal_conv1d and causal_conv1d_update against the float64 oracle: every implementation, widths
-2..8, odd sizes, options, dtypes, jit, prefill -> decode hand-off, vmap and gradients."""
+"""causal_conv1d against the float64 oracle: every implementation, widths 2..8, odd sizes, options,
+dtypes, jit, the prefill -> decode hand-off to causal_conv1d_update, vmap and gradients."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ import pytest
 from jax.test_util import check_grads
 
 import oracle
-from conftest import ConvCase, assert_close, conv_inputs, conv_update_inputs, ffi_available, rows, tolerance
+from conftest import ConvCase, assert_close, conv_inputs, ffi_available, rows, tolerance, vmap_stack
 from mamba_jax.ops import causal_conv1d, causal_conv1d_update
 
 BASE = ConvCase()  # B2-L63-D96-W4-f32 with bias and silu
 BF16, F16 = jnp.bfloat16, jnp.float16
 CONV_NAMES = ("x", "weight", "bias", "initial_state")
-UPDATE_NAMES = ("x", "conv_state", "weight", "bias")
 
 CONV_CASES = rows(
     BASE,
@@ -37,30 +36,12 @@ CONV_CASES = rows(
 )
 CONV_LONG = rows(ConvCase(batch=1, seqlen=2048, dim=40), {}, {"dtype": BF16, "init": True})
 
-UPDATE_BASE = ConvCase(seqlen=1)
-UPDATE_CASES = rows(
-    UPDATE_BASE,
-    {},
-    {"dim": 40}, {"dim": 200}, {"dim": 5},
-    {"width": 2}, {"width": 3}, {"width": 8},
-    {"bias": False}, {"silu": False}, {"bias": False, "silu": False},
-    {"batch": 1}, {"batch": 7},
-    {"dtype": BF16}, {"dtype": F16},
-    {"dtype": BF16, "width": 2, "dim": 40}, {"dtype": F16, "width": 8, "silu": False},
-)
-
-
 def _act(case):
     return "silu" if case.silu else None
 
 
 def run_conv(impl, inputs, activation, jit=True):
     fn = functools.partial(causal_conv1d, activation=activation, return_final_state=True, implementation=impl)
-    return (jax.jit(fn) if jit else fn)(**inputs)
-
-
-def run_update(impl, inputs, activation, jit=True):
-    fn = functools.partial(causal_conv1d_update, activation=activation, implementation=impl)
     return (jax.jit(fn) if jit else fn)(**inputs)
 
 
@@ -71,25 +52,11 @@ def check_conv(case, impl, inputs, y, final):
     assert_close(final, final_ref, case.dtype, "conv_state", f"{impl} final_state")
 
 
-def check_update(case, impl, inputs, y, new_state):
-    y_ref, state_ref = oracle.causal_conv1d_update(**inputs, activation=_act(case))
-    assert y.dtype == case.dtype and new_state.dtype == case.dtype
-    assert_close(y, y_ref, case.dtype, "out", f"{impl} y")
-    assert_close(new_state, state_ref, case.dtype, "conv_state", f"{impl} new_conv_state")
-
-
 @pytest.mark.parametrize("case", CONV_CASES + CONV_LONG)
 def test_conv_matches_oracle(case, impl, rng):
     inputs = conv_inputs(rng, case)
     y, final = run_conv(impl, inputs, _act(case))
     check_conv(case, impl, inputs, y, final)
-
-
-@pytest.mark.parametrize("case", UPDATE_CASES)
-def test_update_matches_oracle(case, impl, rng):
-    inputs = conv_update_inputs(rng, case)
-    y, new_state = run_update(impl, inputs, _act(case))
-    check_update(case, impl, inputs, y, new_state)
 
 
 @pytest.mark.parametrize("case", rows(BASE, {"init": True}, {"dtype": BF16, "width": 3}))
@@ -99,9 +66,6 @@ def test_eager(case, impl, rng):
     check_conv(case, impl, inputs, y, final)
     y_only = causal_conv1d(**inputs, activation=_act(case), implementation=impl)
     np.testing.assert_array_equal(np.asarray(y_only, np.float32), np.asarray(y, np.float32))
-    u_inputs = conv_update_inputs(rng, case)
-    y_u, state_u = run_update(impl, u_inputs, _act(case), jit=False)
-    check_update(case, impl, u_inputs, y_u, state_u)
 
 
 def test_swish_is_silu(impl, rng):
@@ -135,20 +99,8 @@ def test_prefill_then_decode(case, impl, rng):
     check_conv(case, impl, inputs, y, final)
 
 
-# ---------------------------------------------------------------------------------------------
 # vmap: a leading axis on the activations (and states), then on the weight too.
-# ---------------------------------------------------------------------------------------------
 VMAP_CASES = rows(ConvCase(seqlen=9, dim=40, init=True), {}, {"dtype": BF16, "width": 3})
-
-
-def _stacked(draw, names, nv, batched_params):
-    draws = [draw() for _ in range(nv)]
-    stacked = {k: jnp.stack([d[k] for d in draws]) for k in names}
-    unbatched = () if batched_params else ("weight", "bias")
-    stacked.update({k: stacked[k][0] for k in unbatched})
-    in_axes = tuple(None if k in unbatched else 0 for k in names)
-    slices = [{k: (stacked[k][i] if a == 0 else stacked[k]) for k, a in zip(names, in_axes)} for i in range(nv)]
-    return stacked, in_axes, slices
 
 
 @pytest.mark.parametrize("batched_params", [False, True], ids=["acts", "acts+weight"])
@@ -156,7 +108,8 @@ def _stacked(draw, names, nv, batched_params):
 def test_vmap(case, impl, batched_params, rng):
     nv = 3
     act = _act(case)
-    stacked, in_axes, slices = _stacked(lambda: conv_inputs(rng, case), CONV_NAMES, nv, batched_params)
+    stacked, in_axes, slices = vmap_stack(lambda: conv_inputs(rng, case), CONV_NAMES, nv,
+                                          () if batched_params else ("weight", "bias"))
     f = lambda x, w, b, s: causal_conv1d(x, w, b, activation=act, initial_state=s, return_final_state=True,
                                          implementation=impl)
     y, final = jax.jit(jax.vmap(f, in_axes=in_axes))(*(stacked[k] for k in CONV_NAMES))
@@ -165,18 +118,9 @@ def test_vmap(case, impl, batched_params, rng):
         assert_close(y[i], y_ref, case.dtype, "out", f"{impl} vmap[{i}] y")
         assert_close(final[i], final_ref, case.dtype, "conv_state", f"{impl} vmap[{i}] final_state")
 
-    stacked, in_axes, slices = _stacked(lambda: conv_update_inputs(rng, case), UPDATE_NAMES, nv, batched_params)
-    g = functools.partial(causal_conv1d_update, activation=act, implementation=impl)
-    y, new_state = jax.jit(jax.vmap(g, in_axes=in_axes))(*(stacked[k] for k in UPDATE_NAMES))
-    for i, one in enumerate(slices):
-        y_ref, state_ref = oracle.causal_conv1d_update(**one, activation=act)
-        assert_close(y[i], y_ref, case.dtype, "out", f"{impl} update vmap[{i}] y")
-        assert_close(new_state[i], state_ref, case.dtype, "conv_state", f"{impl} update vmap[{i}] state")
 
 
-# ---------------------------------------------------------------------------------------------
 # Gradients (float32, small sizes).
-# ---------------------------------------------------------------------------------------------
 GRAD_CASE = ConvCase(batch=2, seqlen=6, dim=5, width=4, init=True)
 
 
@@ -186,9 +130,6 @@ def test_check_grads(impl, rng):
     f = lambda x, w, b, s: causal_conv1d(x, w, b, activation="silu", initial_state=s, return_final_state=True,
                                          implementation=impl)
     check_grads(jax.jit(f), tuple(inputs[k] for k in CONV_NAMES), order=1, modes=["rev"], atol=atol, rtol=rtol)
-    u_inputs = conv_update_inputs(rng, GRAD_CASE)
-    g = functools.partial(causal_conv1d_update, activation="silu", implementation=impl)
-    check_grads(jax.jit(g), tuple(u_inputs[k] for k in UPDATE_NAMES), order=1, modes=["rev"], atol=atol, rtol=rtol)
 
 
 @pytest.mark.parametrize("activation", ["silu", None], ids=["silu", "linear"])
@@ -211,22 +152,6 @@ def test_grad_matches_oracle(impl, activation, rng):
     for k, g in zip(CONV_NAMES, grads):
         assert_close(g, ref[k], jnp.float32, "grad", f"{impl} conv d/d{k}")
 
-    u_inputs = conv_update_inputs(rng, GRAD_CASE)
-    gy = rng.normal(size=u_inputs["x"].shape)
-    gs = rng.normal(size=u_inputs["conv_state"].shape)
-
-    def u_loss(*a):
-        y, s = causal_conv1d_update(*a, activation=activation, implementation=impl)
-        return jnp.sum(y * gy) + jnp.sum(s * gs)
-
-    def u_loss_ref(**kw):
-        y, s = oracle.causal_conv1d_update(**kw, activation=activation)
-        return np.sum(y * gy) + np.sum(s * gs)
-
-    grads = jax.jit(jax.grad(u_loss, argnums=(0, 1, 2, 3)))(*(u_inputs[k] for k in UPDATE_NAMES))
-    ref = oracle.numerical_grad(u_loss_ref, u_inputs)
-    for k, g in zip(UPDATE_NAMES, grads):
-        assert_close(g, ref[k], jnp.float32, "grad", f"{impl} update d/d{k}")
 
 
 def test_default_implementation(rng):
@@ -235,7 +160,4 @@ def test_default_implementation(rng):
     case = ConvCase(seqlen=17, init=True)
     inputs = conv_inputs(rng, case)
     for a, b in zip(run_conv(None, inputs, "silu"), run_conv(picked, inputs, "silu")):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    u_inputs = conv_update_inputs(rng, case)
-    for a, b in zip(run_update(None, u_inputs, "silu"), run_update(picked, u_inputs, "silu")):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

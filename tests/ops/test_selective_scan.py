@@ -13,7 +13,7 @@ import pytest
 from jax.test_util import check_grads
 
 import oracle
-from conftest import ScanCase, assert_close, ffi_available, rows, scan_inputs, tolerance
+from conftest import ScanCase, assert_close, ffi_available, rows, scan_inputs, tolerance, vmap_stack
 from mamba_jax.ops import selective_scan, selective_state_update
 
 BASE = ScanCase()  # B2-L63-D96-N16-G1-f32, with D, z, delta_bias, softplus
@@ -108,28 +108,18 @@ def test_prefill_state_feeds_decode(impl, rng):
     assert_close(new_state, last_ref, case.dtype, "state", f"{impl} decode state")
 
 
-# ---------------------------------------------------------------------------------------------
 # vmap: a leading axis on the activations, then on a parameter (A) too.
-# ---------------------------------------------------------------------------------------------
 VMAP_CASES = rows(ScanCase(batch=2, seqlen=13, dim=40, dstate=8, init=True),
                   {}, {"dtype": BF16, "ngroups": 2})
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")
-
-
-def _stack(rng, case, nv):
-    draws = [scan_inputs(rng, case) for _ in range(nv)]
-    return {k: jnp.stack([d[k] for d in draws]) for k in NAMES}
 
 
 @pytest.mark.parametrize("batched_params", [False, True], ids=["acts", "acts+A"])
 @pytest.mark.parametrize("case", VMAP_CASES)
 def test_vmap(case, impl, batched_params, rng):
     nv = 3
-    stacked = _stack(rng, case, nv)
-    params = ("A",) if batched_params else ("A", "D", "delta_bias")
-    if not batched_params:
-        stacked.update({k: stacked[k][0] for k in params})
-    in_axes = tuple(None if (k in params and not batched_params) else 0 for k in NAMES)
+    stacked, in_axes, slices = vmap_stack(lambda: scan_inputs(rng, case), NAMES, nv,
+                                          () if batched_params else ("A", "D", "delta_bias"))
 
     def f(*args):
         return selective_scan(*args[:8], delta_softplus=True, initial_state=args[8],
@@ -137,17 +127,14 @@ def test_vmap(case, impl, batched_params, rng):
 
     y, last = jax.jit(jax.vmap(f, in_axes=in_axes))(*(stacked[k] for k in NAMES))
     assert y.shape == (nv,) + stacked["u"].shape[1:]
-    for i in range(nv):
-        one = {k: (stacked[k][i] if a == 0 else stacked[k]) for k, a in zip(NAMES, in_axes)}
+    for i, one in enumerate(slices):
         y_ref, last_ref = oracle_scan(one, True)
         assert_close(y[i], y_ref, case.dtype, "out", f"{impl} vmap[{i}] y")
         assert_close(last[i], last_ref, case.dtype, "state", f"{impl} vmap[{i}] last_state")
 
 
-# ---------------------------------------------------------------------------------------------
 # Gradients (float32, small sizes): check_grads, and every input's gradient against float64
 # central differences of the oracle.
-# ---------------------------------------------------------------------------------------------
 GRAD_CASE = ScanCase(batch=2, seqlen=5, dim=6, dstate=3, ngroups=2, init=True)
 
 

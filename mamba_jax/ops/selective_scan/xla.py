@@ -1,6 +1,6 @@
 """Chunked Mamba-1 selective scan in pure JAX: the fast "xla" path, and what Apple's jax-metal runs.
 
-Same math as `reference.selective_scan_ref` (a token-by-token `lax.scan`), reorganised so that the
+Same math as `selective_scan_ref` in reference.py (a token-by-token `lax.scan`), reorganised so that the
 number of sequential steps is about T + L/T instead of L:
 
   1. Split the sequence into nc = ceil(L / T) chunks of T positions (the tail is padded with dt = 0,
@@ -19,7 +19,7 @@ so with A <= 0 and dt >= 0 (the Mamba parameterisation: A = -exp(A_log), dt soft
 exp's a positive number, however long the sequence. (With dt < 0 the reference grows too.)
 
 Metal: only while (scan with a static length), elementwise math, single-operand reduce,
-broadcast/reshape/transpose, concatenate, static and dynamic slices. See `metal_allowlist.py`.
+broadcast/reshape/transpose, concatenate, static and dynamic slices. See tools/metal_allowlist.py.
 
 Shape legend: b batch, l seqlen, d dim, n dstate, g ngroups, p = d // g, c chunks, t position in chunk.
 """
@@ -32,9 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from .reference import _finish, _prep_dt
-
-f32 = jnp.float32
+from ..elementwise import f32, prep_dt, skip_and_gate
 
 # Chunk sizes are powers of two between these bounds; see `default_chunk_size`.
 MIN_CHUNK = 8
@@ -103,7 +101,7 @@ def _readout_from_start(C_c, cumdt, A_g, h_start, n):
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, delta_softplus=False,
                            initial_state=None, chunk_size=None, unroll=1):
-    """Chunked selective scan, same contract as `reference.selective_scan_ref`.
+    """Chunked selective scan, same contract as `selective_scan_ref`.
 
     Args:
       u, delta, z: [b, l, d] float32 | bfloat16 | float16.
@@ -126,7 +124,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, *
     lp = nc * T
 
     u32 = u.astype(f32)
-    dt = _prep_dt(delta, delta_bias, delta_softplus)  # [b, l, d]; padded after softplus so pad dt = 0
+    dt = prep_dt(delta, delta_bias, delta_softplus)  # [b, l, d]; padded after softplus so pad dt = 0
     x = dt * u32
     # The state is kept as [.., g, n, p]: channels minor, so sums over n are adds of contiguous rows.
     A_g = jnp.swapaxes(A.astype(f32).reshape(g, p, n), 1, 2)  # [g, n, p]
@@ -181,14 +179,14 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, *
         y = y_loc + _readout_from_start(C_c, cumdt, A_g, h_start, n)
 
     y = jnp.moveaxis(y, 0, 2).reshape(batch, lp, dim)[:, :seqlen]
-    y = _finish(y, u32, D, z)
+    y = skip_and_gate(y, u32, D, z)
     last = jnp.swapaxes(last, 2, 3).reshape(batch, dim, n)
     return y.astype(u.dtype), last
 
 
 def selective_scan_xla(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, delta_softplus=False,
                        initial_state=None):
-    """The "xla" implementation of `selective_scan` (same contract as `reference.selective_scan_ref`).
+    """The "xla" implementation of `selective_scan` (same contract as `selective_scan_ref`).
 
     The chunk size follows the default backend when the function is traced: on CPU the whole
     sequence is one chunk, i.e. a token loop in the channel-minor layout (CPU loop iterations cost
@@ -197,7 +195,7 @@ def selective_scan_xla(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, de
     ~T + L/T sequential steps matter where a loop iteration costs microseconds. Both forms are
     exact and Metal-safe; the choice only affects speed (a program lowered on a CPU host for
     another platform gets the CPU form). It is deliberately not a `lax.platform_dependent`: that
-    emits a `stablehlo.case`, which this path keeps out (see metal_allowlist.CONDITIONAL_OPS).
+    emits a `stablehlo.case`, which this path keeps out (see CONDITIONAL_OPS in tools/metal_allowlist.py).
     Gradients come from JAX autodiff of the chosen form (reversed while loops, elementwise math).
     """
     seqlen = u.shape[1]

@@ -15,8 +15,9 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from ._ffi import cuda_available
-from ._vjp import with_reference_vjp
+from .._ffi import cuda_available
+from .._vjp import with_reference_vjp
+from .ffi import linear_ffi
 
 _OP = "linear"
 MAX_KERNEL_ROWS = 8
@@ -29,16 +30,10 @@ def _dot(x2, w):
     return jnp.dot(x2, w, preferred_element_type=jnp.float32, precision=precision).astype(x2.dtype)
 
 
-def _linear_ffi(x2, w):
-    call = jax.ffi.ffi_call("mamba_jax_linear", jax.ShapeDtypeStruct((x2.shape[0], w.shape[1]), x2.dtype),
-                            vmap_method="sequential")
-    return call(x2, w)
-
-
 def _dispatch(x2, w, *, implementation):
-    if implementation == "xla" or not cuda_available():
+    if implementation == "xla" or not cuda_available(_OP):
         return _dot(x2, w)
-    return jax.lax.platform_dependent(x2, w, cuda=_linear_ffi, default=_dot)
+    return jax.lax.platform_dependent(x2, w, cuda=linear_ffi, default=_dot)
 
 
 def _reference(x2, w, *, implementation):

@@ -1,0 +1,34 @@
+"""Elementwise math shared by the pure-JAX paths of the ops (fp32, Metal-safe)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+f32 = jnp.float32
+
+
+def softplus(x):
+    # log1p(exp(x)) with the large-x branch, as the kernels compute it.
+    return jnp.where(x > 20.0, x, jnp.log1p(jnp.exp(jnp.minimum(x, 20.0))))
+
+
+def silu(x):
+    return x * jax.nn.sigmoid(x)
+
+
+def prep_dt(dt, dt_bias, dt_softplus):
+    """fp32 dt + dt_bias, softplus'd if asked."""
+    dt = dt.astype(f32)
+    if dt_bias is not None:
+        dt = dt + dt_bias.astype(f32)
+    return softplus(dt) if dt_softplus else dt
+
+
+def skip_and_gate(y, x, D, z):
+    """y + D x, times silu(z) when z is given (fp32)."""
+    if D is not None:
+        y = y + x * D.astype(f32)
+    if z is not None:
+        y = y * silu(z.astype(f32))
+    return y

@@ -1,0 +1,78 @@
+"""`selective_state_update`: one step of the Mamba-1 selective-scan recurrence (decode).
+
+    dt = dt + dt_bias, softplus'd if asked;  h' = exp(dt A) * h + dt B x;  y = <h', C> + D x (* silu(z))
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import jax.numpy as jnp
+
+from .. import _checks as ck
+from .._ffi import platform_dispatch
+from .._vjp import with_reference_vjp
+from .ffi import selective_state_update_ffi
+from .reference import selective_state_update_ref
+
+__all__ = ["selective_state_update", "selective_state_update_ref"]
+
+_OP = "selective_state_update"
+
+
+def _update_dispatch(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, implementation):
+    ffi_fn = lambda *a: selective_state_update_ffi(*a, dt_softplus=dt_softplus)
+    xla_fn = lambda *a: selective_state_update_ref(*a, dt_softplus=dt_softplus)
+    return platform_dispatch(_OP, implementation, ffi_fn, xla_fn, state, x, dt, A, B, C, D, z, dt_bias)
+
+
+def _update_ref(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, implementation):
+    del implementation
+    return selective_state_update_ref(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus=dt_softplus)
+
+
+_update_core = with_reference_vjp(_update_dispatch, _update_ref)
+
+
+def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, *, dt_softplus=False,
+                           implementation=None):
+    """One step of the selective-scan recurrence (decode).
+
+    Args:
+      state: [batch, dim, dstate] float32, the state before this step. With the FFI kernel under
+        ``jax.jit(..., donate_argnums=...)`` of the state, the update happens in place.
+      x, dt: [batch, dim] float32 | bfloat16 | float16 (same dtype).
+      A: [dim, dstate]; B, C: [batch, dstate] or [batch, ngroups, dstate] (dtype of x);
+      D, dt_bias: optional [dim]; z: optional [batch, dim]; dt_softplus as in `selective_scan`.
+
+    Returns:
+      (y [batch, dim] in x.dtype, new_state [batch, dim, dstate] float32).
+    """
+    op = _OP
+    ck.check_impl(op, implementation)
+    batch, dim, dstate = ck.check_rank(op, "state", state, 3, "[batch, dim, dstate]")
+    ck.check_float32(op, "state", state)
+    ck.check_dstate(op, dstate, "state", np.shape(state))
+    ck.check_array(op, "x", x, (batch, dim), "[batch, dim]")
+    ck.check_activation_dtype(op, "x", x)
+    ck.check_array(op, "dt", dt, (batch, dim), "[batch, dim]")
+    ck.check_activation_dtype(op, "dt", dt, x, "x")
+    A = ck.as_param_f32(op, "A", A)
+    ck.check_array(op, "A", A, (dim, dstate), "[dim, dstate]")
+    B, C = ck.check_bc(op, B, C, batch, (), dim, dstate)
+    ck.check_activation_dtype(op, "B", B, x, "x")
+    ck.check_activation_dtype(op, "C", C, x, "x")
+    D = ck.as_param_f32(op, "D", D)
+    dt_bias = ck.as_param_f32(op, "dt_bias", dt_bias)
+    for name, v in (("D", D), ("dt_bias", dt_bias)):
+        if v is not None:
+            ck.check_array(op, name, v, (dim,), "[dim]")
+    if z is not None:
+        ck.check_array(op, "z", z, (batch, dim), "[batch, dim]")
+        ck.check_activation_dtype(op, "z", z, x, "x")
+    state, x, dt, B, C = map(jnp.asarray, (state, x, dt, B, C))
+    z = None if z is None else jnp.asarray(z)
+    args = (state, x, dt, A, B, C, D, z, dt_bias)
+    if implementation == "xla":
+        return selective_state_update_ref(*args, dt_softplus=bool(dt_softplus))
+    static = (("dt_softplus", bool(dt_softplus)), ("implementation", implementation))
+    return _update_core(static, *args)

@@ -1,0 +1,23 @@
+"""FFI binding of `selective_state_update` (ffi/selective_state_update/: the CPU and CUDA kernels)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .. import _ffi
+
+
+def selective_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus):
+    """Arguments as checked by `selective_state_update`; the state buffer becomes new_state."""
+    e = _ffi.empty
+    return _ffi.call(
+        "selective_state_update",
+        results={"y": jax.ShapeDtypeStruct(x.shape, x.dtype),
+                 "new_state": jax.ShapeDtypeStruct(state.shape, jnp.float32)},
+        operands={"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C,
+                  "D": e() if D is None else D, "z": e(x.dtype) if z is None else z,
+                  "dt_bias": e() if dt_bias is None else dt_bias},
+        attrs={"dt_softplus": bool(dt_softplus)},
+        aliases={"state": "new_state"},
+    )
