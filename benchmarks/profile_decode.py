@@ -5,7 +5,7 @@
 
 What it measures (random weights, greedy, prompts of --prompt-len tokens, --new-tokens decode steps):
   wall      one timed `generate(prompts, new_tokens + 1)` after a warm-up call: decode ms per step
-            (GenerationStats.decode_s / decode_steps, as benchmarks/bench_generate.py reports it).
+            (GenerationStats.decode_s / decode_steps, as `mamba-jax bench` reports it).
   trace     one more call under `jax.profiler.trace`, read back with `jax.profiler.ProfileData`. From the
             GPU plane's stream lines: GPU activities (kernels, memcpys) per decode step, the GPU busy time
             per step (sum of their durations), the idle fraction (1 - busy / wall per step) and the top 25
@@ -31,12 +31,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_generate import _config, _prompts  # noqa: E402
-
-from mamba_jax import generate as _generate  # noqa: E402
-from mamba_jax.generate import Generator  # noqa: E402
-from mamba_jax.nn import MambaLM  # noqa: E402
+from mamba_jax import generate as _generate
+from mamba_jax.bench import model_config, random_prompts
+from mamba_jax.generate import Generator
+from mamba_jax.nn import MambaLM
 
 GRAPH_RE = re.compile(r"graph|command.?buffer", re.I)
 
@@ -208,12 +206,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}", flush=True)
-    cfg = _config(args.model)
+    cfg = model_config(args.model)
     dtype = getattr(jnp, args.dtype)
     model = MambaLM(cfg, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
     model.implementation = None if args.impl == "auto" else args.impl
     gen = Generator(model)
-    prompts = _prompts(args.batch, args.prompt_len, cfg.vocab_size, seed=args.batch)
+    prompts = random_prompts(args.batch, args.prompt_len, cfg.vocab_size, seed=args.batch)
     n = args.new_tokens + 1
     gen.generate(prompts, n)  # warm-up: compiles prefill and the decode loop
     gen.generate(prompts, n)

@@ -205,15 +205,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import runpy
+    from .bench import main as bench_main
 
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(here, "benchmarks", "bench_generate.py")
-    if not os.path.isfile(script):
-        raise CLIError(f"{script} not found: `mamba-jax bench` runs from a source checkout")
-    sys.argv = [script] + list(args.bench_args)
-    runpy.run_path(script, run_name="__main__")
-    return 0
+    return bench_main(list(args.bench_args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--implementation", choices=["auto", "ffi", "xla"], default="auto")
     e.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="run benchmarks/bench_generate.py (flags are passed on)")
+    b = sub.add_parser("bench", help="generation benchmark: decode ms/token, prefill (`mamba-jax bench --help`)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     return p

@@ -8,7 +8,7 @@ options, dtypes, vmap and gradients on whatever backend runs them, the CUDA one 
   * seqlen 65536 at batch 1 stays exact, with no NaN/overflow, when delta_bias pushes the softplus'd
     step to ~1e-4 (long memory) and to ~10 (instant forgetting);
   * the peak device memory of a jitted selective_scan at batch 1, seqlen 65536, dim 5120 stays within
-    1.1x of its inputs plus outputs (measured in a fresh process by benchmarks/bench_cuda.py);
+    1.1x of its inputs plus outputs (measured in a fresh process by benchmarks/bench_ops.py);
   * 64 chained in-place state updates at batch 256 inside one jitted function (command buffers):
     the state keeps its buffer and matches the oracle.
 """
@@ -261,7 +261,8 @@ def test_selective_scan_long_sequence_extreme_dt(step):
 def test_selective_scan_peak_memory():
     """No [batch, seqlen, dim, dstate] intermediate: peak <= 1.1 x (inputs + outputs)."""
     env = dict(os.environ, XLA_PYTHON_CLIENT_PREALLOCATE="false")
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_cuda.py"), "--memory-only"],
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_ops.py"), "--op", "selective_scan",
+                          "--backend", "gpu", "--memory-only"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     mem = json.loads(out.stdout.strip().splitlines()[-1])

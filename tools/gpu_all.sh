@@ -4,13 +4,13 @@
 #   the checker's small cases of every kernel against a float64 host reference, then the same run
 #   under compute-sanitizer memcheck and racecheck (in the background, while the tests run);
 #   the test suite with the CUDA kernels (tests/, the model/loading tests excluded unless TEST_K="");
-#   the selective-scan lane-layout sweep; the benchmarks (benchmarks/bench_cuda.py).
+#   the selective-scan lane-layout sweep; the op benchmarks (benchmarks/bench_ops.py --backend gpu).
 # Logs and the benchmark JSON go to $OUT (default ./gpu-out). Steps can be picked with STEPS.
 #
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench metalbench
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
@@ -119,21 +119,29 @@ fi
 
 if has bench; then
   stamp "benchmarks"
-  timeout "${BENCH_TIMEOUT:-300}" python3 benchmarks/bench_cuda.py ${BENCH_ARGS:-} --out "$OUT/h200-bench.json" > "$OUT/bench.log" 2>&1 || rc=1
+  timeout "${BENCH_TIMEOUT:-480}" python3 benchmarks/bench_ops.py --backend gpu ${BENCH_ARGS:-} --out "$OUT/ops-gpu.json" \
+    > "$OUT/bench.log" 2>&1 || rc=1
   sed -n '/^op /,$p' "$OUT/bench.log"
 fi
 if has genbench; then
   stamp "generation benchmark (decode ms/token, prefill, peak memory; ratio to the pure-JAX loop)"
-  timeout "${GEN_TIMEOUT:-240}" python3 benchmarks/bench_generate.py ${GEN_ARGS:-} --out "$OUT/generate-h200.json" \
+  timeout "${GEN_TIMEOUT:-240}" python3 -m mamba_jax.cli bench ${GEN_ARGS:-} --out "$OUT/generate-gpu.json" \
     > "$OUT/genbench.log" 2>&1 || rc=1
   tail -25 "$OUT/genbench.log"
 fi
 
-if has metalbench; then
-  stamp "Metal-path benchmark (chunked pure-JAX scan vs lax.scan vs associative scan)"
-  timeout "${METAL_TIMEOUT:-60}" python3 benchmarks/bench_metal_path.py --gpu --out "$OUT/metal-h200.json" \
-    > "$OUT/metalbench.log" 2>&1 || rc=1
-  tail -12 "$OUT/metalbench.log"
+if has anchors; then  # mamba_ssm on the same shapes, rows beside ours (carry .anchors: ../shared/anchors/README.md)
+  stamp "mamba_ssm anchors"
+  if [ -d .anchors ]; then
+    timeout "${ANCHOR_TIMEOUT:-300}" python3 .anchors/build.py > "$OUT/anchors.log" 2>&1 || rc=1
+    for what in ${ANCHOR_WHAT:-ops ops2}; do
+      timeout "${ANCHOR_TIMEOUT:-300}" python3 .anchors/bench_mamba_ssm.py $what >> "$OUT/mamba_ssm.jsonl" 2>> "$OUT/anchors.log" || rc=1
+    done
+    python3 benchmarks/mamba_ssm_rows.py "$OUT/mamba_ssm.jsonl" --merge $(ls "$OUT"/ops-gpu.json "$OUT"/generate-gpu.json 2>/dev/null) \
+      --out "$OUT/side-by-side.json" || rc=1
+  else
+    echo "no .anchors folder: cp -r ../shared/anchors .anchors and carry it"
+  fi
 fi
 stamp "done (exit $rc)"
 exit $rc
