@@ -1,4 +1,4 @@
-// Standalone check of the CUDA kernels in ffi/include/mamba_jax/*.cuh, without JAX.
+// Standalone check of the CUDA kernels in ffi/<op>/<op>.cuh, without JAX.
 //
 //   cuda_kernel_check check   small cases of every kernel (odd sizes, every code path) against a
 //                             float64 host reference; exit code 1 on any mismatch. Small enough to
@@ -7,7 +7,7 @@
 //                             with CUDA events, to pick the default configuration.
 //
 // Build: nvcc -O3 -std=c++17 --use_fast_math -lineinfo -gencode arch=compute_90,code=sm_90 \
-//          -I ffi/include tools/cuda_kernel_check.cu -o cuda_kernel_check
+//          -I ffi tools/cuda_kernel_check.cu -o cuda_kernel_check
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,9 +17,11 @@
 #include <string>
 #include <vector>
 
-#include "mamba_jax/conv1d.cuh"
-#include "mamba_jax/gemv.cuh"
-#include "mamba_jax/selective_scan.cuh"
+#include "causal_conv1d/causal_conv1d.cuh"
+#include "causal_conv1d_update/causal_conv1d_update.cuh"
+#include "linear/linear.cuh"
+#include "selective_scan/selective_scan.cuh"
+#include "selective_state_update/selective_state_update.cuh"
 
 using namespace mamba_jax;
 using namespace mamba_jax::cuda;
@@ -208,7 +210,7 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   DevBuf<T> dx(x.t), ddt(dt.t), dz(z.t), dB(Bm.t), dC(Cm.t), dy(B * D);
   DevBuf<float> dA(A), dD(Dk), dbias(bias), dst(st), dns(in_place ? 0 : B * D * N);
   dy.poison(); dns.poison();
-  StateUpdateParams p{};
+  SelectiveStateUpdateParams p{};
   p.batch = B; p.dim = D; p.dstate = N; p.ngroups = G;
   p.state = dst.p; p.new_state = in_place ? dst.p : dns.p; p.x = dx.p; p.dt = ddt.p; p.A = dA.p;
   p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p; p.dt_bias = dbias.p; p.y = dy.p; p.dt_softplus = true;
@@ -248,7 +250,7 @@ static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init
   DevBuf<T> dx(x.t), dinit(init.t), dy(B * L * D), dfin(B * D * S);
   DevBuf<float> dw(w), dbias(bias);
   dy.poison(); dfin.poison();
-  Conv1dParams p{};
+  CausalConv1dParams p{};
   p.batch = B; p.seqlen = L; p.dim = D; p.width = W;
   p.x = dx.p; p.weight = dw.p; p.bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.final_state = dfin.p;
   p.silu = silu;
@@ -288,7 +290,7 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place) {
   DevBuf<T> dx(x.t), dst(st.t), dns(in_place ? 0 : B * D * S), dy(B * D);
   DevBuf<float> dw(w), dbias(bias);
   dy.poison(); dns.poison();
-  Conv1dUpdateParams p{};
+  CausalConv1dUpdateParams p{};
   p.batch = B; p.dim = D; p.width = W;
   p.x = dx.p; p.conv_state = dst.p; p.new_conv_state = in_place ? dst.p : dns.p; p.weight = dw.p;
   p.bias = dbias.p; p.y = dy.p; p.silu = true;
@@ -303,7 +305,7 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place) {
 
 // ---- linear (decode GEMV) --------------------------------------------------------------------------
 template <typename T>
-static void check_gemv(int64_t M, int64_t K, int64_t N) {
+static void check_linear(int64_t M, int64_t K, int64_t N) {
   HostArr<T> x, w;
   x.fill(M * K, normal, 1.0);
   w.fill(K * N, normal, 1.0 / std::sqrt(double(K)));
@@ -314,11 +316,11 @@ static void check_gemv(int64_t M, int64_t K, int64_t N) {
   DevBuf<T> dx(x.t), dw(w.t), dy(M * N);
   dy.poison();
   LinearParams p{M, K, N, dx.p, dw.p, dy.p};
-  CK(launch_gemv<T>(p, 0));
+  CK(launch_linear<T>(p, 0));
   CK(cudaDeviceSynchronize());
   char id[96];
   std::snprintf(id, sizeof id, "M%lld-K%lld-N%lld-%s", (long long)M, (long long)K, (long long)N, tname<T>());
-  compare<T>("gemv y", id, dy.get(), y, tol<T>());
+  compare<T>("linear y", id, dy.get(), y, tol<T>());
 }
 
 static int run_checks() {
@@ -365,12 +367,12 @@ static int run_checks() {
   check_conv<__nv_bfloat16>(2, 200, 32, 4, true, true, 64);  // 7 spans of 32 steps: halos through cp.async
   check_conv<float>(1, 100, 8, 8, true, true, 40);            // width 8: a 7-row halo, spans of 16
   std::printf("linear (GEMV)\n");
-  check_gemv<__nv_bfloat16>(1, 768, 3072);   // clusters of 4
-  check_gemv<__nv_bfloat16>(3, 1536, 80);    // ragged last tile, clusters of 8
-  check_gemv<float>(8, 517, 36);             // K tail, f32 tiles of 32
-  check_gemv<__half>(12, 200, 64);           // M > 8: two launches
-  check_gemv<__nv_bfloat16>(2, 40, 16);      // K < 64: no cluster
-  check_gemv<float>(1, 0, 8);                // K = 0: zeros
+  check_linear<__nv_bfloat16>(1, 768, 3072);   // clusters of 4
+  check_linear<__nv_bfloat16>(3, 1536, 80);    // ragged last tile, clusters of 8
+  check_linear<float>(8, 517, 36);             // K tail, f32 tiles of 32
+  check_linear<__half>(12, 200, 64);           // M > 8: two launches
+  check_linear<__nv_bfloat16>(2, 40, 16);      // K < 64: no cluster
+  check_linear<float>(1, 0, 8);                // K = 0: zeros
   std::printf("causal_conv1d_update\n");
   check_conv_update<__nv_bfloat16>(2, 50, 4, true);
   check_conv_update<float>(3, 17, 8, false);
@@ -463,7 +465,7 @@ static int run_kernel_times() {
     DevBuf<bf> x(B * L * D), y(B * L * D), fin(B * D * (W - 1));
     DevBuf<float> w(D * W), bias(D);
     fill_uniform(x, -1, 1); fill_uniform(w, -1, 1); fill_uniform(bias, -1, 1);
-    Conv1dParams p{};
+    CausalConv1dParams p{};
     p.batch = B; p.seqlen = L; p.dim = D; p.width = W; p.x = x.p; p.weight = w.p; p.bias = bias.p;
     p.initial_state = nullptr; p.y = y.p; p.final_state = fin.p; p.silu = true;
     auto report = [&](const char* what, int64_t want, float ms) {
@@ -482,7 +484,7 @@ static int run_kernel_times() {
     fill_uniform(x, -1, 1); fill_uniform(dt, -1, 1); fill_uniform(z, -1, 1); fill_uniform(Bm, -1, 1);
     fill_uniform(Cm, -1, 1); fill_uniform(st, -1, 1); fill_uniform(A, -2, -0.1); fill_uniform(Dk, -1, 1);
     fill_uniform(bias, -5, -2);
-    StateUpdateParams p{};
+    SelectiveStateUpdateParams p{};
     p.batch = B; p.dim = D; p.dstate = N; p.ngroups = 1; p.state = st.p; p.new_state = st.p; p.x = x.p;
     p.dt = dt.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p; p.z = z.p; p.dt_bias = bias.p;
     p.y = y.p; p.dt_softplus = true;
@@ -490,7 +492,7 @@ static int run_kernel_times() {
     std::printf("kernel selective_state_update B256 D5120 N16 bf16: %.4f ms, %.0f GB/s (state r+w)\n", ms,
                 2.0 * B * D * N * 4 / (ms * 1e-3) / 1e9);
     for (int64_t b : {int64_t(256), int64_t(1)}) {
-      StateUpdateParams q = p;
+      SelectiveStateUpdateParams q = p;
       q.batch = b;
       const double gb = 2.0 * b * D * N * 4 / 1e9;
       for (int tl : {2, 1, 0}) {  // 4, 2 or 1 lanes per (batch, channel) row
@@ -517,7 +519,7 @@ static int run_kernel_times() {
         int i = 0;
         const float ms = time_ms([&] {
           LinearParams p{M, g.K, g.N, x.p, w.p + (i++ % copies) * g.K * g.N, y.p};
-          return launch_gemv<bf>(p, 0);
+          return launch_linear<bf>(p, 0);
         }, 80);
         std::printf("kernel linear %-13s M%lld K%lld N%lld bf16: %.4f ms, %.0f GB/s (weights)\n", g.what,
                     (long long)M, (long long)g.K, (long long)g.N, ms, 2.0 * g.K * g.N / (ms * 1e-3) / 1e9);

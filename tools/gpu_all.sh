@@ -27,7 +27,7 @@ rc=0
 
 if has build; then
   stamp "build: pip install -e . (CUDA arch $ARCH) and the checker, in parallel"
-  nvcc -O3 -std=c++17 --use_fast_math -lineinfo -gencode "arch=compute_$ARCH,code=sm_$ARCH" -I ffi/include \
+  nvcc -O3 -std=c++17 --use_fast_math -lineinfo -gencode "arch=compute_$ARCH,code=sm_$ARCH" -I ffi \
     tools/cuda_kernel_check.cu -o "$CHECKER" > /tmp/checker-build.log 2>&1 &
   nvcc_pid=$!
   if ! python3 -m pip install --no-build-isolation --no-deps -e . \

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "common/limits.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace mamba_jax {
@@ -120,6 +121,22 @@ inline ffi::Error check_ngroups(int64_t ngroups, int64_t dim, ffi::Span<const in
   if (ngroups >= 1 && dim % ngroups == 0) return ffi::Error::Success();
   return ffi::Error::InvalidArgument("ngroups = " + std::to_string(ngroups) + " (B has shape " + dims_str(b_dims) +
                                      ") must be >= 1 and divide dim = " + std::to_string(dim));
+}
+
+inline ffi::Error check_dstate(int64_t dstate, const ffi::AnyBuffer& ref, const char* name) {
+  if (dstate < 1 || dstate > kMaxDstate)
+    return ffi::Error::InvalidArgument("dstate must be in [1, " + std::to_string(kMaxDstate) + "], got " +
+                                       std::to_string(dstate) + " (" + name + " has shape " +
+                                       dims_str(ref.dimensions()) + ")");
+  return ffi::Error::Success();
+}
+
+inline ffi::Error check_conv_width(int64_t width, const ffi::AnyBuffer& weight) {
+  if (width < kMinConvWidth || width > kMaxConvWidth)
+    return ffi::Error::InvalidArgument("conv width must be in [" + std::to_string(kMinConvWidth) + ", " +
+                                       std::to_string(kMaxConvWidth) + "], got " + std::to_string(width) +
+                                       " (weight has shape " + dims_str(weight.dimensions()) + ")");
+  return ffi::Error::Success();
 }
 
 // Byte offset of slice `i` of the leading dims for a buffer, or null for an absent optional one.

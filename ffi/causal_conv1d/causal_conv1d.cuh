@@ -1,5 +1,5 @@
-// CUDA kernels for the causal depthwise conv1d (prefill) and its one-step update (decode).
-// Framework-free: Params structs of params.h in, cudaGetLastError() of the launch out.
+// CUDA kernel of causal_conv1d (prefill), the causal depthwise conv1d over a sequence.
+// Framework-free: CausalConv1dParams in, cudaGetLastError() of the launch out.
 //
 // causal_conv1d is memory-bound (one read of x, one write of y). A thread owns VEC consecutive
 // channels (one 16-byte vector: 8 bf16/f16 or 4 f32) and TR consecutive steps: it issues all
@@ -8,8 +8,8 @@
 // so every load and store is a coalesced 512-byte (bf16) row segment.
 #pragma once
 
-#include "mamba_jax/cuda_common.cuh"
-#include "mamba_jax/params.h"
+#include "causal_conv1d/params.h"
+#include "common/cuda_common.cuh"
 
 namespace mamba_jax {
 namespace cuda {
@@ -37,7 +37,7 @@ MJ_DEVICE Vec<T, VEC> conv_input_before_start(const T* init, int64_t tt, int S) 
 // so each thread reads its VEC x W taps as conflict-free vector loads.
 template <typename T, int W, int VEC>
 __global__ void __launch_bounds__(kConvThreads)
-causal_conv1d_kernel(const Conv1dParams p, int64_t span) {
+causal_conv1d_kernel(const CausalConv1dParams p, int64_t span) {
   constexpr int S = W - 1, R = kConvRows, CH = kConvThreads * VEC;
   using V = Vec<T, VEC>;
   __shared__ __align__(16) float s_w[W][CH];
@@ -151,7 +151,7 @@ constexpr int64_t kConvVecWantThreads = 132 * 1024 * 2;
 
 template <typename T, int W, int NST, int MINB>
 __global__ void __launch_bounds__(kConvThreads, MINB)
-causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
+causal_conv1d_vec_kernel(const CausalConv1dParams p, int64_t span) {
   constexpr int VEC = 16 / sizeof(T), S = W - 1, R = kConvStageRows;
   constexpr int CH = kConvThreads * VEC;
   constexpr size_t kStageBytes = size_t(NST) * R * kConvThreads * 16;
@@ -270,7 +270,7 @@ causal_conv1d_vec_kernel(const Conv1dParams p, int64_t span) {
 
 // NST, MINB: the vector kernel's stages and min blocks per SM (the checker times other choices).
 template <typename T, int W, int NST, int MINB>
-cudaError_t launch_conv_width(const Conv1dParams& p, cudaStream_t stream, int64_t want_threads) {
+cudaError_t launch_conv_width(const CausalConv1dParams& p, cudaStream_t stream, int64_t want_threads) {
   constexpr int EV = 16 / sizeof(T);
   const bool vec = p.dim % EV == 0 && aligned16_host(p.x) && aligned16_host(p.y);
   const int vecw = vec ? EV : 1;
@@ -303,7 +303,7 @@ cudaError_t launch_conv_width(const Conv1dParams& p, cudaStream_t stream, int64_
 // want_threads: how many threads the span length aims for, 0 = the path's default (tests pass small
 // values to force long spans).
 template <typename T, int NST = kConvStages, int MINB = 0>
-cudaError_t launch_causal_conv1d(const Conv1dParams& p, cudaStream_t stream, int64_t want_threads = 0) {
+cudaError_t launch_causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream, int64_t want_threads = 0) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   switch (p.width) {
     case 2: return launch_conv_width<T, 2, NST, MINB>(p, stream, want_threads);
@@ -315,44 +315,6 @@ cudaError_t launch_causal_conv1d(const Conv1dParams& p, cudaStream_t stream, int
     case 8: return launch_conv_width<T, 8, NST, MINB>(p, stream, want_threads);
     default: return cudaErrorInvalidValue;
   }
-}
-
-// causal_conv1d_update: one thread per (batch, channel); reads its whole state before writing, so
-// the in-place (aliased) update is safe.
-template <typename T>
-__global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const Conv1dUpdateParams p) {
-  const int64_t bd = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (bd >= p.batch * p.dim) return;
-  // 32-bit division when it fits (64-bit division is a long software sequence on the GPU).
-  const int64_t d = p.batch * p.dim <= INT32_MAX ? int64_t(uint32_t(bd) % uint32_t(p.dim)) : bd % p.dim;
-  const int W = static_cast<int>(p.width), S = W - 1;
-  const T* s = static_cast<const T*>(p.conv_state) + bd * S;
-  T* ns = static_cast<T*>(p.new_conv_state) + bd * S;
-  T win[kMaxConvWidth];
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth - 1; ++k)
-    if (k < S) win[k] = s[k];
-  const T xv = static_cast<const T*>(p.x)[bd];
-  float acc = p.bias ? p.bias[d] : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; ++k) {
-    if (k < S) acc = fmaf(p.weight[d * W + k], to_f32(win[k]), acc);
-    else if (k == S) acc = fmaf(p.weight[d * W + k], to_f32(xv), acc);
-  }
-  static_cast<T*>(p.y)[bd] = from_f32<T>(p.silu ? silu(acc) : acc);
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth - 1; ++k) {
-    if (k + 1 < S) ns[k] = win[k + 1];
-    else if (k + 1 == S) ns[k] = xv;
-  }
-}
-
-template <typename T>
-cudaError_t launch_causal_conv1d_update(const Conv1dUpdateParams& p, cudaStream_t stream) {
-  if (p.batch == 0 || p.dim == 0) return cudaSuccess;
-  const int64_t n = p.batch * p.dim;
-  causal_conv1d_update_kernel<T><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
-  return cudaGetLastError();
 }
 
 }  // namespace cuda

@@ -16,24 +16,24 @@
 
 #include <cooperative_groups.h>
 
-#include "mamba_jax/cuda_common.cuh"
-#include "mamba_jax/params.h"
+#include "common/cuda_common.cuh"
+#include "linear/params.h"
 
 namespace mamba_jax {
 namespace cuda {
 
-constexpr int kGemvThreads = 128;
-constexpr int kGemvRowGroups = 16;
-constexpr int kGemvColVecs = 8;
-constexpr int kGemvUnroll = 8;
-constexpr int kGemvMaxM = 8;
+constexpr int kLinearThreads = 128;
+constexpr int kLinearRowGroups = 16;
+constexpr int kLinearColVecs = 8;
+constexpr int kLinearUnroll = 8;
+constexpr int kLinearMaxM = 8;
 
 template <typename T, int MT, int CL>
-MJ_DEVICE void gemv_body(const LinearParams& p, int tile, int rank) {
-  constexpr int VEC = 16 / sizeof(T), TN = kGemvColVecs * VEC, RG = kGemvRowGroups, U = kGemvUnroll;
+MJ_DEVICE void linear_body(const LinearParams& p, int tile, int rank) {
+  constexpr int VEC = 16 / sizeof(T), TN = kLinearColVecs * VEC, RG = kLinearRowGroups, U = kLinearUnroll;
   using V = Vec<T, VEC>;
   __shared__ __align__(16) float red[RG][MT][TN];
-  const int tid = threadIdx.x, rg = tid / kGemvColVecs, cv = tid % kGemvColVecs;
+  const int tid = threadIdx.x, rg = tid / kLinearColVecs, cv = tid % kLinearColVecs;
   const int64_t K = p.k, N = p.n;
   const int64_t n0 = int64_t(tile) * TN + cv * VEC;
   const bool col_ok = n0 < N;  // N % VEC == 0: a vector is whole or absent
@@ -80,7 +80,7 @@ MJ_DEVICE void gemv_body(const LinearParams& p, int tile, int rank) {
     for (int v = 0; v < VEC; ++v) red[rg][m][cv * VEC + v] = acc[m][v];
   __syncthreads();
   // Row groups -> red[0]: thread i sums output i (of MT x TN) over the 16 row groups.
-  for (int i = tid; i < MT * TN; i += kGemvThreads) {
+  for (int i = tid; i < MT * TN; i += kLinearThreads) {
     const int m = i / TN, c = i % TN;
     float s = 0.0f;
 #pragma unroll
@@ -93,7 +93,7 @@ MJ_DEVICE void gemv_body(const LinearParams& p, int tile, int rank) {
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync();  // every block's red[0] is final
     if (rank == 0) {
-      for (int i = tid; i < MT * TN; i += kGemvThreads) {
+      for (int i = tid; i < MT * TN; i += kLinearThreads) {
         const int m = i / TN, c = i % TN;
         float s = red[0][m][c];
 #pragma unroll
@@ -108,7 +108,7 @@ MJ_DEVICE void gemv_body(const LinearParams& p, int tile, int rank) {
 #endif
   } else {
     __syncthreads();
-    for (int i = tid; i < MT * TN; i += kGemvThreads) {
+    for (int i = tid; i < MT * TN; i += kLinearThreads) {
       const int m = i / TN, c = i % TN;
       const int64_t n = int64_t(tile) * TN + c;
       if (m < p.m && n < N) static_cast<T*>(p.y)[m * N + n] = from_f32<T>(red[0][m][c]);
@@ -118,15 +118,15 @@ MJ_DEVICE void gemv_body(const LinearParams& p, int tile, int rank) {
 
 // Launched with a cluster of CL blocks along x (cudaLaunchKernelEx), so blockIdx.x % CL is the rank.
 template <typename T, int MT, int CL>
-__global__ void __launch_bounds__(kGemvThreads) gemv_cluster_kernel(const LinearParams p) {
-  gemv_body<T, MT, CL>(p, blockIdx.x / CL, blockIdx.x % CL);
+__global__ void __launch_bounds__(kLinearThreads) linear_cluster_kernel(const LinearParams p) {
+  linear_body<T, MT, CL>(p, blockIdx.x / CL, blockIdx.x % CL);
 }
 
 template <int CL, typename Kernel>
 cudaError_t launch_cluster(Kernel kernel, unsigned blocks, cudaStream_t stream, const LinearParams& p) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(kGemvThreads);
+  cfg.blockDim = dim3(kLinearThreads);
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
@@ -139,14 +139,14 @@ cudaError_t launch_cluster(Kernel kernel, unsigned blocks, cudaStream_t stream, 
 }
 
 template <typename T, int MT>
-__global__ void __launch_bounds__(kGemvThreads) gemv_kernel(const LinearParams p) {
-  gemv_body<T, MT, 1>(p, blockIdx.x, 0);
+__global__ void __launch_bounds__(kLinearThreads) linear_kernel(const LinearParams p) {
+  linear_body<T, MT, 1>(p, blockIdx.x, 0);
 }
 
 // major: the device's compute capability major version.
 template <typename T, int MT>
-cudaError_t launch_gemv_m(const LinearParams& p, cudaStream_t stream, int major) {
-  constexpr int TN = kGemvColVecs * (16 / sizeof(T));
+cudaError_t launch_linear_m(const LinearParams& p, cudaStream_t stream, int major) {
+  constexpr int TN = kLinearColVecs * (16 / sizeof(T));
   const int64_t tiles = (p.n + TN - 1) / TN;
   // Blocks wanted: ~2 per SM of an H100/H200 (132 SMs); each K slice keeps >= 64 rows.
   // Clusters need compute capability 9.0 (Hopper); below that every block takes all of K.
@@ -155,10 +155,10 @@ cudaError_t launch_gemv_m(const LinearParams& p, cudaStream_t stream, int major)
   while (major >= 9 && cl < 8 && tiles * cl < 264 && p.k / (2 * cl) >= 64) cl *= 2;
   const unsigned blocks = static_cast<unsigned>(tiles * cl);
   switch (cl) {
-    case 1: gemv_kernel<T, MT><<<blocks, kGemvThreads, 0, stream>>>(p); break;
-    case 2: e = launch_cluster<2>(gemv_cluster_kernel<T, MT, 2>, blocks, stream, p); break;
-    case 4: e = launch_cluster<4>(gemv_cluster_kernel<T, MT, 4>, blocks, stream, p); break;
-    default: e = launch_cluster<8>(gemv_cluster_kernel<T, MT, 8>, blocks, stream, p); break;
+    case 1: linear_kernel<T, MT><<<blocks, kLinearThreads, 0, stream>>>(p); break;
+    case 2: e = launch_cluster<2>(linear_cluster_kernel<T, MT, 2>, blocks, stream, p); break;
+    case 4: e = launch_cluster<4>(linear_cluster_kernel<T, MT, 4>, blocks, stream, p); break;
+    default: e = launch_cluster<8>(linear_cluster_kernel<T, MT, 8>, blocks, stream, p); break;
   }
   if (e != cudaSuccess) return e;
   return cudaGetLastError();
@@ -167,21 +167,21 @@ cudaError_t launch_gemv_m(const LinearParams& p, cudaStream_t stream, int major)
 // Any M: chunks of up to 8 rows (each chunk reads w once more; the callers keep M <= 8).
 // Needs N % (16 / sizeof(T)) == 0 and 16-byte aligned w (the handler checks both).
 template <typename T>
-cudaError_t launch_gemv(const LinearParams& p, cudaStream_t stream) {
+cudaError_t launch_linear(const LinearParams& p, cudaStream_t stream) {
   if (p.m == 0 || p.n == 0) return cudaSuccess;
   int major = 0;
   const cudaError_t ce = current_device_attribute(cudaDevAttrComputeCapabilityMajor, &major);
   if (ce != cudaSuccess) return ce;
-  for (int64_t m0 = 0; m0 < p.m; m0 += kGemvMaxM) {
+  for (int64_t m0 = 0; m0 < p.m; m0 += kLinearMaxM) {
     LinearParams q = p;
-    q.m = p.m - m0 < kGemvMaxM ? p.m - m0 : kGemvMaxM;
+    q.m = p.m - m0 < kLinearMaxM ? p.m - m0 : kLinearMaxM;
     q.x = static_cast<const T*>(p.x) + m0 * p.k;
     q.y = static_cast<T*>(p.y) + m0 * p.n;
     cudaError_t e;
-    if (q.m == 1) e = launch_gemv_m<T, 1>(q, stream, major);
-    else if (q.m == 2) e = launch_gemv_m<T, 2>(q, stream, major);
-    else if (q.m <= 4) e = launch_gemv_m<T, 4>(q, stream, major);
-    else e = launch_gemv_m<T, 8>(q, stream, major);
+    if (q.m == 1) e = launch_linear_m<T, 1>(q, stream, major);
+    else if (q.m == 2) e = launch_linear_m<T, 2>(q, stream, major);
+    else if (q.m <= 4) e = launch_linear_m<T, 4>(q, stream, major);
+    else e = launch_linear_m<T, 8>(q, stream, major);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;

@@ -1,6 +1,6 @@
 // Explicit instantiation of the selective-scan launcher for __nv_bfloat16, one file per dtype so the
 // heaviest kernel templates compile in parallel.
-#include "mamba_jax/selective_scan.cuh"
+#include "selective_scan/selective_scan.cuh"
 
 namespace mamba_jax {
 namespace cuda {

@@ -1,5 +1,5 @@
 // Device helpers shared by the CUDA kernels: dtype conversion, the fast math the scans use, 16-byte
-// vectors and cp.async staging. Framework-free (no XLA): handlers in ffi/cuda include this.
+// vectors and cp.async staging. Framework-free (no XLA).
 #pragma once
 
 #include <cuda_bf16.h>

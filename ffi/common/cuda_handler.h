@@ -1,4 +1,4 @@
-// What the CUDA handlers of the Mamba-1 ops share: check the operands, then one launch per vmap slice
+// What the CUDA handlers of the vmapped ops share: check the operands, then one launch per vmap slice
 // on the given stream, a failed launch becoming an Internal error that names the op.
 #pragma once
 
@@ -8,7 +8,7 @@
 
 #include <string>
 
-#include "../common/mamba1_args.h"
+#include "common/handler.h"
 
 namespace mamba_jax {
 namespace ffi_util {

@@ -1,0 +1,68 @@
+// causal_conv1d_update: operand checks and Params, shared by its CPU and CUDA handlers (so both platforms
+// accept and reject the same calls), and its binding (the buffers of ffi/targets.h, then the
+// attributes). check() validates every shape and dtype (errors name the operand, its shape or dtype,
+// and what was expected) and records the sizes; params(i) fills the Params of vmap slice i.
+#pragma once
+
+#include "causal_conv1d_update/params.h"
+#include "common/handler.h"
+
+namespace mamba_jax {
+namespace ffi_util {
+
+struct CausalConv1dUpdateArgs {
+  ffi::AnyBuffer x, conv_state, weight, bias;
+  Out y, new_state;
+  bool silu;
+  Lead lead{};
+  int64_t batch = 0, dim = 0, width = 0;
+  ffi::DataType dtype = ffi::DataType::F32;
+
+  bool empty() const { return batch == 0 || dim == 0; }
+
+  ffi::Error check() {
+    MJ_RETURN_IF_ERROR(get_lead(x, "x", 2, &lead));
+    auto xd = x.dimensions();
+    const size_t r = lead.dims.size();
+    batch = xd[r]; dim = xd[r + 1];
+    auto wd = weight.dimensions();
+    if (wd.size() != r + 2)
+      return ffi::Error::InvalidArgument("weight must be [dim, width], got " + dims_str(wd));
+    width = wd[r + 1];
+    MJ_RETURN_IF_ERROR(check_conv_width(width, weight));
+    MJ_RETURN_IF_ERROR(expect_shape(weight, "weight", lead, {dim, width}));
+    MJ_RETURN_IF_ERROR(expect_shape(conv_state, "conv_state", lead, {batch, dim, width - 1}));
+    MJ_RETURN_IF_ERROR(expect_shape(bias, "bias", lead, {dim}, true));
+    MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, dim}));
+    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_conv_state", lead, {batch, dim, width - 1}));
+    dtype = x.element_type();
+    MJ_RETURN_IF_ERROR(expect_activation_dtype(x, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(conv_state, "conv_state", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(*y, "y", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(*new_state, "new_conv_state", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(weight, "weight", ffi::DataType::F32));
+    MJ_RETURN_IF_ERROR(expect_dtype(bias, "bias", ffi::DataType::F32, true));
+    return ffi::Error::Success();
+  }
+
+  CausalConv1dUpdateParams params(int64_t i) {
+    CausalConv1dUpdateParams p{};
+    p.batch = batch; p.dim = dim; p.width = width;
+    p.x = slice_ptr<const void>(x, lead, i);
+    p.conv_state = slice_ptr<const void>(conv_state, lead, i);
+    p.new_conv_state = slice_ptr<void>(new_state, lead, i);
+    p.weight = slice_ptr<const float>(weight, lead, i);
+    p.bias = slice_ptr<const float>(bias, lead, i);
+    p.y = slice_ptr<void>(y, lead, i);
+    p.silu = silu;
+    return p;
+  }
+};
+
+template <typename Ctx>
+auto causal_conv1d_update_binding() {
+  return bind_buffers<target::causal_conv1d_update, Ctx>().template Attr<bool>("silu");
+}
+
+}  // namespace ffi_util
+}  // namespace mamba_jax

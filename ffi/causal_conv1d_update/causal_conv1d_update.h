@@ -1,0 +1,50 @@
+// CPU kernel of causal_conv1d_update. Framework-free: it takes CausalConv1dUpdateParams and a
+// range of work items (batch, block of kLanes channels), so the handler decides how to spread
+// items over threads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "causal_conv1d_update/params.h"
+#include "common/cpu_lanes.h"
+
+namespace mamba_jax {
+namespace cpu {
+
+// Item = (batch, block): the taps of each channel are contiguous, so the dot products run per
+// channel; the activation runs on the block's results at once.
+template <typename T>
+void causal_conv1d_update(const CausalConv1dUpdateParams& p, int64_t item_begin, int64_t item_end) {
+  const int64_t D = p.dim, W = p.width, S = W - 1;
+  const int64_t nblocks = num_channel_blocks(D);
+  const T* xall = static_cast<const T*>(p.x);
+  const T* sall = static_cast<const T*>(p.conv_state);
+  T* nsall = static_cast<T*>(p.new_conv_state);
+  for (int64_t item = item_begin; item < item_end; ++item) {
+    const int64_t b = item / nblocks;
+    const int64_t d0 = (item % nblocks) * kLanes;
+    const int64_t nv = std::min<int64_t>(kLanes, D - d0);
+    alignas(64) float acc[kLanes] = {};
+    for (int64_t l = 0; l < nv; ++l) {
+      const int64_t d = d0 + l;
+      const T* s = sall + (b * D + d) * S;
+      const float* w = p.weight + d * W;
+      const T xv = xall[b * D + d];
+      float a = p.bias ? p.bias[d] : 0.0f;
+      for (int64_t k = 0; k < S; ++k) a += w[k] * to_float(s[k]);
+      a += w[S] * to_float(xv);
+      acc[l] = a;
+      // Shift the window left by one, in place safe (reads run ahead of writes).
+      T* ns = nsall + (b * D + d) * S;
+      for (int64_t k = 0; k + 1 < S; ++k) ns[k] = s[k + 1];
+      ns[S - 1] = xv;
+    }
+    vf v = simd::load(acc);
+    if (p.silu) v = silu_fast(v);
+    store_lanes(static_cast<T*>(p.y) + b * D + d0, v, nv);
+  }
+}
+
+}  // namespace cpu
+}  // namespace mamba_jax

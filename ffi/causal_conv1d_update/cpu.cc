@@ -1,0 +1,32 @@
+// XLA FFI CPU handler of causal_conv1d_update. An absent bias arrives as an empty array.
+#include "causal_conv1d_update/args.h"
+#include "causal_conv1d_update/causal_conv1d_update.h"
+#include "common/parallel.h"
+
+namespace ffi = xla::ffi;
+using namespace mamba_jax;
+using namespace mamba_jax::ffi_util;
+
+namespace {
+
+ffi::Error CausalConv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer conv_state,
+                                  ffi::AnyBuffer weight, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y,
+                                  ffi::Result<ffi::AnyBuffer> new_state, bool silu) {
+  CausalConv1dUpdateArgs a{x, conv_state, weight, bias, y, new_state, silu};
+  MJ_RETURN_IF_ERROR(a.check());
+  if (a.empty()) return ffi::Error::Success();
+
+  const int64_t items = a.batch * cpu::num_channel_blocks(a.dim);
+  const int64_t min_items = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, cpu::kLanes * a.width));
+  return for_each_slice<float, bf16_t, f16_t>(a, [&](const CausalConv1dUpdateParams& p, auto tag) {
+    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
+      cpu::causal_conv1d_update<typename decltype(tag)::type>(p, b, e);
+    });
+    return ffi::Error::Success();
+  });
+}
+
+}  // namespace
+
+MJ_DEFINE_CPU_HANDLER(causal_conv1d_update, CausalConv1dUpdateImpl,
+                      causal_conv1d_update_binding<ffi::ThreadPool>());

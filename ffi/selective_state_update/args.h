@@ -1,0 +1,84 @@
+// selective_state_update: operand checks and Params, shared by its CPU and CUDA handlers (so both platforms
+// accept and reject the same calls), and its binding (the buffers of ffi/targets.h, then the
+// attributes). check() validates every shape and dtype (errors name the operand, its shape or dtype,
+// and what was expected) and records the sizes; params(i) fills the Params of vmap slice i.
+#pragma once
+
+#include "common/handler.h"
+#include "selective_state_update/params.h"
+
+namespace mamba_jax {
+namespace ffi_util {
+
+struct SelectiveStateUpdateArgs {
+  ffi::AnyBuffer state, x, dt, A, B, C, D, z, dt_bias;
+  Out y, new_state;
+  bool dt_softplus;
+  Lead lead{};
+  int64_t batch = 0, dim = 0, dstate = 0, ngroups = 0;
+  ffi::DataType dtype = ffi::DataType::F32;
+
+  bool empty() const { return batch == 0 || dim == 0; }
+
+  ffi::Error check() {
+    MJ_RETURN_IF_ERROR(get_lead(state, "state", 3, &lead));
+    auto sd = state.dimensions();
+    const size_t r = lead.dims.size();
+    batch = sd[r]; dim = sd[r + 1]; dstate = sd[r + 2];
+    auto bd = B.dimensions();
+    if (bd.size() != r + 3)
+      return ffi::Error::InvalidArgument("B must be [batch, ngroups, dstate], got " + dims_str(bd));
+    ngroups = bd[r + 1];
+    MJ_RETURN_IF_ERROR(check_dstate(dstate, state, "state"));
+    MJ_RETURN_IF_ERROR(check_ngroups(ngroups, dim, bd));
+    MJ_RETURN_IF_ERROR(expect_shape(x, "x", lead, {batch, dim}));
+    MJ_RETURN_IF_ERROR(expect_shape(dt, "dt", lead, {batch, dim}));
+    MJ_RETURN_IF_ERROR(expect_shape(A, "A", lead, {dim, dstate}));
+    MJ_RETURN_IF_ERROR(expect_shape(B, "B", lead, {batch, ngroups, dstate}));
+    MJ_RETURN_IF_ERROR(expect_shape(C, "C", lead, {batch, ngroups, dstate}));
+    MJ_RETURN_IF_ERROR(expect_shape(D, "D", lead, {dim}, true));
+    MJ_RETURN_IF_ERROR(expect_shape(z, "z", lead, {batch, dim}, true));
+    MJ_RETURN_IF_ERROR(expect_shape(dt_bias, "dt_bias", lead, {dim}, true));
+    MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, dim}));
+    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_state", lead, {batch, dim, dstate}));
+    dtype = x.element_type();
+    MJ_RETURN_IF_ERROR(expect_activation_dtype(x, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(dt, "dt", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(B, "B", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(C, "C", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(z, "z", dtype, true, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(*y, "y", dtype, false, "x"));
+    MJ_RETURN_IF_ERROR(expect_dtype(state, "state", ffi::DataType::F32));
+    MJ_RETURN_IF_ERROR(expect_dtype(A, "A", ffi::DataType::F32));
+    MJ_RETURN_IF_ERROR(expect_dtype(D, "D", ffi::DataType::F32, true));
+    MJ_RETURN_IF_ERROR(expect_dtype(dt_bias, "dt_bias", ffi::DataType::F32, true));
+    MJ_RETURN_IF_ERROR(expect_dtype(*new_state, "new_state", ffi::DataType::F32));
+    return ffi::Error::Success();
+  }
+
+  SelectiveStateUpdateParams params(int64_t i) {
+    SelectiveStateUpdateParams p{};
+    p.batch = batch; p.dim = dim; p.dstate = dstate; p.ngroups = ngroups;
+    p.state = slice_ptr<const float>(state, lead, i);
+    p.new_state = slice_ptr<float>(new_state, lead, i);
+    p.x = slice_ptr<const void>(x, lead, i);
+    p.dt = slice_ptr<const void>(dt, lead, i);
+    p.A = slice_ptr<const float>(A, lead, i);
+    p.Bm = slice_ptr<const void>(B, lead, i);
+    p.Cm = slice_ptr<const void>(C, lead, i);
+    p.Dskip = slice_ptr<const float>(D, lead, i);
+    p.z = slice_ptr<const void>(z, lead, i);
+    p.dt_bias = slice_ptr<const float>(dt_bias, lead, i);
+    p.y = slice_ptr<void>(y, lead, i);
+    p.dt_softplus = dt_softplus;
+    return p;
+  }
+};
+
+template <typename Ctx>
+auto selective_state_update_binding() {
+  return bind_buffers<target::selective_state_update, Ctx>().template Attr<bool>("dt_softplus");
+}
+
+}  // namespace ffi_util
+}  // namespace mamba_jax
