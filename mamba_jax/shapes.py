@@ -26,6 +26,14 @@ class Mamba1Shape:
     def dim(self) -> int:
         return self.d_inner
 
+    def config(self, vocab_size: int = 50277, pad_vocab_size_multiple: int = 8):
+        """The `mamba_jax.nn.MambaConfig` of a model of this size (random weights; vocabulary as given)."""
+        from .nn import MambaConfig
+
+        return MambaConfig(vocab_size=vocab_size, d_model=self.d_model, n_layer=self.n_layers, d_state=self.dstate,
+                           d_conv=self.d_conv, expand=self.d_inner // self.d_model, dt_rank=self.dt_rank,
+                           pad_vocab_size_multiple=pad_vocab_size_multiple)
+
 
 @dataclasses.dataclass(frozen=True)
 class Mamba2Shape:
@@ -43,6 +51,14 @@ class Mamba2Shape:
     @property
     def d_inner(self) -> int:
         return self.nheads * self.headdim
+
+    def config(self, vocab_size: int = 50277, pad_vocab_size_multiple: int = 16):
+        """The `mamba_jax.nn.Mamba2Config` of a model of this size (random weights; vocabulary as given)."""
+        from .nn import Mamba2Config
+
+        return Mamba2Config(vocab_size=vocab_size, d_model=self.d_model, n_layer=self.n_layers, d_state=self.dstate,
+                            d_conv=self.d_conv, expand=self.d_inner // self.d_model, headdim=self.headdim,
+                            ngroups=self.ngroups, pad_vocab_size_multiple=pad_vocab_size_multiple)
 
 
 MAMBA_130M = Mamba1Shape("mamba-130m", d_model=768, d_inner=1536, dstate=16, d_conv=4, dt_rank=48, n_layers=24)

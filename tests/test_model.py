@@ -17,7 +17,8 @@ from flax import nnx
 import mamba_jax
 from mamba_jax.nn import MambaConfig, MambaLM, MambaMixer
 
-from _hf_models import CONFIGS, VOCAB, float64_copy, left_pad, make_hf_model, oracle_logits, rel_err
+from _hf_models import (CONFIGS, VOCAB, TinyNet, check_gradient_against_oracle, float64_copy, left_pad,
+                        make_hf_model, oracle_logits, params64, rel_err)
 
 # One tolerance table (norm-wise relative error of the logits against the float64 oracle). bfloat16 was
 # measured at 0.5-1.3% on these models, float32 at ~3e-7.
@@ -204,43 +205,21 @@ def mixer_oracle(p, x):
     return y @ p["out_proj"] + p.get("out_bias", 0.0)
 
 
-class TinyNet(nnx.Module):
-    """A user's own NNX model with a Mamba mixer inside: Linear -> x + MambaMixer(x) -> Linear."""
-
-    def __init__(self, rngs):
-        hi = jax.lax.Precision.HIGHEST  # float32 matmuls, also on GPUs (no TF32)
-        self.inp = nnx.Linear(5, 24, precision=hi, rngs=rngs)
-        self.mixer = MambaMixer(24, d_state=8, d_conv=3, expand=2, dt_rank=3, bias=True, precision=hi, rngs=rngs)
-        self.out = nnx.Linear(24, 3, precision=hi, rngs=rngs)
-
-    def __call__(self, x):
-        h = self.inp(x)
-        return self.out(h + self.mixer(h))
-
-
 def _tiny_net(seed):
-    net = TinyNet(nnx.Rngs(seed))
-    rng = np.random.RandomState(seed)
-    for _, v in nnx.iter_graph(net):  # move every zero/one-initialised parameter off its constant
-        if isinstance(v, nnx.Param):
-            v[...] = v[...] + 0.1 * rng.standard_normal(v[...].shape).astype(np.float32)
-    return net
-
-
-def _params64(net):
-    """{path tuple: float64 array} of every parameter of `net`."""
-    return {tuple(p): np.asarray(v[...], np.float64) for p, v in nnx.iter_graph(net) if isinstance(v, nnx.Param)}
+    """A user's model with a MambaMixer inside (see _hf_models.TinyNet)."""
+    return TinyNet.build(lambda d, rngs: MambaMixer(d, d_state=8, d_conv=3, expand=2, dt_rank=3, bias=True,
+                                                    rngs=rngs), seed)
 
 
 def _net_oracle(q, x):
-    """TinyNet in float64 NumPy from a `_params64` dict."""
-    m = {k[1:]: v for k, v in q.items() if k[0] == "mixer"}
-    p = dict(in_proj=m[("in_proj", "kernel")], in_bias=m[("in_proj", "bias")], conv_weight=m[("conv_weight",)],
-             conv_bias=m[("conv_bias",)], x_proj=m[("x_proj", "kernel")], dt_proj=m[("dt_proj", "kernel")],
-             dt_bias=m[("dt_bias",)], A_log=m[("A_log",)], D=m[("D",)], out_proj=m[("out_proj", "kernel")],
-             out_bias=m[("out_proj", "bias")])
-    h = np.asarray(x, np.float64) @ q[("inp", "kernel")] + q[("inp", "bias")]
-    return (h + mixer_oracle(p, h)) @ q[("out", "kernel")] + q[("out", "bias")]
+    """The tiny net in float64 NumPy from a `params64` dict."""
+    def mixer(m, h):
+        p = dict(in_proj=m[("in_proj", "kernel")], in_bias=m[("in_proj", "bias")], conv_weight=m[("conv_weight",)],
+                 conv_bias=m[("conv_bias",)], x_proj=m[("x_proj", "kernel")], dt_proj=m[("dt_proj", "kernel")],
+                 dt_bias=m[("dt_bias",)], A_log=m[("A_log",)], D=m[("D",)], out_proj=m[("out_proj", "kernel")],
+                 out_bias=m[("out_proj", "bias")])
+        return mixer_oracle(p, h)
+    return TinyNet.oracle(q, x, mixer)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -249,7 +228,7 @@ def test_mixer_in_user_model_under_jit(impl):
     net.mixer.implementation = impl
     x = np.random.RandomState(1).standard_normal((2, 11, 5)).astype(np.float32)
     y = nnx.jit(lambda net, x: net(x))(net, jnp.asarray(x))
-    assert rel_err(y, _net_oracle(_params64(net), x)) <= 1e-5
+    assert rel_err(y, _net_oracle(params64(net), x)) <= 1e-5
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -259,21 +238,7 @@ def test_mixer_gradient_matches_oracle_directional_derivative(impl):
     net.mixer.implementation = impl
     x = np.random.RandomState(3).standard_normal((2, 9, 5)).astype(np.float32)
     target = np.random.RandomState(4).standard_normal((2, 9, 3))
-
-    def loss(net):
-        return jnp.mean((net(jnp.asarray(x)) - jnp.asarray(target, jnp.float32)) ** 2)
-
-    grads = {tuple(p): np.asarray(g[...], np.float64) for p, g in nnx.to_flat_state(nnx.jit(nnx.grad(loss))(net))}
-    q = _params64(net)
-    assert grads.keys() == q.keys()
-    rng = np.random.RandomState(5)
-    direction = {k: rng.standard_normal(v.shape) for k, v in q.items()}
-    dot = sum(float(np.sum(grads[k] * direction[k])) for k in q)
-    eps = 1e-4
-    shifted = lambda sign: {k: q[k] + sign * eps * direction[k] for k in q}
-    oracle_loss = lambda p: np.mean((_net_oracle(p, x) - target) ** 2)
-    fd = (oracle_loss(shifted(+1)) - oracle_loss(shifted(-1))) / (2 * eps)
-    assert abs(dot - fd) <= 1e-4 * max(1.0, abs(fd)), (dot, fd)
+    check_gradient_against_oracle(net, x, target, _net_oracle)
 
 
 @pytest.mark.parametrize("impl", IMPLS)

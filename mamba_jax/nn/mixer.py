@@ -1,4 +1,5 @@
-"""The Mamba-1 mixer (selective SSM block) as a Flax NNX module, on top of mamba_jax.ops.
+"""The Mamba-1 mixer (selective SSM block) as a Flax NNX module, on top of mamba_jax.ops, and the base
+class and initialisers it shares with the Mamba-2 mixer (mamba2.py).
 
 Shape legend: b batch, l seqlen, d d_model, e d_inner (= expand * d_model), n d_state, r dt_rank,
 w d_conv.  Activations are in the module's dtype (float32, bfloat16 or float16); the SSM state,
@@ -16,7 +17,7 @@ from flax import nnx
 
 from .. import ops
 from ..ops.linear import kernel_applies
-from ..ops.reference import softplus
+from ..ops.elementwise import softplus
 
 f32 = jnp.float32
 
@@ -30,64 +31,30 @@ def _uniform(bound: float):
     return init
 
 
-class MambaMixer(nnx.Module):
-    """Mamba-1 block: in_proj -> causal conv1d + SiLU -> x_proj -> dt_proj -> selective scan
-    (with D skip and SiLU(z) gating) -> out_proj.
+def default_precision(precision, dtype, param_dtype):
+    """The matmul precision of a module: `precision` when given; else HIGHEST when the module computes
+    in float32 (its dtype, or param_dtype when dtype is None), so that float32 models get float32
+    matmuls on GPUs too (JAX's default there is TF32-like); else None (the backend default)."""
+    if precision is not None:
+        return precision
+    compute = jnp.dtype(param_dtype if dtype is None else dtype)
+    return jax.lax.Precision.HIGHEST if compute == jnp.float32 else None
 
-    Drops into any NNX model. ``mixer(x)`` maps [b, l, d] -> [b, l, d]; ``mixer.step`` runs one token
-    against a (conv_state, ssm_state) pair, for decoding.
 
-    Parameters (names match the checkpoint layout after transposition):
-      in_proj.kernel [d, 2e] (+ bias [2e] when bias); conv_weight [e, w]; conv_bias [e] when conv_bias;
-      x_proj.kernel [e, r + 2n]; dt_proj.kernel [r, e]; dt_bias [e] f32; A_log [e, n] f32; D [e] f32;
-      out_proj.kernel [e, d] (+ bias [d]).
+def inverse_softplus_dt_init(key, shape, dt_min: float, dt_max: float, dt_init_floor: float):
+    """dt log-uniform in [dt_min, dt_max] (at least dt_init_floor), returned as softplus^-1(dt), float32:
+    the reference initialisation of the dt bias."""
+    u = jax.random.uniform(key, shape, f32)
+    dt = jnp.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+    dt = jnp.maximum(dt, dt_init_floor)
+    return dt + jnp.log(-jnp.expm1(-dt))
 
-    Args:
-      d_model: input and output width.
-      d_state, d_conv, expand, dt_rank, conv_bias, bias: sizes and options, as in `MambaConfig`.
-      dt_min, dt_max, dt_init, dt_scale, dt_init_floor: dt_proj initialisation (the reference's:
-        dt log-uniform in [dt_min, dt_max], dt_bias = softplus^-1(dt)); A_log = log(1..n), D = 1.
-      dtype: activation dtype (None: that of the input promoted with the parameters).
-      param_dtype: dtype of the projection and conv parameters.
-      precision: matmul precision passed to the projections.
-      implementation: None | "ffi" | "xla", passed to every op call (can be overridden per call).
-      rngs: nnx.Rngs for the initialisation.
-    """
 
-    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: Union[int, str] = "auto", conv_bias: bool = True, bias: bool = False,
-                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
-                 dt_init_floor: float = 1e-4, dtype=None, param_dtype=f32, precision=None,
-                 implementation: Optional[str] = None, rngs: nnx.Rngs):
-        self.d_model = d_model
-        self.d_state = d_state
-        self.d_conv = d_conv
-        self.d_inner = expand * d_model
-        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
-        self.dtype = dtype
-        self.implementation = implementation
-        e, n, r = self.d_inner, d_state, self.dt_rank
-        lin = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, rngs=rngs)
+class MixerBase(nnx.Module):
+    """What the Mamba-1 and Mamba-2 mixers share: the implementation choice, the conv parameters,
+    A = -exp(A_log), the per-decode-loop constants and the projections' application. Subclasses set
+    in_proj, conv_weight, conv_bias, A_log, dtype and implementation."""
 
-        self.in_proj = nnx.Linear(d_model, 2 * e, use_bias=bias, kernel_init=_torch_default_init, **lin)
-        self.conv_weight = nnx.Param(_uniform(1.0 / math.sqrt(d_conv))(rngs.params(), (e, d_conv), param_dtype))
-        self.conv_bias = (nnx.Param(_uniform(1.0 / math.sqrt(d_conv))(rngs.params(), (e,), param_dtype))
-                          if conv_bias else None)
-        self.x_proj = nnx.Linear(e, r + 2 * n, use_bias=False, kernel_init=_torch_default_init, **lin)
-
-        dt_std = r ** -0.5 * dt_scale
-        dt_kernel_init = (nnx.initializers.constant(dt_std) if dt_init == "constant" else _uniform(dt_std))
-        self.dt_proj = nnx.Linear(r, e, use_bias=False, kernel_init=dt_kernel_init, **lin)
-        u = jax.random.uniform(rngs.params(), (e,), f32)
-        dt = jnp.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
-        dt = jnp.maximum(dt, dt_init_floor)
-        self.dt_bias = nnx.Param(dt + jnp.log(-jnp.expm1(-dt)))  # softplus^-1(dt), float32
-
-        self.A_log = nnx.Param(jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=f32), (e, n))))
-        self.D = nnx.Param(jnp.ones((e,), f32))
-        self.out_proj = nnx.Linear(e, d_model, use_bias=bias, kernel_init=_torch_default_init, **lin)
-
-    # ------------------------------------------------------------------ helpers
     def _impl(self, implementation):
         return self.implementation if implementation is ... else implementation
 
@@ -108,7 +75,7 @@ class MambaMixer(nnx.Module):
         that kernel applies (see ops.linear.kernel_applies: small dots that XLA would split into a
         multiply + reduce reading the weights three times), else `lin(x)` as in the forward pass."""
         if impl == "xla":
-            return MambaMixer._linear
+            return MixerBase._linear
 
         def apply(lin, x):
             dtype = lin.dtype or jnp.result_type(x, lin.kernel[...])
@@ -119,11 +86,81 @@ class MambaMixer(nnx.Module):
             return y if lin.bias is None else y + lin.bias[...].astype(dtype)
         return apply
 
-    def _in_proj(self, x, proj=None):
-        """x [..., d] -> (conv input xi [..., e], gate z [..., e]), in the activation dtype."""
+    def _project(self, x, proj=None):
+        """in_proj(x) in the activation dtype. x [..., d]."""
         if self.dtype is not None:
             x = x.astype(self.dtype)
-        xz = (proj or self._linear)(self.in_proj, x)
+        return (proj or self._linear)(self.in_proj, x)
+
+    def step_constants(self):
+        """The float32 values every decode step derives from the parameters alone: (A = -exp(A_log),
+        conv weight, conv bias or None). A decode loop computes them once, outside the loop, and passes
+        them to `step` (XLA does not hoist them out of a while loop by itself: the H200 profile showed
+        three extra kernels per layer per token, the negate-exp and two float32 casts)."""
+        w, b = self._conv_params()
+        return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
+
+
+class MambaMixer(MixerBase):
+    """Mamba-1 block: in_proj -> causal conv1d + SiLU -> x_proj -> dt_proj -> selective scan
+    (with D skip and SiLU(z) gating) -> out_proj.
+
+    Drops into any NNX model. ``mixer(x)`` maps [b, l, d] -> [b, l, d]; ``mixer.step`` runs one token
+    against a (conv_state, ssm_state) pair, for decoding.
+
+    Parameters (names match the checkpoint layout after transposition):
+      in_proj.kernel [d, 2e] (+ bias [2e] when bias); conv_weight [e, w]; conv_bias [e] when conv_bias;
+      x_proj.kernel [e, r + 2n]; dt_proj.kernel [r, e]; dt_bias [e] f32; A_log [e, n] f32; D [e] f32;
+      out_proj.kernel [e, d] (+ bias [d]).
+
+    Args:
+      d_model: input and output width.
+      d_state, d_conv, expand, dt_rank, conv_bias, bias: sizes and options, as in `MambaConfig`.
+      dt_min, dt_max, dt_init, dt_scale, dt_init_floor: dt_proj initialisation (the reference's:
+        dt log-uniform in [dt_min, dt_max], dt_bias = softplus^-1(dt)); A_log = log(1..n), D = 1.
+      dtype: activation dtype (None: that of the input promoted with the parameters).
+      param_dtype: dtype of the projection and conv parameters.
+      precision: matmul precision passed to the projections (None: HIGHEST when computing in float32,
+        see `default_precision`; the backend default otherwise).
+      implementation: None | "ffi" | "xla", passed to every op call (can be overridden per call).
+      rngs: nnx.Rngs for the initialisation.
+    """
+
+    def __init__(self, d_model: int, *, d_state: int = 16, d_conv: int = 4, expand: int = 2,
+                 dt_rank: Union[int, str] = "auto", conv_bias: bool = True, bias: bool = False,
+                 dt_min: float = 0.001, dt_max: float = 0.1, dt_init: str = "random", dt_scale: float = 1.0,
+                 dt_init_floor: float = 1e-4, dtype=None, param_dtype=f32, precision=None,
+                 implementation: Optional[str] = None, rngs: nnx.Rngs):
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.d_inner = expand * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.dtype = dtype
+        self.implementation = implementation
+        e, n, r = self.d_inner, d_state, self.dt_rank
+        lin = dict(dtype=dtype, param_dtype=param_dtype, precision=default_precision(precision, dtype, param_dtype),
+                   rngs=rngs)
+
+        self.in_proj = nnx.Linear(d_model, 2 * e, use_bias=bias, kernel_init=_torch_default_init, **lin)
+        self.conv_weight = nnx.Param(_uniform(1.0 / math.sqrt(d_conv))(rngs.params(), (e, d_conv), param_dtype))
+        self.conv_bias = (nnx.Param(_uniform(1.0 / math.sqrt(d_conv))(rngs.params(), (e,), param_dtype))
+                          if conv_bias else None)
+        self.x_proj = nnx.Linear(e, r + 2 * n, use_bias=False, kernel_init=_torch_default_init, **lin)
+
+        dt_std = r ** -0.5 * dt_scale
+        dt_kernel_init = (nnx.initializers.constant(dt_std) if dt_init == "constant" else _uniform(dt_std))
+        self.dt_proj = nnx.Linear(r, e, use_bias=False, kernel_init=dt_kernel_init, **lin)
+        self.dt_bias = nnx.Param(inverse_softplus_dt_init(rngs.params(), (e,), dt_min, dt_max, dt_init_floor))
+
+        self.A_log = nnx.Param(jnp.log(jnp.broadcast_to(jnp.arange(1, n + 1, dtype=f32), (e, n))))
+        self.D = nnx.Param(jnp.ones((e,), f32))
+        self.out_proj = nnx.Linear(e, d_model, use_bias=bias, kernel_init=_torch_default_init, **lin)
+
+    # ------------------------------------------------------------------ helpers
+    def _in_proj(self, x, proj=None):
+        """x [..., d] -> (conv input xi [..., e], gate z [..., e]), in the activation dtype."""
+        xz = self._project(x, proj)
         return xz[..., :self.d_inner], xz[..., self.d_inner:]
 
     def _ssm_inputs(self, xc, proj=None):
@@ -178,14 +215,6 @@ class MambaMixer(nnx.Module):
                                               implementation=impl)
         out = self.out_proj(y).astype(act_dtype)
         return (out, (conv_state, ssm_state)) if return_state else out
-
-    def step_constants(self):
-        """The float32 values every decode step derives from the parameters alone: (A = -exp(A_log),
-        conv weight, conv bias or None). A decode loop computes them once, outside the loop, and passes
-        them to `step` (XLA does not hoist them out of a while loop by itself: the H200 profile showed
-        three extra kernels per layer per token, the negate-exp and two float32 casts)."""
-        w, b = self._conv_params()
-        return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
 
     def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None):
         """One decode step.

@@ -1,21 +1,24 @@
-"""Mamba-1 language model (Flax NNX): embedding, residual blocks (RMSNorm + MambaMixer), final norm,
-tied or untied LM head; full-sequence forward, prefill with cache, and a one-token decode step.
+"""Mamba-1 and Mamba-2 language models (Flax NNX): embedding, residual blocks (RMSNorm + MambaMixer or
+Mamba2Mixer), final norm, tied or untied LM head; full-sequence forward, prefill with cache, and a
+one-token decode step.
 
 Shape legend: b batch, l seqlen, d d_model, e d_inner, n d_state, w d_conv, L n_layer,
-V padded vocab size.  Numerics follow transformers' MambaForCausalLM: the residual stream is float32
-when residual_in_fp32, every RMSNorm runs in float32, logits are returned in float32.
+V padded vocab size; Mamba-2: h nheads, p headdim, c conv channels (e + 2 ngroups n).  Numerics follow
+transformers' MambaForCausalLM / Mamba2ForCausalLM: the residual stream is float32 when
+residual_in_fp32, every RMSNorm runs in float32, logits are returned in float32.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
-import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from .config import MambaConfig
-from .mixer import MambaMixer
+from .config import Mamba2Config, MambaConfig
+from .mamba2 import Mamba2Mixer
+from .mixer import MambaMixer, default_precision
+from .norm import RMSNorm
 
 f32 = jnp.float32
 
@@ -26,38 +29,25 @@ class MambaCache:
     each layer's update ops alias their state in place inside a decode loop (a stacked array would be
     rebuilt, i.e. copied whole, every step).
 
-    conv_states: tuple of n_layer arrays [b, e, w-1] in the activation dtype, the last w-1 conv inputs
-      (oldest first).
-    ssm_states: tuple of n_layer arrays [b, e, n] float32.
+    conv_states: tuple of n_layer arrays in the activation dtype, the last w-1 conv inputs (oldest
+      first): [b, e, w-1] (Mamba-1) or [b, c, w-1] (Mamba-2: x, B and C).
+    ssm_states: tuple of n_layer arrays, float32: [b, e, n] (Mamba-1) or [b, h, p, n] (Mamba-2).
     """
 
     conv_states: tuple
     ssm_states: tuple
 
 
-class RMSNorm(nnx.Module):
-    """y = x / sqrt(mean(x^2) + eps) * scale, computed in float32, returned in `dtype` (default x.dtype)."""
-
-    def __init__(self, features: int, *, eps: float = 1e-5, dtype=None, param_dtype=f32):
-        self.eps = eps
-        self.dtype = dtype
-        self.scale = nnx.Param(jnp.ones((features,), param_dtype))
-
-    def __call__(self, x):
-        out_dtype = self.dtype or x.dtype
-        x32 = x.astype(f32)
-        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (y * self.scale[...].astype(f32)).astype(out_dtype)
-
-
 class MambaBlock(nnx.Module):
-    """h -> residual + mixer(norm(h)), with the residual kept in float32 when residual_in_fp32."""
+    """h -> residual + mixer(norm(h)), with the residual kept in float32 when residual_in_fp32. The mixer is
+    a `MambaMixer` for a `MambaConfig`, a `Mamba2Mixer` for a `Mamba2Config`."""
 
-    def __init__(self, cfg: MambaConfig, *, dtype=f32, param_dtype=f32, precision=None,
+    def __init__(self, cfg: Union[MambaConfig, Mamba2Config], *, dtype=f32, param_dtype=f32, precision=None,
                  implementation: Optional[str] = None, rngs: nnx.Rngs):
         self.residual_dtype = f32 if cfg.residual_in_fp32 else dtype
         self.norm = RMSNorm(cfg.d_model, eps=cfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
-        self.mixer = MambaMixer(cfg.d_model, **cfg.mixer_kwargs(), dtype=dtype, param_dtype=param_dtype,
+        mixer = Mamba2Mixer if isinstance(cfg, Mamba2Config) else MambaMixer
+        self.mixer = mixer(cfg.d_model, **cfg.mixer_kwargs(), dtype=dtype, param_dtype=param_dtype,
                                 precision=precision, implementation=implementation, rngs=rngs)
 
     def __call__(self, h, mask=None, *, implementation=...):
@@ -73,14 +63,15 @@ class MambaBlock(nnx.Module):
 
 
 class MambaLM(nnx.Module):
-    """Mamba-1 causal language model.
+    """Mamba-1 or Mamba-2 causal language model.
 
     Args:
-      cfg: `MambaConfig`.
+      cfg: `MambaConfig` (Mamba-1 blocks) or `Mamba2Config` (Mamba-2 blocks).
       dtype: activation dtype (float32, bfloat16 or float16).
       param_dtype: dtype of the embedding, norms, projections and conv (A_log, D, dt_bias stay float32).
-      precision: matmul precision for the projections and the LM head (None: the backend default;
-        on GPUs that default may use TF32 for float32 matmuls).
+      precision: matmul precision for the projections and the LM head (None: HIGHEST when dtype is
+        float32, so float32 models get float32 matmuls on GPUs too, not TF32; the backend default for
+        bfloat16 / float16).
       implementation: None | "ffi" | "xla", passed to every op call. Settable later:
         ``model.implementation = "xla"``.
       rngs: nnx.Rngs for the initialisation (the reference's: embedding N(0, initializer_range),
@@ -91,8 +82,9 @@ class MambaLM(nnx.Module):
     what a decode loop wants: a scan over layers was measured 2x slower per token.
     """
 
-    def __init__(self, cfg: MambaConfig, *, dtype=f32, param_dtype=f32, precision=None,
+    def __init__(self, cfg: Union[MambaConfig, Mamba2Config], *, dtype=f32, param_dtype=f32, precision=None,
                  implementation: Optional[str] = None, rngs: nnx.Rngs):
+        precision = default_precision(precision, dtype, param_dtype)
         self.config = cfg
         self.dtype = dtype
         self.precision = precision
@@ -128,12 +120,8 @@ class MambaLM(nnx.Module):
 
     def init_cache(self, batch: int) -> MambaCache:
         """Zero cache for `batch` sequences (the state before any token)."""
-        cfg = self.config
-        return MambaCache(
-            conv_states=tuple(jnp.zeros((batch, cfg.d_inner, cfg.d_conv - 1), self.dtype)
-                              for _ in range(cfg.n_layer)),
-            ssm_states=tuple(jnp.zeros((batch, cfg.d_inner, cfg.d_state), f32) for _ in range(cfg.n_layer)),
-        )
+        states = [layer.mixer.init_state(batch, self.dtype) for layer in self.layers]
+        return MambaCache(conv_states=tuple(c for c, _ in states), ssm_states=tuple(s for _, s in states))
 
     # ------------------------------------------------------------------ forward
     def prefill(self, input_ids, mask=None, *, last_only: bool = False):
@@ -147,7 +135,7 @@ class MambaLM(nnx.Module):
 
         Returns:
           (logits [b, l, V] float32 (or [b, V]), MambaCache) with conv states from the conv's
-          return_final_state and SSM states from the scan's return_last_state.
+          return_final_state and SSM states from the scan's final state.
         """
         h = self.embedding(input_ids)
         convs, ssms = [], []
@@ -172,7 +160,8 @@ class MambaLM(nnx.Module):
     def step(self, token_ids, cache: MambaCache, constants=None):
         """One decode step: token_ids [b] int32 -> (logits [b, V] float32, the updated MambaCache).
 
-        Uses causal_conv1d_update and selective_state_update; the layers are unrolled. constants:
+        Uses causal_conv1d_update and selective_state_update (Mamba-2: ssd_state_update); the layers are
+        unrolled. constants:
         `step_constants()`, hoisted out of a decode loop (None: derived here, each call)."""
         h = self.embedding(token_ids)
         convs, ssms = [], []

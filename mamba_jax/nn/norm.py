@@ -1,0 +1,54 @@
+"""RMSNorm, optionally per group of channels and gated by silu(z) (Mamba-2's norm before out_proj)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ..ops.elementwise import silu
+
+f32 = jnp.float32
+
+
+class RMSNorm(nnx.Module):
+    """y = x / sqrt(mean(x^2) + eps) * scale, computed in float32, returned in `dtype` (default x.dtype).
+
+    With `group_size`, the mean runs over each group of `group_size` consecutive channels (Mamba-2 with
+    ngroups > 1). With a gate z (same shape as x): y = norm(x * silu(z)) * scale, or, when
+    `norm_before_gate`, norm(x) * scale * silu(z).
+
+    Args:
+      features: channels F (the last axis of x); the parameter is `scale` [F], initialised to ones.
+      eps: added to the mean square.
+      group_size: channels per group (must divide F); None: one group of F.
+      norm_before_gate: where the gate applies, as above.
+      dtype: output dtype (None: x's dtype).
+      param_dtype: dtype of `scale`.
+    """
+
+    def __init__(self, features: int, *, eps: float = 1e-5, group_size: Optional[int] = None,
+                 norm_before_gate: bool = False, dtype=None, param_dtype=f32):
+        group_size = features if group_size is None else group_size
+        if features % group_size:
+            raise ValueError(f"RMSNorm: group_size {group_size} does not divide features {features}")
+        self.eps = eps
+        self.group_size = group_size
+        self.norm_before_gate = norm_before_gate
+        self.dtype = dtype
+        self.scale = nnx.Param(jnp.ones((features,), param_dtype))
+
+    def __call__(self, x, gate=None):
+        """x [..., F] (gate: [..., F] or None) -> [..., F]."""
+        out_dtype = self.dtype or x.dtype
+        x32 = x.astype(f32)
+        if gate is not None and not self.norm_before_gate:
+            x32 = x32 * silu(gate.astype(f32))
+        g = x32.reshape(*x.shape[:-1], x.shape[-1] // self.group_size, self.group_size)
+        g = g * jax.lax.rsqrt(jnp.mean(g * g, axis=-1, keepdims=True) + self.eps)
+        y = g.reshape(x.shape) * self.scale[...].astype(f32)
+        if gate is not None and self.norm_before_gate:
+            y = y * silu(gate.astype(f32))
+        return y.astype(out_dtype)
