@@ -95,7 +95,8 @@ def scan_inputs(rng, case: SsdCase) -> dict:
         raw = act((b, l, h)) if case.bias else jnp.asarray(rng.normal(-4.0, 1.0, (b, l, h)), case.dtype)
         bias = np.log(np.expm1(np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), h))))
     else:
-        raw = jnp.asarray(rng.uniform(0.005, 0.1, (b, l, h)), case.dtype)
+        # Some dt + dt_bias < 0: the default dt_limit (0, inf) clips those steps to 0.
+        raw = jnp.asarray(rng.uniform(-0.06, 0.1, (b, l, h)), case.dtype)
         bias = rng.uniform(0.0, 0.05, h)
     D = {"head": (h,), "channel": (h, p), None: None}[case.D]
     return {
@@ -166,7 +167,16 @@ LONG = rows(
 )
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+# The token-loop reference has no chunks: it runs on the rows that change its own math.
+REF_CASES = rows(
+    BASE,
+    {}, {"seqlen": 1}, {"nheads": 6, "ngroups": 2}, {"D": "channel"},
+    {"D": None, "z": False, "bias": False, "softplus": False}, {"limit": True}, {"init": True},
+    {"dtype": F16, "dstate": 128},
+) + LONG[1:]
+
+
+@pytest.mark.parametrize("impl", [p for p in IMPLS if p != "ref"])
 @pytest.mark.parametrize("case", CASES + LONG)
 def test_matches_oracle(case, impl):
     inputs = scan_inputs(case_rng(case), case)
@@ -174,7 +184,15 @@ def test_matches_oracle(case, impl):
     check(case, impl, y, final, *oracle_run(case, inputs))
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("case", REF_CASES)
+def test_reference_matches_oracle(case):
+    inputs = scan_inputs(case_rng(case), case)
+    y, final = run("ref", inputs, case)
+    check(case, "ref", y, final, *oracle_run(case, inputs))
+
+
+# Eager: the reference and the kernel (the chunked path's ops would each compile on their own).
+@pytest.mark.parametrize("impl", [p for p in IMPLS if p != "xla"])
 def test_eager_and_y_only(impl):
     """Without jit, and without return_final_state only y comes back (the same values)."""
     case = dataclasses.replace(BASE, dtype=BF16, ngroups=2, init=True)
@@ -189,7 +207,7 @@ def test_chunk_size_only_changes_rounding():
     """The chunked path with different chunk sizes agrees with itself to float32 rounding."""
     case = dataclasses.replace(BASE, seqlen=50, init=True)
     inputs = scan_inputs(case_rng(case), case)
-    outs = [run("xla", inputs, dataclasses.replace(case, chunk=c)) for c in (1, 3, 16, 50, 512)]
+    outs = [run("xla", inputs, dataclasses.replace(case, chunk=c)) for c in (1, 7, 512)]
     for y, final in outs[1:]:
         np.testing.assert_allclose(np.asarray(y), np.asarray(outs[0][0]), rtol=2e-5, atol=2e-5)
         np.testing.assert_allclose(np.asarray(final), np.asarray(outs[0][1]), rtol=2e-5, atol=2e-5)
@@ -256,26 +274,20 @@ def test_packed_equals_separate(packing, impl):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_packed_odd_ids(impl):
     """Ids outside [0, num_sequences) are computed but not stored; ids that go down restart too; a
-    seq_idx without a requested final state needs no num_sequences."""
+    seq_idx without a requested final state needs no num_sequences; one id everywhere == no seq_idx."""
     case = dataclasses.replace(PACK_CASE, batch=2, seqlen=29, chunk=8)
     inputs = scan_inputs(case_rng(case), case)
-    seq_idx = jnp.asarray(np.array([[-1] * 4 + [0] * 9 + [7] * 6 + [1] * 10,
-                                    [2] * 10 + [0] * 10 + [2] * 9], np.int32))
+    # int64 NumPy ids are taken too (cast to int32).
+    seq_idx = np.array([[-1] * 4 + [0] * 9 + [7] * 6 + [1] * 10, [2] * 10 + [0] * 10 + [2] * 9], np.int64)
     y, finals = run(impl, inputs, case, seq_idx=seq_idx, num_sequences=3)
-    y_ref, finals_ref = oracle_run(case, inputs, seq_idx=seq_idx, num_sequences=3)
+    y_ref, finals_ref = oracle_run(case, inputs, key="odd ids", seq_idx=seq_idx, num_sequences=3)
     check(case, impl, y, finals, y_ref, finals_ref, "odd ids ")
     y_only = run(impl, inputs, case, seq_idx=seq_idx, return_final_state=False)
     np.testing.assert_array_equal(np.asarray(y_only), np.asarray(y))
-
-
-def test_seq_idx_all_equal_is_unpacked():
-    """One sequence id everywhere == no seq_idx (same final state in slot 0)."""
-    case = dataclasses.replace(PACK_CASE, batch=2)
-    inputs = scan_inputs(case_rng(case), case)
-    y0, f0 = run("xla", inputs, case)
-    y1, f1 = run("xla", inputs, case, seq_idx=np.zeros((2, case.seqlen), np.int64), num_sequences=1)
-    np.testing.assert_allclose(np.asarray(y1), np.asarray(y0), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(f1[:, 0]), np.asarray(f0), rtol=1e-6, atol=1e-6)
+    y0, f0 = run(impl, inputs, case)
+    y1, f1 = run(impl, inputs, case, seq_idx=np.zeros((2, case.seqlen), np.int32), num_sequences=1)
+    np.testing.assert_allclose(np.asarray(y1, np.float32), np.asarray(y0, np.float32), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(f1[:, 0]), np.asarray(f0), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
