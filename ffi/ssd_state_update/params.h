@@ -1,0 +1,38 @@
+// Parameters of one ssd_state_update call (one vmap slice): one step of the Mamba-2 recurrence
+// (decode). Framework-free (no XLA): the handlers fill it from FFI buffers (args.h), the CPU kernel
+// (ssd_state_update.h) and the CUDA kernel (ssd_state_update.cuh) read it.
+// Sizes are int64; every array is contiguous (row-major). Shape legend: B batch, H nheads,
+// P headdim, N dstate, G ngroups.
+#pragma once
+
+#include <cstdint>
+
+namespace mamba_jax {
+
+//   state, new_state : [B, H, P, N] f32; new_state may alias state (in place under donation)
+//   x, z, y          : [B, H, P]    activation dtype (f32, bf16, f16); z nullptr when absent
+//   dt               : [B, H]       activation dtype
+//   A                : [H]          f32
+//   Bm, Cm           : [B, G, N]    activation dtype; head h reads group h / (H / G)
+//   Dskip            : [H, P]       f32, nullptr when absent
+//   dt_bias          : [H]          f32, nullptr when absent
+// dt = clip(softplus?(dt + dt_bias), dt_min, dt_max); new_state = exp(dt A) state + dt x B^T per
+// head; y = new_state C + D x, times silu(z) when z is given.
+struct SsdStateUpdateParams {
+  int64_t batch, nheads, headdim, dstate, ngroups;
+  const float* state;
+  float* new_state;
+  const void* x;
+  const void* dt;
+  const float* A;
+  const void* Bm;
+  const void* Cm;
+  const float* Dskip;
+  const void* z;
+  const float* dt_bias;
+  void* y;
+  float dt_min, dt_max;
+  bool dt_softplus;
+};
+
+}  // namespace mamba_jax
