@@ -11,7 +11,7 @@ namespace mamba_jax {
 namespace ffi_util {
 
 struct CausalConv1dArgs {
-  ffi::AnyBuffer x, weight, bias, init;
+  ffi::AnyBuffer x, weight, bias, init, seq_idx;
   Out y, final_state;
   bool silu;
   Lead lead{};
@@ -25,14 +25,11 @@ struct CausalConv1dArgs {
     auto xd = x.dimensions();
     const size_t r = lead.dims.size();
     batch = xd[r]; seqlen = xd[r + 1]; dim = xd[r + 2];
-    auto wd = weight.dimensions();
-    if (wd.size() != r + 2)
-      return ffi::Error::InvalidArgument("weight must be [dim, width], got " + dims_str(wd));
-    width = wd[r + 1];
-    MJ_RETURN_IF_ERROR(check_conv_width(width, weight));
-    MJ_RETURN_IF_ERROR(expect_shape(weight, "weight", lead, {dim, width}));
+    MJ_RETURN_IF_ERROR(get_conv_width(weight, lead, dim, &width));
     MJ_RETURN_IF_ERROR(expect_shape(bias, "bias", lead, {dim}, true));
     MJ_RETURN_IF_ERROR(expect_shape(init, "initial_state", lead, {batch, dim, width - 1}, true));
+    MJ_RETURN_IF_ERROR(expect_shape(seq_idx, "seq_idx", lead, {batch, seqlen}, true));
+    MJ_RETURN_IF_ERROR(expect_dtype(seq_idx, "seq_idx", ffi::DataType::S32, true));
     MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, seqlen, dim}));
     MJ_RETURN_IF_ERROR(expect_shape(*final_state, "final_state", lead, {batch, dim, width - 1}));
     dtype = x.element_type();
@@ -54,6 +51,7 @@ struct CausalConv1dArgs {
     p.initial_state = slice_ptr<const void>(init, lead, i);
     p.y = slice_ptr<void>(y, lead, i);
     p.final_state = slice_ptr<void>(final_state, lead, i);
+    p.seq_idx = slice_ptr<const int32_t>(seq_idx, lead, i);
     p.silu = silu;
     return p;
   }

@@ -25,12 +25,7 @@ struct CausalConv1dUpdateArgs {
     auto xd = x.dimensions();
     const size_t r = lead.dims.size();
     batch = xd[r]; dim = xd[r + 1];
-    auto wd = weight.dimensions();
-    if (wd.size() != r + 2)
-      return ffi::Error::InvalidArgument("weight must be [dim, width], got " + dims_str(wd));
-    width = wd[r + 1];
-    MJ_RETURN_IF_ERROR(check_conv_width(width, weight));
-    MJ_RETURN_IF_ERROR(expect_shape(weight, "weight", lead, {dim, width}));
+    MJ_RETURN_IF_ERROR(get_conv_width(weight, lead, dim, &width));
     MJ_RETURN_IF_ERROR(expect_shape(conv_state, "conv_state", lead, {batch, dim, width - 1}));
     MJ_RETURN_IF_ERROR(expect_shape(bias, "bias", lead, {dim}, true));
     MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, dim}));

@@ -1,7 +1,7 @@
 // XLA FFI CPU handler of causal_conv1d_update. An absent bias arrives as an empty array.
 #include "causal_conv1d_update/args.h"
 #include "causal_conv1d_update/causal_conv1d_update.h"
-#include "common/parallel.h"
+#include "common/cpu_handler.h"
 
 namespace ffi = xla::ffi;
 using namespace mamba_jax;
@@ -18,11 +18,8 @@ ffi::Error CausalConv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::A
 
   const int64_t items = a.batch * cpu::num_channel_blocks(a.dim);
   const int64_t min_items = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, cpu::kLanes * a.width));
-  return for_each_slice<float, bf16_t, f16_t>(a, [&](const CausalConv1dUpdateParams& p, auto tag) {
-    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
-      cpu::causal_conv1d_update<typename decltype(tag)::type>(p, b, e);
-    });
-    return ffi::Error::Success();
+  return parallel_slices(a, pool, items, min_items, [&](const auto& p, auto tag, int64_t b, int64_t e) {
+    cpu::causal_conv1d_update<typename decltype(tag)::type>(p, b, e);
   });
 }
 

@@ -131,12 +131,17 @@ inline ffi::Error check_dstate(int64_t dstate, const ffi::AnyBuffer& ref, const 
   return ffi::Error::Success();
 }
 
-inline ffi::Error check_conv_width(int64_t width, const ffi::AnyBuffer& weight) {
-  if (width < kMinConvWidth || width > kMaxConvWidth)
+// The conv width from weight [dim, width] (after the leading dims), checked against the limits and dim.
+inline ffi::Error get_conv_width(const ffi::AnyBuffer& weight, const Lead& lead, int64_t dim, int64_t* width) {
+  auto wd = weight.dimensions();
+  if (wd.size() != lead.dims.size() + 2)
+    return ffi::Error::InvalidArgument("weight must be [dim, width], got " + dims_str(wd));
+  *width = wd[lead.dims.size() + 1];
+  if (*width < kMinConvWidth || *width > kMaxConvWidth)
     return ffi::Error::InvalidArgument("conv width must be in [" + std::to_string(kMinConvWidth) + ", " +
-                                       std::to_string(kMaxConvWidth) + "], got " + std::to_string(width) +
-                                       " (weight has shape " + dims_str(weight.dimensions()) + ")");
-  return ffi::Error::Success();
+                                       std::to_string(kMaxConvWidth) + "], got " + std::to_string(*width) +
+                                       " (weight has shape " + dims_str(wd) + ")");
+  return expect_shape(weight, "weight", lead, {dim, *width});
 }
 
 // Byte offset of slice `i` of the leading dims for a buffer, or null for an absent optional one.

@@ -1,6 +1,6 @@
 // XLA FFI CPU handler of selective_scan. Absent optional operands (D, z, delta_bias, initial_state)
 // arrive as empty arrays.
-#include "common/parallel.h"
+#include "common/cpu_handler.h"
 #include "selective_scan/args.h"
 #include "selective_scan/selective_scan.h"
 
@@ -26,11 +26,8 @@ ffi::Error SelectiveScanImpl(ffi::ThreadPool pool, ffi::AnyBuffer u, ffi::AnyBuf
   const int64_t items = cpu::selective_scan_num_items(a.batch, a.dim, a.dstate, per_item);
   const int64_t item_work = per_item * cpu::kLanes * std::max<int64_t>(1, a.seqlen * a.dstate);
   const int64_t min_items = std::max<int64_t>(1, ((1 << 17) + item_work - 1) / item_work);
-  return for_each_slice<float, bf16_t, f16_t>(a, [&](const SelectiveScanParams& p, auto tag) {
-    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
-      cpu::selective_scan<typename decltype(tag)::type>(p, per_item, b, e);
-    });
-    return ffi::Error::Success();
+  return parallel_slices(a, pool, items, min_items, [&](const auto& p, auto tag, int64_t b, int64_t e) {
+    cpu::selective_scan<typename decltype(tag)::type>(p, per_item, b, e);
   });
 }
 

@@ -1,6 +1,6 @@
 // XLA FFI CPU handler of selective_state_update. Absent optional operands (D, z, dt_bias) arrive as
 // empty arrays.
-#include "common/parallel.h"
+#include "common/cpu_handler.h"
 #include "selective_state_update/args.h"
 #include "selective_state_update/selective_state_update.h"
 
@@ -21,11 +21,8 @@ ffi::Error SelectiveStateUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer state, 
   const int64_t items = a.batch * cpu::num_channel_blocks(a.dim);
   // Items are (batch, block of kLanes channels); tasks of >= ~2^17 lane-updates (~50 us).
   const int64_t min_items = std::max<int64_t>(1, (1 << 17) / (cpu::kLanes * a.dstate));
-  return for_each_slice<float, bf16_t, f16_t>(a, [&](const SelectiveStateUpdateParams& p, auto tag) {
-    cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
-      cpu::selective_state_update<typename decltype(tag)::type>(p, b, e);
-    });
-    return ffi::Error::Success();
+  return parallel_slices(a, pool, items, min_items, [&](const auto& p, auto tag, int64_t b, int64_t e) {
+    cpu::selective_state_update<typename decltype(tag)::type>(p, b, e);
   });
 }
 
