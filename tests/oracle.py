@@ -108,6 +108,36 @@ def causal_conv1d(x, weight, bias=None, *, activation=None, initial_state=None):
     return y, final_state
 
 
+def segments(seq_row):
+    """[(sequence id, start, end)] of the runs of one row of seq_idx."""
+    seq_row = np.asarray(seq_row)
+    out, start = [], 0
+    for t in range(1, len(seq_row) + 1):
+        if t == len(seq_row) or seq_row[t] != seq_row[start]:
+            out.append((int(seq_row[start]), start, t))
+            start = t
+    return out
+
+
+def causal_conv1d_packed(x, weight, bias=None, *, activation=None, initial_state=None, seq_idx, num_sequences):
+    """Packed sequences as separate calls of `causal_conv1d`: each run of equal seq_idx in a row is
+    convolved alone (from initial_state for the run at t = 0, from zeros otherwise). Returns
+    (y [batch, seqlen, dim], final_states [batch, num_sequences, dim, width - 1])."""
+    x, initial_state = _f64(x), _f64(initial_state)
+    batch, seqlen, dim = x.shape
+    width = np.shape(weight)[1]
+    y = np.empty((batch, seqlen, dim))
+    finals = np.zeros((batch, num_sequences, dim, width - 1))
+    for b in range(batch):
+        for s, t0, t1 in segments(seq_idx[b]):
+            init = initial_state[b:b + 1] if (initial_state is not None and t0 == 0) else None
+            yb, fb = causal_conv1d(x[b:b + 1, t0:t1], weight, bias, activation=activation, initial_state=init)
+            y[b, t0:t1] = yb[0]
+            if 0 <= s < num_sequences:
+                finals[b, s] = fb[0]
+    return y, finals
+
+
 def causal_conv1d_update(x, conv_state, weight, bias=None, *, activation=None):
     """x [batch, dim]; conv_state [batch, dim, width - 1] (oldest first); weight [dim, width].
     Returns (y [batch, dim], new_conv_state [batch, dim, width - 1])."""

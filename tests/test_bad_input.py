@@ -132,6 +132,15 @@ CASES = [
     ("update-implementation", selective_state_update, update_args(), {"implementation": "gpu"}, ValueError,
      r"implementation must be one of None, 'ffi', 'xla'; got 'gpu'"),
     # causal_conv1d
+    ("conv-seq_idx-shape", causal_conv1d, conv_args(), {"seq_idx": zeros(BATCH, 7, dtype=jnp.int32)}, ValueError,
+     r"causal_conv1d: seq_idx has shape " + shape_re(2, 7) + r", expected \[batch, seqlen\] = " + shape_re(2, 8)),
+    ("conv-seq_idx-dtype", causal_conv1d, conv_args(), {"seq_idx": zeros(BATCH, SEQLEN)}, TypeError,
+     r"causal_conv1d: seq_idx has dtype float32, expected int32"),
+    ("conv-num_sequences-missing", causal_conv1d, conv_args(),
+     {"seq_idx": zeros(BATCH, SEQLEN, dtype=jnp.int32), "return_final_state": True}, ValueError,
+     r"causal_conv1d: with seq_idx and return_final_state, num_sequences .* must be an int >= 1, got None"),
+    ("conv-num_sequences-alone", causal_conv1d, conv_args(), {"num_sequences": 3}, ValueError,
+     r"causal_conv1d: num_sequences=3 was given without seq_idx"),
     ("conv-x-rank", causal_conv1d, conv_args(x=zeros(SEQLEN, DIM)), {}, ValueError,
      r"causal_conv1d: x has shape \(8, 6\) \(rank 2\), expected rank 3: \[batch, seqlen, dim\]"),
     ("conv-weight-dim", causal_conv1d, conv_args(weight=zeros(5, W)), {}, ValueError,
@@ -233,10 +242,11 @@ def raw_update(state=None, x=None, B=None, C=None, D=None):
     return "mamba_jax_selective_state_update", args, outs, {"dt_softplus": False}
 
 
-def raw_conv(x=None, weight=None, bias=None, init=None, final_shape=None):
+def raw_conv(x=None, weight=None, bias=None, init=None, seq_idx=None, final_shape=None):
     x = zeros(BATCH, SEQLEN, DIM) if x is None else x
     weight = zeros(DIM, W) if weight is None else weight
-    args = [x, weight, _empty() if bias is None else bias, _empty() if init is None else init]
+    args = [x, weight, _empty() if bias is None else bias, _empty() if init is None else init,
+            zeros(0, dtype=jnp.int32) if seq_idx is None else seq_idx]
     outs = (_sds(x.shape, x.dtype), _sds(final_shape or (BATCH, DIM, weight.shape[-1] - 1), x.dtype))
     return "mamba_jax_causal_conv1d", args, outs, {"silu": False}
 
@@ -287,6 +297,9 @@ RAW_CASES = [
     ("conv-bias", raw_conv(bias=zeros(5)), r"bias has shape \[5\], expected \[6\]"),
     ("conv-init", raw_conv(init=zeros(BATCH, DIM, 2)), r"initial_state has shape \[2, 6, 2\], expected \[2, 6, 3\]"),
     ("conv-final", raw_conv(final_shape=(BATCH, DIM, 2)), r"final_state has shape \[2, 6, 2\], expected \[2, 6, 3\]"),
+    ("conv-seq_idx-shape", raw_conv(seq_idx=zeros(BATCH, SEQLEN + 1, dtype=jnp.int32)),
+     r"seq_idx has shape \[2, 9\], expected \[2, 8\]"),
+    ("conv-seq_idx-f32", raw_conv(seq_idx=zeros(BATCH, SEQLEN)), r"seq_idx has dtype f32, expected s32"),
     ("conv-init-bf16", raw_conv(init=zeros(BATCH, DIM, W - 1, dtype=BF16)),
      r"initial_state has dtype bf16, expected f32 \(the dtype of x\)"),
     ("conv-update-state", raw_conv_update(state=zeros(BATCH, DIM, 2)),

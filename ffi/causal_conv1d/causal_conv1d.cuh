@@ -99,11 +99,20 @@ causal_conv1d_kernel(const CausalConv1dParams p, int64_t span) {
           const int64_t t = t0 + i;
           if (t < t_end) {
             V out;
+            // Packed sequences: tap k reads step t - S + k, kept when seq_idx does not change up to t.
+            bool keep[W];
+            const int32_t* seq = p.seq_idx ? p.seq_idx + b * L : nullptr;
+            keep[W - 1] = true;
+#pragma unroll
+            for (int k = W - 2; k >= 0; --k) {
+              const int64_t tt = t - S + k;
+              keep[k] = keep[k + 1] && (seq == nullptr || seq[tt >= 0 ? tt : 0] == seq[tt + 1 >= 0 ? tt + 1 : 0]);
+            }
 #pragma unroll
             for (int v = 0; v < VEC; ++v) {
               float acc = bias[v];
 #pragma unroll
-              for (int k = 0; k < W; ++k) acc = fmaf(w[k][v], to_f32(win[i + k].v[v]), acc);
+              for (int k = 0; k < W; ++k) acc = keep[k] ? fmaf(w[k][v], to_f32(win[i + k].v[v]), acc) : acc;
               out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
             }
             store_vec<T, VEC>(y + t * D, out);
@@ -272,7 +281,8 @@ causal_conv1d_vec_kernel(const CausalConv1dParams p, int64_t span) {
 template <typename T, int W, int NST, int MINB>
 cudaError_t launch_conv_width(const CausalConv1dParams& p, cudaStream_t stream, int64_t want_threads) {
   constexpr int EV = 16 / sizeof(T);
-  const bool vec = p.dim % EV == 0 && aligned16_host(p.x) && aligned16_host(p.y);
+  // Packed sequences (seq_idx) take the kernel that masks taps per step.
+  const bool vec = p.dim % EV == 0 && aligned16_host(p.x) && aligned16_host(p.y) && p.seq_idx == nullptr;
   const int vecw = vec ? EV : 1;
   const int64_t nvec = p.dim / vecw;
   const int64_t R = vec ? kConvStageRows : kConvRows;

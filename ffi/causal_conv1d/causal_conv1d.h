@@ -97,6 +97,34 @@ void conv_rows(const T* x, const T* hist, const float* wt, const float* bias, in
   else conv_rows_act<T, kW, false>(x, hist, wt, bias, D, t0, t1, y);
 }
 
+// Packed sequences (seq_idx): one output row at a time, each tap across a change of seq_idx replaced by
+// a row of zeros. `seq` is the batch row's [L] ids; inputs before t = 0 belong to seq[0].
+template <typename T>
+void conv_rows_packed(const T* x, const T* hist, const float* wt, const float* bias, int64_t D, int64_t W,
+                      int64_t t0, int64_t t1, bool silu, const int32_t* seq, T* y) {
+  const int64_t S = W - 1;
+  const std::vector<T> zeros(D, from_float<T>(0.0f));
+  const T* rows[8];
+  for (int64_t t = t0; t < t1; ++t) {
+    bool same = true;  // no change of seq_idx between step j and t
+    for (int64_t i = W - 1; i >= 0; --i) {
+      const int64_t j = t - S + i;
+      if (i < W - 1) same = same && seq[j >= 0 ? j : 0] == seq[j + 1 >= 0 ? j + 1 : 0];
+      rows[i] = !same ? zeros.data() : (j >= 0 ? x + j * D : hist + (S + j) * D);
+    }
+    T* yrow = y + t * D;
+    switch (W) {
+      case 2: silu ? conv_row_group<T, 2, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 2, 1, false>(rows, wt, bias, D, &yrow); break;
+      case 3: silu ? conv_row_group<T, 3, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 3, 1, false>(rows, wt, bias, D, &yrow); break;
+      case 4: silu ? conv_row_group<T, 4, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 4, 1, false>(rows, wt, bias, D, &yrow); break;
+      case 5: silu ? conv_row_group<T, 5, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 5, 1, false>(rows, wt, bias, D, &yrow); break;
+      case 6: silu ? conv_row_group<T, 6, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 6, 1, false>(rows, wt, bias, D, &yrow); break;
+      case 7: silu ? conv_row_group<T, 7, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 7, 1, false>(rows, wt, bias, D, &yrow); break;
+      default: silu ? conv_row_group<T, 8, 1, true>(rows, wt, bias, D, &yrow) : conv_row_group<T, 8, 1, false>(rows, wt, bias, D, &yrow); break;
+    }
+  }
+}
+
 // Item = (batch, chunk of kConvRows rows). Row j of the padded input is x[b, j] for j >= 0 and
 // initial_state[b, :, S + j] (or zero) for -S <= j < 0.
 // Items [item_begin, item_end) of batch * num_row_chunks(seqlen); wt from conv1d_transposed_weight.
@@ -121,7 +149,9 @@ void causal_conv1d(const CausalConv1dParams& p, const float* wt, int64_t item_be
       }
       hist_b = b;
     }
-    switch (W) {
+    if (p.seq_idx) {
+      conv_rows_packed<T>(x, hist.data(), wt, p.bias, D, W, t0, t1, p.silu, p.seq_idx + b * L, y);
+    } else switch (W) {
       case 2: conv_rows<T, 2>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
       case 3: conv_rows<T, 3>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;
       case 4: conv_rows<T, 4>(x, hist.data(), wt, p.bias, D, t0, t1, p.silu, y); break;

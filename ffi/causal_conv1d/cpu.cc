@@ -1,5 +1,5 @@
-// XLA FFI CPU handler of causal_conv1d. Absent optional operands (bias, initial_state) arrive as
-// empty arrays.
+// XLA FFI CPU handler of causal_conv1d. Absent optional operands (bias, initial_state, seq_idx)
+// arrive as empty arrays.
 #include "causal_conv1d/args.h"
 #include "causal_conv1d/causal_conv1d.h"
 #include "common/parallel.h"
@@ -11,9 +11,9 @@ using namespace mamba_jax::ffi_util;
 namespace {
 
 ffi::Error CausalConv1dImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer weight, ffi::AnyBuffer bias,
-                            ffi::AnyBuffer init, ffi::Result<ffi::AnyBuffer> y,
+                            ffi::AnyBuffer init, ffi::AnyBuffer seq_idx, ffi::Result<ffi::AnyBuffer> y,
                             ffi::Result<ffi::AnyBuffer> final_state, bool silu) {
-  CausalConv1dArgs a{x, weight, bias, init, y, final_state, silu};
+  CausalConv1dArgs a{x, weight, bias, init, seq_idx, y, final_state, silu};
   MJ_RETURN_IF_ERROR(a.check());
   if (a.empty()) return ffi::Error::Success();
 

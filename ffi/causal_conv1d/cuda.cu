@@ -11,9 +11,9 @@ using namespace mamba_jax::ffi_util;
 namespace {
 
 ffi::Error CausalConv1dImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer weight, ffi::AnyBuffer bias,
-                            ffi::AnyBuffer init, ffi::Result<ffi::AnyBuffer> y,
+                            ffi::AnyBuffer init, ffi::AnyBuffer seq_idx, ffi::Result<ffi::AnyBuffer> y,
                             ffi::Result<ffi::AnyBuffer> final_state, bool silu) {
-  CausalConv1dArgs a{x, weight, bias, init, y, final_state, silu};
+  CausalConv1dArgs a{x, weight, bias, init, seq_idx, y, final_state, silu};
   return launch_slices(a, "causal_conv1d", [&](const CausalConv1dParams& p, auto tag) {
     return cuda::launch_causal_conv1d<typename decltype(tag)::type>(p, stream);
   });

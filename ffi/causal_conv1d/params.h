@@ -14,6 +14,8 @@ namespace mamba_jax {
 //   bias          : [D]       float32 (nullptr when absent)
 //   initial_state : [B, D, W-1] activation dtype, oldest first (nullptr: zeros)
 //   final_state   : [B, D, W-1] activation dtype output, always written
+//   seq_idx       : [B, L]    int32 (nullptr: one sequence per row); a tap reads no input across a
+//                   change of seq_idx, and the inputs before t = 0 belong to seq_idx[b, 0]
 struct CausalConv1dParams {
   int64_t batch, seqlen, dim, width;
   const void* x;
@@ -22,6 +24,7 @@ struct CausalConv1dParams {
   const void* initial_state;
   void* y;
   void* final_state;
+  const int32_t* seq_idx;
   bool silu;
 };
 

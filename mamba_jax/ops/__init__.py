@@ -2,7 +2,7 @@
 
 One folder per op (`mamba_jax/ops/<op>/`): the public function, its pure-JAX path(s), its reference
 and its FFI binding; the kernels live in `ffi/<op>/`. Shared plumbing: `_checks` (argument checks),
-`_ffi` (loading, dispatch by platform, calls), `_vjp` (gradients from the pure-JAX path); `elementwise` holds the fp32 math the pure-JAX paths share.
+`_ffi` (loading, dispatch by platform, calls), `_vjp` (gradients from the pure-JAX path); `elementwise` holds the fp32 math and array helpers the pure-JAX paths share.
 """
 
 from .causal_conv1d import causal_conv1d

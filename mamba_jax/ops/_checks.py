@@ -133,3 +133,19 @@ def check_conv_weight(op: str, weight, bias, dim: int):
     if bias is not None:
         check_array(op, "bias", bias, (dim,), "[dim]")
     return weight, bias, width
+
+
+def check_seq_idx(op: str, seq_idx, num_sequences, return_final_state: bool, batch: int, seqlen: int):
+    """seq_idx [batch, seqlen] int32 (or None); num_sequences is required for per-sequence final states."""
+    if seq_idx is None:
+        if num_sequences is not None:
+            raise ValueError(f"{op}: num_sequences={num_sequences} was given without seq_idx")
+        return None
+    check_array(op, "seq_idx", seq_idx, (batch, seqlen), "[batch, seqlen]")
+    if _dtype(seq_idx) != np.dtype(jnp.int32):
+        raise TypeError(f"{op}: seq_idx has dtype {_dtype(seq_idx)}, expected int32")
+    if return_final_state and (not isinstance(num_sequences, (int, np.integer)) or num_sequences < 1):
+        raise ValueError(f"{op}: with seq_idx and return_final_state, num_sequences (the static number of "
+                         f"sequence ids, final states are [batch, num_sequences, ...]) must be an int >= 1, "
+                         f"got {num_sequences!r}")
+    return jnp.asarray(seq_idx)

@@ -1,4 +1,4 @@
-"""Elementwise math shared by the pure-JAX paths of the ops (fp32, Metal-safe)."""
+"""fp32 elementwise math and small array helpers shared by the pure-JAX paths of the ops (Metal-safe)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def skip_and_gate(y, x, D, z):
     if z is not None:
         y = y * silu(z.astype(f32))
     return y
+
+
+def pad_to(x, length, axis=1):
+    """Zero-pads `axis` up to `length` at the end, by concatenation (exterior only, no pad op)."""
+    extra = length - x.shape[axis]
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[axis] = extra
+    return jnp.concatenate([x, jnp.zeros(shape, x.dtype)], axis=axis)

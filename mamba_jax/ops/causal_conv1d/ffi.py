@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from .. import _ffi
 
 
-def causal_conv1d_ffi(x, weight, bias, initial_state, *, silu_act):
+def causal_conv1d_ffi(x, weight, bias, initial_state, seq_idx, *, silu_act):
     """Arguments as checked by `causal_conv1d`. Returns (y, final_state)."""
     batch, _, dim = x.shape
     width = weight.shape[1]
@@ -17,6 +17,7 @@ def causal_conv1d_ffi(x, weight, bias, initial_state, *, silu_act):
         results={"y": jax.ShapeDtypeStruct(x.shape, x.dtype),
                  "final_state": jax.ShapeDtypeStruct((batch, dim, width - 1), x.dtype)},
         operands={"x": x, "weight": weight, "bias": _ffi.empty(jnp.float32) if bias is None else bias,
-                  "initial_state": _ffi.empty(x.dtype) if initial_state is None else initial_state},
+                  "initial_state": _ffi.empty(x.dtype) if initial_state is None else initial_state,
+                  "seq_idx": _ffi.empty(jnp.int32) if seq_idx is None else seq_idx},
         attrs={"silu": bool(silu_act)},
     )

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from ..elementwise import f32, prep_dt, skip_and_gate
+from ..elementwise import f32, pad_to, prep_dt, skip_and_gate
 
 # Chunk sizes are powers of two between these bounds; see `default_chunk_size`.
 MIN_CHUNK = 8
@@ -49,16 +49,6 @@ def default_chunk_size(seqlen: int) -> int:
     t = 1 << max(0, round(math.log2(math.sqrt(seqlen))))
     t = min(max(t, MIN_CHUNK), MAX_CHUNK)
     return min(t, seqlen)
-
-
-def _pad_to(x, length, axis=1):
-    """Zero-pads `axis` up to `length` at the end, by concatenation (exterior only, no pad op)."""
-    extra = length - x.shape[axis]
-    if extra == 0:
-        return x
-    shape = list(x.shape)
-    shape[axis] = extra
-    return jnp.concatenate([x, jnp.zeros(shape, x.dtype)], axis=axis)
 
 
 def _sum_over_states(term, n):
@@ -131,7 +121,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, *
 
     def chunked_tmajor(v, tail):
         # [b, l, *tail] -> [T, b, nc, *tail]: scan over positions in a chunk, all chunks in parallel.
-        v = _pad_to(v, lp).reshape(batch, nc, T, *tail)
+        v = pad_to(v, lp).reshape(batch, nc, T, *tail)
         return jnp.moveaxis(v, 2, 0)
 
     dt_c = chunked_tmajor(dt, (g, p))

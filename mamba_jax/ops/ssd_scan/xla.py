@@ -39,8 +39,7 @@ import math
 import jax.numpy as jnp
 from jax import lax
 
-from ..elementwise import prep_dt, skip_and_gate
-from ..selective_scan.xla import _pad_to
+from ..elementwise import pad_to, prep_dt, skip_and_gate
 
 f32 = jnp.float32
 _einsum = functools.partial(jnp.einsum, precision=lax.Precision.HIGHEST)
@@ -101,10 +100,10 @@ def ssd_scan_xla(x, dt, A, B, C, *, chunk_size=256, D=None, z=None, dt_bias=None
     x32 = x.astype(f32)
     dt32 = prep_dt_limited(dt, dt_bias, dt_softplus, dt_limit)  # [b, l, h]; padded below, so pad dt = 0
 
-    xc = _pad_to(x32, lp).reshape(batch, nc, T, g, k, headdim)
-    Bc = _pad_to(B.astype(f32), lp).reshape(batch, nc, T, g, n)
-    Cc = _pad_to(C.astype(f32), lp).reshape(batch, nc, T, g, n)
-    dtc = jnp.moveaxis(_pad_to(dt32, lp).reshape(batch, nc, T, g, k), 2, -1)  # [b, c, g, k, T]
+    xc = pad_to(x32, lp).reshape(batch, nc, T, g, k, headdim)
+    Bc = pad_to(B.astype(f32), lp).reshape(batch, nc, T, g, n)
+    Cc = pad_to(C.astype(f32), lp).reshape(batch, nc, T, g, n)
+    dtc = jnp.moveaxis(pad_to(dt32, lp).reshape(batch, nc, T, g, k), 2, -1)  # [b, c, g, k, T]
     a = dtc * A.astype(f32).reshape(g, k, 1)
     tri = _lower_tri(T)
     cs = _einsum("bcgks,ts->bcgkt", a, tri)  # inclusive prefix sums of dt A per chunk
@@ -120,7 +119,7 @@ def ssd_scan_xla(x, dt, A, B, C, *, chunk_size=256, D=None, z=None, dt_bias=None
     else:
         sid = seq_idx.astype(jnp.int32)
         r = jnp.concatenate([jnp.zeros((batch, 1), f32), (sid[:, 1:] != sid[:, :-1]).astype(f32)], axis=1)
-        rc = _einsum("bcs,ts->bct", _pad_to(r, lp).reshape(batch, nc, T), tri)  # changes in [0, t]
+        rc = _einsum("bcs,ts->bct", pad_to(r, lp).reshape(batch, nc, T), tri)  # changes in [0, t]
         same = rc[..., :, None] == rc[..., None, :]  # [b, c, t, s]: no change in (s, t] (for s <= t)
         pair_ok = (causal & same)[:, :, None, None]  # [b, c, 1, 1, t, s]
         to_end = (rc == rc[..., -1:])[:, :, None, None]  # [b, c, 1, 1, s]: s reaches the chunk's end
