@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/cpu_lanes.h"
+#include "common/limits.h"
 #include "ssd_scan/params.h"
 
 namespace mamba_jax {
@@ -41,7 +42,7 @@ struct SsdScanWorkspace {
   std::vector<vf> xs;     // [kSsdSteps][npv] x of the chunk's steps
   std::vector<vf> u;      // [kSsdSteps][npv] dt * x (plain form) or dt * x / Lam (factored form)
   std::vector<vf> ys;     // [kSsdSteps][npv] h C
-  std::vector<float> bc;  // B then C of the chunk as float, [N][kSsdSteps] each (steps contiguous)
+  std::vector<float> bc;  // B then C of the chunk as float, [kSsdSteps][kMaxDstate] each
   float decay[kSsdSteps];  // decay_t (plain form) or Lam_t (factored form)
 };
 
@@ -59,11 +60,11 @@ MJ_INLINE void ssd_chunk_vector(int64_t N, vf* h, const float* decay, const vf* 
   }
   for (int64_t n = 0; n < N; ++n) {
     vf hv = h[n];
-    const float* Bn = Bc + n * kSsdSteps;
-    const float* Cn = Cc + n * kSsdSteps;
+    // Rows kMaxDstate apart: every B_t[n], C_t[n] is a constant offset from Bc + n.
     for (int t = 0; t < kT; ++t) {
-      hv = kFactored ? hv + u[t] * Bn[t] : d[t] * hv + u[t] * Bn[t];
-      acc[t] = acc[t] + hv * Cn[t];
+      const float b = Bc[t * kMaxDstate + n], c = Cc[t * kMaxDstate + n];
+      hv = kFactored ? hv + u[t] * b : d[t] * hv + u[t] * b;
+      acc[t] = acc[t] + hv * c;
     }
     h[n] = kFactored ? hv * d[kT - 1] : hv;
   }
@@ -128,7 +129,7 @@ void ssd_scan_chunk(const SsdScanParams& p, int64_t b, int64_t hd, int64_t t0, i
   const T* Bb = static_cast<const T*>(p.Bm) + bc_off;
   const T* Cb = static_cast<const T*>(p.Cm) + bc_off;
   float* Bc = w.bc.data();
-  float* Cc = Bc + N * kSsdSteps;
+  float* Cc = Bc + kSsdSteps * kMaxDstate;
   // Rows of one item are x_seq_stride apart (a new page per step for wide rows), which the
   // hardware prefetchers do not follow: fetch the next chunk's rows now, and this chunk's y and z.
   for (int64_t i = 0; i < steps; ++i) {
@@ -167,19 +168,12 @@ void ssd_scan_chunk(const SsdScanParams& p, int64_t b, int64_t hd, int64_t t0, i
       w.xs[i * npv + v] = xv;
       w.u[i * npv + v] = dts[i] * xv;
     }
-    if (i >= steps) {
-      for (int64_t n = 0; n < N; ++n) Bc[n * kSsdSteps + i] = Cc[n * kSsdSteps + i] = 0.0f;
-      continue;
-    }
     const T* Br = Bb + (t0 + i) * p.bc_seq_stride;
     const T* Cr = Cb + (t0 + i) * p.bc_seq_stride;
-    for (int64_t n0 = 0; n0 < N; n0 += kLanes) {
-      const int64_t m = std::min<int64_t>(kLanes, N - n0);
-      const vf bv = load_lanes(Br + n0, m), cv = load_lanes(Cr + n0, m);
-      for (int64_t l = 0; l < m; ++l) {
-        Bc[(n0 + l) * kSsdSteps + i] = bv[l];
-        Cc[(n0 + l) * kSsdSteps + i] = cv[l];
-      }
+    for (int64_t n = 0; n < N; n += kLanes) {
+      const int64_t m = std::min<int64_t>(kLanes, N - n);
+      store_lanes(Bc + i * kMaxDstate + n, i < steps ? load_lanes(Br + n, m) : simd::splat(0.0f), m);
+      store_lanes(Cc + i * kMaxDstate + n, i < steps ? load_lanes(Cr + n, m) : simd::splat(0.0f), m);
     }
   }
   for (int64_t v = 0; v < npv; ++v) {
@@ -207,7 +201,7 @@ void ssd_scan_item(const SsdScanParams& p, int64_t b, int64_t hd, SsdScanWorkspa
   w.xs.resize(kSsdSteps * npv);
   w.u.resize(kSsdSteps * npv);
   w.ys.resize(kSsdSteps * npv);
-  w.bc.resize(2 * N * kSsdSteps);
+  w.bc.resize(2 * kSsdSteps * kMaxDstate);
   const float* init =
       p.initial_state ? p.initial_state + b * p.state_batch_stride + hd * p.state_head_stride : nullptr;
   ssd_state_to_lanes(init, P, N, w.h.data());
