@@ -3,6 +3,9 @@
 from . import ops
 from .ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
 from .loading import from_pretrained  # imports flax only when called
+# Binds the function over the submodule's name: `mamba_jax.generate(model, ...)`. The submodule stays
+# importable as `from mamba_jax.generate import Generator`; it imports flax only when called.
+from .generate import Generator, generate
 
 __version__ = "0.1.0"
 
@@ -32,8 +35,4 @@ def __getattr__(name):
 
         nn = importlib.import_module(".nn", __name__)
         return nn if name == "nn" else getattr(nn, name)
-    if name in ("generate", "Generator"):  # imports flax: also on first use
-        import importlib
-
-        return getattr(importlib.import_module(".generate", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,7 @@
     mamba-jax generate --model state-spaces/mamba-130m-hf --prompt "Mamba is" --temperature 0.8 --top-p 0.9
     mamba-jax train --out runs/bytes --max-minutes 4
     mamba-jax eval --model default            # held-out bits per byte on this machine's stdlib
-    mamba-jax bench [bench_generate.py flags]
+    mamba-jax bench [flags]                   # generation speed (mamba-jax bench --help)
 
 `--model` is "default" (the small byte-level model shipped in mamba_jax/default_model), a local
 checkpoint folder (transformers *-hf or state-spaces layout) or a Hugging Face hub id. Errors that
@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import json
 import os
 import sys
 import time
 
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+from .loading import ByteTokenizer
 
 
 class CLIError(Exception):
@@ -37,60 +36,19 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-# ----------------------------------------------------------------------------- model + tokenizer
-class ByteTokenizer:
-    """UTF-8 bytes as token ids 0..255 (what the default model reads); EOS is 256."""
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-
-def _resolve_model_dir(name: str) -> str:
-    from .loading import resolve_folder
-
-    if name == "default":
-        if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, "config.json")):
-            raise CLIError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}; "
-                           "reinstall mamba-jax or pass --model PATH")
-        return DEFAULT_MODEL_DIR
-    try:
-        return resolve_folder(name)
-    except (FileNotFoundError, RuntimeError) as e:
-        raise CLIError(f"model {name!r}: {_one_line(e)}") from e
-
-
 def load_model(name: str, dtype: str = "float32", implementation: str = "auto"):
-    """Returns (model, folder, config dict). Any failure becomes a one-line CLIError."""
+    """`mamba_jax.loading.load_model` with the CLI's flag values: returns (model, folder, config dict).
+    Any failure becomes a one-line CLIError."""
     import jax.numpy as jnp
-    from .loading import from_pretrained
+    from . import loading
 
-    folder = _resolve_model_dir(name)
-    cfg_path = os.path.join(folder, "config.json")
-    try:
-        with open(cfg_path) as f:
-            cfg = json.load(f)
-        if not isinstance(cfg, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        raise CLIError(f"model {name!r}: no config.json in {folder}") from None
-    except (OSError, ValueError) as e:
-        raise CLIError(f"model {name!r}: malformed {cfg_path}: {_one_line(e)}") from e
     impl = None if implementation == "auto" else implementation
     try:
-        model = from_pretrained(folder, dtype=getattr(jnp, dtype), implementation=impl)
-    except Exception as e:  # safetensors, shape and config errors: all mean a bad checkpoint here
-        raise CLIError(f"model {name!r}: could not load the checkpoint in {folder}: "
-                       f"{type(e).__name__}: {_one_line(e)}") from e
-    return model, folder, cfg
-
-
-def get_tokenizer(model, cfg: dict, folder: str):
-    if getattr(model, "tokenizer", None) is not None:
-        return model.tokenizer
-    if cfg.get("mamba_jax_tokenizer") == "bytes":
-        return ByteTokenizer()
-    raise CLIError(f"no tokenizer for the model in {folder}: it has no tokenizer.json "
-                   "(and is not a byte-level model)")
+        return loading.load_model(name, dtype=getattr(jnp, dtype), implementation=impl)
+    except (FileNotFoundError, RuntimeError, ValueError) as e:
+        raise CLIError(f"model {name!r}: {_one_line(e)}") from e
+    except Exception as e:  # safetensors and torch errors: all mean a bad checkpoint here
+        raise CLIError(f"model {name!r}: could not load the checkpoint: {type(e).__name__}: {_one_line(e)}") from e
 
 
 class _TextStream:
@@ -132,15 +90,13 @@ def _kernels_used(model) -> str:
     import jax
     from . import ops
 
-    impl = getattr(model, "implementation", None)
     backend = jax.default_backend()
-    if impl == "xla":
+    if model.implementation == "xla":
         return "pure JAX (xla)"
     built = ops.cpu_available() if backend == "cpu" else ops.cuda_available() if backend == "gpu" else False
     return "FFI kernels" if built else "pure JAX (no FFI kernels built for this backend)"
 
 
-# ----------------------------------------------------------------------------- commands
 def cmd_generate(args) -> int:
     import jax
     from .generate import Generator
@@ -148,7 +104,10 @@ def cmd_generate(args) -> int:
     if args.max_new_tokens < 1:
         raise CLIError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     model, folder, cfg = load_model(args.model, args.dtype, args.implementation)
-    tokenizer = get_tokenizer(model, cfg, folder)
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise CLIError(f"no tokenizer for the model in {folder}: it has no tokenizer.json "
+                       "(and is not a byte-level model)")
     ids = tokenizer.encode(args.prompt)
     if not isinstance(tokenizer, ByteTokenizer):
         ids = ids.ids

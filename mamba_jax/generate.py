@@ -13,19 +13,14 @@ How it runs:
     step kernels update it in place; the host does not touch it between tokens. The loop leaves as
     soon as every row has produced `eos_token_id`.
   * Streaming runs the same loop in chunks of `chunk_size` steps; the host hands each chunk's tokens
-    to the caller between chunks. Random numbers come from fold_in(key(seed), step), so a streamed
+    to the caller between chunks. The noise of a step depends only on (seed, step), so a streamed
     run returns exactly the tokens of the unstreamed one.
   * Compiled executables are cached per (model graph, argument shapes and dtypes, sampling mode):
     temperature, top_p and the seed are runtime values and do not recompile.
 
-Sampling avoids sort and the variadic-reduce argmax (neither compiles on Apple's jax-metal): argmax is
-max + where(iota) + min, and the top-k / top-p thresholds are found by a 32-step radix select on the
-float bit patterns (exact: the k-th largest logit, and the smallest probability whose
-higher-or-equal set still holds `top_p` of the mass). Ties at the threshold are kept. On a Metal
-backend, which has no uint32, and for any model running implementation="xla" (the portable path,
-selected explicitly), the Gumbel noise and the top-k / top-p masks come from
-`mamba_jax.ops.metal_safe` instead (int32 hash noise, float bisection thresholds); the seed is an
-int32 everywhere, so no uint32 array ever reaches a compiled function there.
+Tokens are drawn by `mamba_jax.sampling` (greedy, temperature, top-k, top-p), the same code on every
+backend; the seed is an int32, so no uint32 array reaches a compiled function (Metal has none).
+flax is imported on first use, so that `import mamba_jax` stays light.
 
 Shape legend: b batch (bucketed), l prompt length (bucketed), V logits width (padded vocab), k chunk.
 """
@@ -34,107 +29,32 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import inspect
-import sys
 import time
-import types
 from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 from jax import lax
-from flax import nnx
+
+from . import sampling
 
 f32 = jnp.float32
 i32 = jnp.int32
-
-# The Metal path's helpers: argmax everywhere; noise and top-k/top-p masks on the portable path.
-from .ops import metal_safe as _metal_safe
-
-_METAL_BACKENDS = ("metal", "mps")
 
 _MIN_PROMPT_BUCKET = 8
 _MAX_COMPILED = 64  # compiled executables kept (LRU)
 _COMPILED: "collections.OrderedDict[tuple, object]" = collections.OrderedDict()
 
 
-# --------------------------------------------------------------------------------------------- sampling
-def argmax_last(x):
-    """Index of the first maximum along the last axis, without a variadic reduce. x [..., V] -> [...] int32."""
-    return _metal_safe.metal_safe_argmax(x, axis=-1).astype(i32)
-
-
-def _ordered_key(x):
-    """float32 -> uint32 whose unsigned order is the float order (negatives flipped)."""
-    b = lax.bitcast_convert_type(x.astype(f32), jnp.uint32)
-    return jnp.where((b >> 31) == 1, ~b, b | jnp.uint32(0x80000000))
-
-
-def _radix_select(keys, predicate):
-    """Largest uint32 t (per row) with predicate(keys >= t) true, for a predicate that holds at t = 0
-    and, once false, stays false for larger t. keys [b, V] uint32 -> t [b] uint32 (32 passes)."""
-    t = jnp.zeros(keys.shape[:-1], jnp.uint32)
-    for bit in range(31, -1, -1):
-        cand = t | jnp.uint32(1 << bit)
-        t = jnp.where(predicate(keys >= cand[..., None]), cand, t)
-    return t
-
-
-def _top_k_mask(logits, k: int):
-    """True where a logit is >= the k-th largest of its row. logits [b, V] f32."""
-    keys = _ordered_key(logits)
-    t = _radix_select(keys, lambda keep: jnp.sum(keep.astype(i32), axis=-1) >= k)
-    return keys >= t[..., None]
-
-
-def _top_p_mask(logits, top_p):
-    """True on the smallest set of highest-probability tokens holding at least `top_p` of the mass
-    (ties at the edge kept; all tokens if rounding keeps the total under top_p). logits [b, V] f32."""
-    probs = jax.nn.softmax(logits, axis=-1)
-    keys = lax.bitcast_convert_type(probs, jnp.uint32)  # probs >= 0: bit order = value order
-    t = _radix_select(keys, lambda keep: jnp.sum(jnp.where(keep, probs, 0.0), axis=-1) >= top_p)
-    return keys >= t[..., None]
-
-
 @dataclasses.dataclass(frozen=True)
 class _Mode:
-    """The static (compile-time) part of the sampling configuration."""
+    """The static (compile-time) configuration of one generation call."""
 
-    greedy: bool
-    top_k: Optional[int]
-    use_top_p: bool
-    vocab_size: int  # real vocabulary; logits columns beyond it (padding) are never sampled
+    sampling: sampling.SamplingMode
     eos: Optional[int]
-    metal: bool = False  # use the Metal-safe noise and masks (no uint32)
 
 
-def _sample(logits, seed, step, temperature, top_p, mode: _Mode):
-    """logits [b, V] f32 -> token ids [b] int32. seed, step: int32 scalars (the noise of a step
-    depends only on them and the shape)."""
-    V = logits.shape[-1]
-    if mode.vocab_size < V:
-        col = lax.broadcasted_iota(i32, logits.shape, 1)
-        logits = jnp.where(col < mode.vocab_size, logits, -jnp.inf)
-    if mode.greedy:
-        return argmax_last(logits)
-    logits = logits / temperature
-    if mode.top_k is not None:
-        keep = (_metal_safe.metal_safe_top_k_mask(logits, mode.top_k) if mode.metal
-                else _top_k_mask(logits, mode.top_k))
-        logits = jnp.where(keep, logits, -jnp.inf)
-    if mode.use_top_p:
-        keep = _metal_safe.metal_safe_top_p_mask(logits, top_p) if mode.metal else _top_p_mask(logits, top_p)
-        logits = jnp.where(keep, logits, -jnp.inf)
-    # Gumbel-max: argmax(logits + Gumbel noise) is a draw from softmax(logits).
-    if mode.metal:
-        noise = _metal_safe.metal_safe_gumbel(seed, step, logits.shape)
-    else:
-        noise = jax.random.gumbel(jax.random.fold_in(jax.random.key(seed), step), logits.shape, f32)
-    return argmax_last(logits + noise)
-
-
-# --------------------------------------------------------------------------------------------- checks
 def _bucket(n: int, minimum: int = 1) -> int:
     return max(minimum, 1 << max(0, int(n) - 1).bit_length())
 
@@ -169,36 +89,18 @@ def _as_prompts(prompts, vocab_size: int) -> list[np.ndarray]:
     return out
 
 
-def _check_sampling(max_new_tokens, temperature, top_k, top_p, eos_token_id, vocab_size, chunk_size,
-                    metal=False):
+def _check_args(max_new_tokens, temperature, top_k, top_p, eos_token_id, vocab_size, chunk_size):
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
-    temperature = float(temperature)
-    if not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
-    if top_p is not None:
-        top_p = float(top_p)
-        if not (0.0 < top_p <= 1.0):
-            raise ValueError(f"top_p must be in (0, 1], got {top_p!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1):
-        raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
+    smode, temperature, top_p = sampling.sampling_mode(temperature, top_k, top_p, vocab_size)
     if eos_token_id is not None and not (0 <= int(eos_token_id) < vocab_size):
         raise ValueError(f"eos_token_id {eos_token_id!r} is outside the vocabulary [0, {vocab_size})")
     if chunk_size is not None and (not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1):
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-    greedy = temperature == 0.0
-    mode = _Mode(
-        greedy=greedy,
-        top_k=None if greedy or top_k is None or top_k >= vocab_size else int(top_k),
-        use_top_p=not greedy and top_p is not None and top_p < 1.0,
-        vocab_size=vocab_size,
-        eos=None if eos_token_id is None else int(eos_token_id),
-        metal=bool(metal) and not greedy,
-    )
-    return mode, temperature, (1.0 if top_p is None else top_p)
+    mode = _Mode(sampling=smode, eos=None if eos_token_id is None else int(eos_token_id))
+    return mode, temperature, top_p
 
 
-# --------------------------------------------------------------------------------------------- generator
 @dataclasses.dataclass
 class GenerationStats:
     """Timings of the last call: compile (lower + compile, both functions), prefill and decode wall
@@ -225,27 +127,18 @@ class Generator:
     """
 
     def __init__(self, model):
-        cfg = getattr(model, "config", None)
-        if cfg is None or not hasattr(model, "prefill") or not hasattr(model, "step"):
-            raise TypeError("generate needs a MambaLM-like model with .config, .prefill and .step")
-        self.vocab_size = int(cfg.vocab_size)
-        try:
-            self._last_only = "last_only" in inspect.signature(model.prefill).parameters
-        except (TypeError, ValueError):
-            self._last_only = False
-        # Models that can hand the decode loop their per-step constants (computed once per loop).
-        self._step_constants = hasattr(model, "step_constants")
+        from flax import nnx
+
+        if not isinstance(model, nnx.Module):
+            raise TypeError(f"generate needs a MambaLM, got {type(model).__name__}")
+        self.vocab_size = int(model.config.vocab_size)
         self.last_stats = GenerationStats()
-        # The portable path samples with the Metal-safe helpers (int32 noise, no uint32 bit tricks):
-        # on a Metal/MPS backend, and wherever the model runs implementation="xla", so that the
-        # explicitly selected portable path is portable end to end (settable after construction).
-        portable = (jax.default_backend().lower() in _METAL_BACKENDS
-                    or getattr(model, "implementation", None) == "xla")
-        self.metal_sampling = portable
         self.refresh(model)
 
     def refresh(self, model):
         """Re-reads the model's weights and settings."""
+        from flax import nnx
+
         self.graphdef, self.state = nnx.split(model)
         try:
             hash(self.graphdef)
@@ -253,32 +146,30 @@ class Generator:
         except TypeError:  # a graph with unhashable static attributes: cache per Generator instead
             self._gkey = ("instance", id(self))
 
-    # ---------------------------------------------------------------- compiled functions
     def _prefill_fn(self, mode: _Mode):
-        graphdef, last_only = self.graphdef, self._last_only
+        from flax import nnx
+
+        graphdef = self.graphdef
 
         def prefill(state, ids, mask, rows_done, temperature, top_p, seed):
             model = nnx.merge(graphdef, state)
-            if last_only:
-                logits, cache = model.prefill(ids, mask, last_only=True)
-            else:
-                logits, cache = model.prefill(ids, mask)
-            if logits.ndim == 3:
-                logits = logits[:, -1]
-            tok = _sample(logits.astype(f32), seed, jnp.zeros((), i32), temperature, top_p, mode)
+            logits, cache = model.prefill(ids, mask, last_only=True)
+            tok = sampling.sample(logits.astype(f32), mode.sampling, seed, jnp.zeros((), i32), temperature, top_p)
             done = rows_done if mode.eos is None else rows_done | (tok == mode.eos)
             return tok, cache, done
 
         return prefill
 
     def _decode_fn(self, mode: _Mode, chunk: int):
-        graphdef, hoist = self.graphdef, self._step_constants
+        from flax import nnx
+
+        graphdef = self.graphdef
         fill = 0 if mode.eos is None else mode.eos
 
         def decode(state, cache, tok, done, start, n_steps, temperature, top_p, seed):
             model = nnx.merge(graphdef, state)
             buf = jnp.full((tok.shape[0], chunk), fill, i32)
-            consts = model.step_constants() if hoist else None
+            consts = model.step_constants()  # derived from the weights once per loop, not per step
 
             def cond(c):
                 j, _, done, _, _ = c
@@ -286,8 +177,8 @@ class Generator:
 
             def body(c):
                 j, tok, done, cache, buf = c
-                logits, cache = model.step(tok, cache, consts) if hoist else model.step(tok, cache)
-                new = _sample(logits.astype(f32), seed, start + j, temperature, top_p, mode)
+                logits, cache = model.step(tok, cache, consts)
+                new = sampling.sample(logits.astype(f32), mode.sampling, seed, start + j, temperature, top_p)
                 new = jnp.where(done, fill, new).astype(i32)
                 buf = lax.dynamic_update_slice(buf, new[:, None], (jnp.zeros((), i32), j))
                 if mode.eos is not None:
@@ -315,7 +206,6 @@ class Generator:
             _COMPILED.popitem(last=False)
         return exe, dt
 
-    # ---------------------------------------------------------------- public
     def stream(self, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, eos_token_id: Optional[int] = None, seed: int = 0,
                chunk_size: Optional[int] = 16) -> Iterator[list[list[int]]]:
@@ -323,8 +213,8 @@ class Generator:
         prompt (a list per prompt; empty once it has produced EOS). Arguments as in `generate`;
         chunk_size None decodes everything in one chunk. All checks run before anything compiles."""
         rows = _as_prompts(prompts, self.vocab_size)
-        mode, temperature, top_p = _check_sampling(max_new_tokens, temperature, top_k, top_p,
-                                                   eos_token_id, self.vocab_size, chunk_size, self.metal_sampling)
+        mode, temperature, top_p = _check_args(max_new_tokens, temperature, top_k, top_p, eos_token_id,
+                                               self.vocab_size, chunk_size)
         return self._run(rows, int(max_new_tokens), mode, temperature, top_p, int(seed), chunk_size)
 
     def generate(self, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
@@ -446,14 +336,3 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
                                      top_p=top_p, eos_token_id=eos_token_id, seed=seed, stream=stream,
                                      chunk_size=chunk_size)
 
-
-class _CallableModule(types.ModuleType):
-    """`mamba_jax.generate` names both this module and the function. Importing the submodule rebinds
-    the package attribute to the module, so the module forwards calls to the function: both
-    `mamba_jax.generate(model, ...)` and `from mamba_jax.generate import generate` then work."""
-
-    def __call__(self, *args, **kwargs):
-        return generate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -10,9 +10,14 @@ Two folder formats are read:
   when such a file has to be read).
 
 Both name weights ``backbone.layers.N.mixer.*`` (the embedding is ``backbone.embeddings.weight`` in
-one and ``backbone.embedding.weight`` in the other; both are accepted). A hub id is fetched with
-huggingface_hub when it is installed and the hub is reachable. tokenizer.json, when present, is read
-with `tokenizers` into ``model.tokenizer``.
+one and ``backbone.embedding.weight`` in the other; both are accepted).
+
+A model name is resolved once, by `resolve_model`: "default" is the byte-level model bundled in
+mamba_jax/default_model, an existing directory is itself, and anything else of the form owner/name is
+a hub id, fetched with huggingface_hub when it is installed and the hub is reachable. `load_model`
+returns the model with its folder and config dict (what the CLI and training use); `from_pretrained`
+returns the model alone. tokenizer.json, when present, is read with `tokenizers` into
+``model.tokenizer``; a byte-level model (config "mamba_jax_tokenizer": "bytes") gets a `ByteTokenizer`.
 """
 
 from __future__ import annotations
@@ -31,32 +36,46 @@ class CheckpointError(ValueError):
     """A checkpoint does not fit the model its config describes (missing, unexpected or misshapen tensor)."""
 
 
-# ----------------------------------------------------------------------------- locating the folder
 # The byte-level model shipped in the package (see default_model/MODEL_CARD.md).
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
 
 
-def resolve_folder(path_or_hub_id: str, *, revision: Optional[str] = None) -> str:
-    """Returns a local folder: `path_or_hub_id` itself when it is a directory, the bundled default model
-    for "default" (when no folder of that name exists), else a hub snapshot."""
-    path = os.fspath(path_or_hub_id)
+def resolve_model(name, *, revision: Optional[str] = None) -> str:
+    """Returns the local folder of a model name.
+
+    Args:
+      name: "default" (the bundled byte-level model, whatever the working directory holds; pass
+        "./default" for a folder of that name), a local folder, or a hub id "owner/name".
+      revision: hub revision (branch, tag or commit) for a hub id.
+
+    Raises:
+      FileNotFoundError: a missing folder that is not a hub id either, a file, or a missing bundled model.
+      RuntimeError: a hub id that cannot be fetched (huggingface_hub missing, offline, unknown repo).
+    """
+    path = os.fspath(name)
+    if path == "default":
+        if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, "config.json")):
+            raise FileNotFoundError(f"the bundled default model is missing from {DEFAULT_MODEL_DIR}; "
+                                    "reinstall mamba-jax or give a model folder")
+        return DEFAULT_MODEL_DIR
     if os.path.isdir(path):
         return path
-    if path == "default":
-        return DEFAULT_MODEL_DIR
     if os.path.exists(path):
-        raise FileNotFoundError(f"from_pretrained: {path!r} is a file; give the folder that holds config.json")
+        raise FileNotFoundError(f"{path!r} is a file; give the folder that holds config.json")
     if not _HUB_ID.match(path):
-        raise FileNotFoundError(f"from_pretrained: no folder {path!r}, and it is not a hub id (owner/name)")
+        raise FileNotFoundError(f"no folder {path!r}, and it is not a hub id (owner/name)")
     return _download(path, revision)
 
 
 def _download(repo_id: str, revision: Optional[str]) -> str:
+    """A snapshot of the hub repo (safetensors preferred, else pytorch_model*.bin) in huggingface_hub's
+    cache. Every failure of huggingface_hub, whatever its version and exception types, becomes one
+    RuntimeError naming the repo."""
     try:
         import huggingface_hub
     except ImportError as e:
         raise RuntimeError(
-            f"from_pretrained: {repo_id!r} is not a local folder, and huggingface_hub is not installed to fetch "
+            f"{repo_id!r} is not a local folder, and huggingface_hub is not installed to fetch "
             "it from the Hugging Face Hub; `pip install huggingface_hub` (or mamba-jax[hub]), or download the "
             "folder yourself and pass its path") from e
     try:
@@ -67,7 +86,7 @@ def _download(repo_id: str, revision: Optional[str]) -> str:
                                                        allow_patterns=["pytorch_model*.bin", "*.json"])
     except Exception as e:  # offline, unreachable, unknown repo, gated repo: all end here
         raise RuntimeError(
-            f"from_pretrained: could not fetch {repo_id!r} from the Hugging Face Hub "
+            f"could not fetch {repo_id!r} from the Hugging Face Hub "
             f"({type(e).__name__}: {e}). No local folder has that name either. If you are offline, "
             "download the folder elsewhere and pass its local path.") from e
     return folder
@@ -77,16 +96,28 @@ def _has_safetensors(folder: str) -> bool:
     return any(f.endswith(".safetensors") for f in os.listdir(folder))
 
 
-# ----------------------------------------------------------------------------- config
+def read_config(folder: str) -> dict:
+    """folder/config.json as a dict. Raises FileNotFoundError when it is missing, ValueError when it
+    is not a JSON object."""
+    path = os.path.join(folder, "config.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config.json in {folder!r}")
+    try:
+        with open(path) as f:
+            d = json.load(f)
+    except ValueError as e:
+        raise ValueError(f"malformed {path}: {e}") from e
+    if not isinstance(d, dict):
+        raise ValueError(f"malformed {path}: not a JSON object")
+    return d
+
+
 def load_config(folder: str):
     """Reads folder/config.json. Returns (MambaConfig, format) with format "hf" or "state-spaces"."""
     from .nn.config import MambaConfig
 
     path = os.path.join(folder, "config.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"from_pretrained: no config.json in {folder!r}")
-    with open(path) as f:
-        d = json.load(f)
+    d = read_config(folder)
     # The real *-hf configs also carry the state-spaces keys (d_model, n_layer, ssm_cfg,
     # pad_vocab_size_multiple, ...), so the transformers keys decide first.
     if "hidden_size" in d or "model_type" in d:
@@ -97,7 +128,6 @@ def load_config(folder: str):
                      "num_hidden_layers, ...) nor a state-spaces config (d_model, n_layer, ...)")
 
 
-# ----------------------------------------------------------------------------- reading tensors
 class _Tensors:
     """name -> numpy array, read lazily from safetensors shards or a torch pickle."""
 
@@ -175,7 +205,6 @@ def _torch_to_numpy(t) -> np.ndarray:
     return t.numpy()
 
 
-# ----------------------------------------------------------------------------- name mapping
 _MIXER = {  # our path under layers.N.mixer -> (checkpoint name under backbone.layers.N.mixer, layout)
     ("in_proj", "kernel"): ("in_proj.weight", "T"),
     ("in_proj", "bias"): ("in_proj.bias", None),
@@ -192,7 +221,7 @@ _MIXER = {  # our path under layers.N.mixer -> (checkpoint name under backbone.l
 _EMBEDDING_NAMES = ("backbone.embeddings.weight", "backbone.embedding.weight")
 
 
-def _checkpoint_name(path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
+def checkpoint_name(path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
     """Our parameter path -> (candidate checkpoint names, layout)."""
     if path == ("embedding", "embedding"):
         return _EMBEDDING_NAMES, None
@@ -238,7 +267,7 @@ def load_weights(model, folder: str) -> None:
     where = ", ".join(os.path.basename(f) for f in tensors.files)
     params = [(p, v) for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
     for path, var in params:
-        candidates, layout = _checkpoint_name(tuple(path))
+        candidates, layout = checkpoint_name(tuple(path))
         found = [n for n in candidates if n in names]
         cur = var.get_value()
         ours = tuple(cur.shape)
@@ -268,10 +297,34 @@ def load_weights(model, folder: str) -> None:
                               f"{sorted(unexpected)} (in {where} in {folder})")
 
 
-# ----------------------------------------------------------------------------- entry point
+def load_model(name, dtype=None, implementation: Optional[str] = None, *, param_dtype=None, precision=None,
+               revision: Optional[str] = None):
+    """Resolves a model name (see `resolve_model`) and loads it, as `from_pretrained` does.
+
+    Returns:
+      (model, folder, config): the MambaLM, the local folder it came from and its config.json as a dict.
+    """
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from .nn import MambaLM
+
+    dtype = jnp.float32 if dtype is None else dtype
+    param_dtype = dtype if param_dtype is None else param_dtype
+    folder = resolve_model(name, revision=revision)
+    config = read_config(folder)
+    cfg, _ = load_config(folder)
+    # Built abstractly: no random initialisation of weights that are overwritten right after.
+    model = nnx.eval_shape(lambda: MambaLM(cfg, dtype=dtype, param_dtype=param_dtype, precision=precision,
+                                           implementation=implementation, rngs=nnx.Rngs(0)))
+    load_weights(model, folder)
+    model.tokenizer = load_tokenizer(folder)
+    return model, folder, config
+
+
 def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = None, *, param_dtype=None,
                     precision=None, revision: Optional[str] = None):
-    """Loads a Mamba-1 checkpoint into a `mamba_jax.nn.MambaLM`.
+    """Loads a Mamba-1 or Mamba-2 checkpoint into a `mamba_jax.nn.MambaLM`.
 
     Args:
       path_or_hub_id: a local folder (transformers ``*-hf`` or state-spaces format), "default" (the
@@ -285,31 +338,31 @@ def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = 
       revision: hub revision (branch, tag or commit) for a hub id.
 
     Returns:
-      MambaLM with ``model.tokenizer`` a `tokenizers.Tokenizer` when the folder has tokenizer.json,
-      else None. Its logits cover ``config.padded_vocab_size`` tokens.
+      MambaLM with ``model.tokenizer`` from `load_tokenizer`. Its logits cover
+      ``config.padded_vocab_size`` tokens.
     """
-    import jax.numpy as jnp
-    from flax import nnx
+    return load_model(path_or_hub_id, dtype, implementation, param_dtype=param_dtype, precision=precision,
+                      revision=revision)[0]
 
-    from .nn import MambaLM
 
-    dtype = jnp.float32 if dtype is None else dtype
-    param_dtype = dtype if param_dtype is None else param_dtype
-    folder = resolve_folder(path_or_hub_id, revision=revision)
-    cfg, _ = load_config(folder)
-    # Built abstractly: no random initialisation of weights that are overwritten right after.
-    model = nnx.eval_shape(lambda: MambaLM(cfg, dtype=dtype, param_dtype=param_dtype, precision=precision,
-                                           implementation=implementation, rngs=nnx.Rngs(0)))
-    load_weights(model, folder)
-    model.tokenizer = load_tokenizer(folder)
-    return model
+class ByteTokenizer:
+    """UTF-8 bytes as token ids 0..255, what byte-level models read (their EOS is 256)."""
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids) -> str:
+        return bytes(int(t) for t in ids if 0 <= t < 256).decode("utf-8", "replace")
 
 
 def load_tokenizer(folder: str):
-    """tokenizers.Tokenizer from folder/tokenizer.json, or None when there is none."""
+    """The tokenizer of the model in `folder`: a `tokenizers.Tokenizer` from tokenizer.json, a
+    `ByteTokenizer` for a byte-level model (config "mamba_jax_tokenizer": "bytes"), else None."""
     path = os.path.join(folder, "tokenizer.json")
-    if not os.path.isfile(path):
-        return None
-    from tokenizers import Tokenizer
+    if os.path.isfile(path):
+        from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(path)
+        return Tokenizer.from_file(path)
+    if read_config(folder).get("mamba_jax_tokenizer") == "bytes":
+        return ByteTokenizer()
+    return None

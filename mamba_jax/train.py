@@ -74,7 +74,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
-# ----------------------------------------------------------------------------- pieces
 def _impl(name):
     return None if name in (None, "auto") else name
 
@@ -173,7 +172,6 @@ def evaluate_bpb(eval_fn, params, windows: np.ndarray, batch: int) -> float:
     return total / max(count, 1.0) / LN2
 
 
-# ----------------------------------------------------------------------------- checkpoints
 def _save_tree(tree, path: str) -> None:
     import jax
     from safetensors.numpy import save_file
@@ -230,7 +228,6 @@ def load_checkpoint(out: str, params, opt_state):
     return params, opt_state, meta
 
 
-# ----------------------------------------------------------------------------- export
 def hf_config(cfg, extra: dict | None = None) -> dict:
     """transformers-style config.json for a MambaConfig (what `from_pretrained` reads)."""
     d = {
@@ -265,13 +262,13 @@ def export_hf(model, folder: str, dtype: str = "bfloat16", extra_config: dict | 
     from flax import nnx
     from safetensors.numpy import save_file
 
-    from .loading import _checkpoint_name
+    from .loading import checkpoint_name
 
     store = np.float32 if dtype == "float32" else ml_dtypes.bfloat16
     tensors = {}
     for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        names, layout = _checkpoint_name(tuple(path))
-        arr = np.asarray(var.get_value() if hasattr(var, "get_value") else var.value, dtype=np.float32)
+        names, layout = checkpoint_name(tuple(path))
+        arr = np.asarray(var.get_value(), dtype=np.float32)
         if layout == "T":
             arr = arr.T
         elif layout == "conv":
@@ -287,7 +284,6 @@ def export_hf(model, folder: str, dtype: str = "bfloat16", extra_config: dict | 
     return os.path.getsize(path)
 
 
-# ----------------------------------------------------------------------------- main
 def _args_dict(args) -> dict:
     return {k: v for k, v in vars(args).items() if not callable(v)}
 

@@ -1,10 +1,11 @@
 """What the Metal path may contain: the StableHLO operations and element types that Apple's jax-metal
 plugin is expected to compile, each with the reason it is here, and a checker for lowered programs.
 
-This is the one place that says what "Metal-safe" means for mamba_jax. The test suite
-(tests/test_metal_path.py) lowers every op, the model and generation with ``implementation="xla"``
-(and the ``implementation=None`` default branch, lowered for the "METAL" platform) and runs
-`check_stablehlo` on the text. Adding an entry here is a claim about jax-metal: give the reason.
+This is the one place that says what "Metal-safe" means for mamba_jax. tests/test_metal_path.py
+lowers every op, the model and generation with ``implementation="xla"`` (and the
+``implementation=None`` default branch, lowered for the "METAL" platform), tests/test_sampling.py the
+sampler, and both run `check_stablehlo` on the text. Adding an entry here is a claim about
+jax-metal: give the reason.
 
 Sources for the claims (nothing here was run on a Mac by this project):
   * jax-metal 0.1.1 (Oct 2024, the last release; works with jax/jaxlib up to 0.5.0) lowers StableHLO
@@ -104,7 +105,7 @@ CONDITIONAL_OPS = {
 FORBIDDEN_OPS = {
     "stablehlo.custom_call": "jax-metal cannot lower custom calls (FFI kernels, cusolver, ...)",
     "stablehlo.reduce_window": "cumsum/cumprod lower through it; broken on jax-metal (use a matmul or a scan)",
-    "stablehlo.sort": "avoided: sorting is slow or missing on jax-metal (top-k/top-p use radix select)",
+    "stablehlo.sort": "avoided: sorting is slow or missing on jax-metal (top-k/top-p thresholds use bisection)",
     "stablehlo.rng_bit_generator": "ui32/i64 state and output; unsupported on jax-metal",
     "stablehlo.count_leading_zeros": "clz: unsupported on jax-metal",
     "stablehlo.popcnt": "popcnt: unsupported on jax-metal",
@@ -194,7 +195,7 @@ def check_stablehlo(text: str, *, allow_case: bool = False) -> list[Violation]:
             elif name in FORBIDDEN_OPS:
                 out.append(Violation(lineno, name, FORBIDDEN_OPS[name]))
             else:
-                out.append(Violation(lineno, name, "not in the allow-list (mamba_jax/ops/metal_allowlist.py)"))
+                out.append(Violation(lineno, name, "not in the allow-list (tests/metal_allowlist.py)"))
         if m and m.group(1) == "stablehlo.pad":
             im = _INTERIOR_RE.search(line)
             if im is None or any(v.strip() not in ("", "0") for v in im.group(1).split(",")):

@@ -30,7 +30,6 @@ def _ids(seed, vocab, shape=(2, 9)):
     return np.random.RandomState(seed).randint(0, vocab, shape)
 
 
-# ----------------------------------------------------------------------------- state-spaces format
 def _write_state_spaces(hf, folder, *, vocab_size, ssm_cfg, bf16=False):
     """config.json + pytorch_model.bin as mamba_ssm's MambaLMHeadModel writes them (tied head)."""
     torch, _ = require_torch()
@@ -71,7 +70,6 @@ def test_state_spaces_folder_matches_transformers(tmp_path, bf16):
     assert rel_err(logits, oracle_logits(float64_copy(hf), ids)) <= TOL_F32
 
 
-# ----------------------------------------------------------------------------- HF format variants
 @pytest.fixture(scope="module")
 def hf_small(tmp_path_factory):
     """An untied model (so lm_head.weight is stored) saved once; tests copy or rewrite it."""
@@ -135,7 +133,6 @@ def test_tokenizer_json_is_loaded(hf_small, tmp_path):
     assert mamba_jax.from_pretrained(folder).tokenizer is None
 
 
-# ----------------------------------------------------------------------------- errors
 def _rewrite(folder, dst, edit_tensors=None, edit_config=None):
     """Copies an HF folder to dst, editing its (single-file) tensors dict and/or config dict."""
     from safetensors.numpy import load_file, save_file
@@ -194,7 +191,6 @@ def test_unsupported_or_incomplete_folders(hf_small, tmp_path):
         mamba_jax.from_pretrained(str(tmp_path))
 
 
-# ----------------------------------------------------------------------------- hub ids
 def test_path_that_is_neither_folder_nor_hub_id(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a hub id"):
         mamba_jax.from_pretrained(str(tmp_path / "no" / "such" / "folder"))
@@ -206,15 +202,20 @@ def test_hub_id_without_huggingface_hub(monkeypatch):
         mamba_jax.from_pretrained("state-spaces/mamba-130m-hf")
 
 
-def test_hub_id_offline_gives_a_clear_error(monkeypatch, tmp_path):
-    hub = pytest.importorskip("huggingface_hub", reason="the offline path goes through huggingface_hub")
-    # Offline mode (read at call time by huggingface_hub's HTTP layer) and an empty cache: no request
-    # leaves this machine, and nothing cached can answer.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(RuntimeError, match="could not fetch 'mamba-jax-tests/no-such-model' from the Hugging Face Hub"):
-        mamba_jax.from_pretrained("mamba-jax-tests/no-such-model")
+def test_hub_id_offline_gives_a_clear_error(tmp_path):
+    pytest.importorskip("huggingface_hub", reason="the offline path goes through huggingface_hub")
+    # A fresh interpreter with offline mode and an empty cache in its environment: every
+    # huggingface_hub version reads them at import, no request leaves this machine, and nothing
+    # cached can answer.
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path), HF_HUB_CACHE=str(tmp_path / "hub"))
+    code = ("import mamba_jax\n"
+            "try:\n"
+            "    mamba_jax.from_pretrained('mamba-jax-tests/no-such-model')\n"
+            "except RuntimeError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "could not fetch 'mamba-jax-tests/no-such-model' from the Hugging Face Hub" in r.stdout, r.stdout
 
 
 def test_import_mamba_jax_does_not_import_flax():
@@ -223,13 +224,30 @@ def test_import_mamba_jax_does_not_import_flax():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_default_names_the_bundled_model():
-    """from_pretrained("default") loads the shipped byte-level model (the one `make generate` runs)."""
-    import mamba_jax
-    from mamba_jax import cli, loading
+def test_default_names_the_bundled_model(tmp_path, monkeypatch):
+    """"default" is the shipped byte-level model (the one `make generate` runs), even where the working
+    directory has a folder of that name."""
+    from mamba_jax import loading
 
-    assert loading.DEFAULT_MODEL_DIR == cli.DEFAULT_MODEL_DIR
-    model = mamba_jax.from_pretrained("default")
-    assert model.config.vocab_size == 257
+    (tmp_path / "default").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert loading.resolve_model("default") == loading.DEFAULT_MODEL_DIR
+    assert loading.resolve_model("./default") == "./default"
+    model, folder, config = loading.load_model("default")
+    assert folder == loading.DEFAULT_MODEL_DIR
+    assert config["mamba_jax_tokenizer"] == "bytes" and model.config.vocab_size == 257
+    assert isinstance(model.tokenizer, loading.ByteTokenizer)
+    assert model.tokenizer.encode("é") == [0xC3, 0xA9] and model.tokenizer.decode([0xC3, 0xA9, 256]) == "é"
     logits = model(jnp.asarray([list(b"def f(x):")], jnp.int32))
     assert logits.shape[:2] == (1, 9) and bool(jnp.all(jnp.isfinite(logits)))
+
+
+def test_malformed_config_json(tmp_path):
+    from mamba_jax import loading
+
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="malformed .*config.json"):
+        loading.load_model(str(tmp_path))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a JSON object"):
+        loading.read_config(str(tmp_path))

@@ -1,5 +1,5 @@
 """The Metal path: what Apple's jax-metal would be asked to compile, checked against the allow-list in
-mamba_jax/ops/metal_allowlist.py, and the chunked selective scan (the "xla" form that GPUs and Metal
+tests/metal_allowlist.py, and the chunked selective scan (the "xla" form that GPUs and Metal
 run) against the float64 oracle.
 
 Lowering checks: every op, its gradient, the model (forward, prefill, step) and `generate` are
@@ -21,12 +21,11 @@ import numpy as np
 import pytest
 
 import oracle
+from metal_allowlist import check_stablehlo, format_violations
 from conftest import (ConvCase, ScanCase, assert_close, conv_inputs, conv_update_inputs, rows, scan_inputs,
                       update_inputs)
 from mamba_jax import ops
-from mamba_jax.ops import metal_safe as ms
 from mamba_jax.ops.chunked import default_chunk_size, selective_scan_chunked
-from mamba_jax.ops.metal_allowlist import check_stablehlo, format_violations
 from mamba_jax.ops.reference import selective_scan_ref
 
 F32, BF16, F16 = jnp.float32, jnp.bfloat16, jnp.float16
@@ -179,15 +178,6 @@ def test_chunked_form_is_metal_safe(mode, rng):
     assert_metal_safe(lower(fn, *args), f"selective_scan_chunked {mode}")
 
 
-def test_metal_safe_helpers_are_metal_safe():
-    x = jnp.ones((3, 50), F32)
-    for name, fn in [("argmax", ms.metal_safe_argmax),
-                     ("gumbel", lambda x: ms.metal_safe_gumbel(jnp.int32(3), jnp.int32(7), x.shape) + x),
-                     ("top_k", lambda x: ms.metal_safe_top_k_mask(x, 5)),
-                     ("top_p", lambda x: ms.metal_safe_top_p_mask(x, jnp.float32(0.9)))]:
-        assert_metal_safe(lower(fn, x), name)
-
-
 # ------------------------------------------------------------------------------ model and generate
 def _nn():
     # The model and generate ship with the package: an import error must fail these checks, not skip them.
@@ -265,7 +255,7 @@ def test_generate_is_metal_safe(sampling, tmp_path):
     bad = {name: check_stablehlo(t) for name, t in texts.items()}
     bad = {k: v for k, v in bad.items() if v}
     assert not bad, "generate() compiles programs outside the Metal allow-list " \
-        "(mamba_jax/ops/metal_safe.py has int32-only argmax, Gumbel noise, top-k and top-p masks):\n" + \
+        "(mamba_jax/sampling.py has int32-only argmax, Gumbel noise, top-k and top-p masks):\n" + \
         "\n".join(f"{k}: {sorted({v.what for v in vs})}\n{format_violations(vs, texts[k], 6)}" for k, vs in bad.items())
 
 
@@ -376,84 +366,3 @@ def test_chunked_grad_matches_reference_vjp(rng):
 
 def test_default_chunk_size():
     assert [default_chunk_size(l) for l in (1, 5, 8, 9, 63, 113, 2048, 10 ** 6)] == [1, 5, 8, 8, 8, 8, 64, 128]
-
-
-# ------------------------------------------------------------------------------ Metal-safe helpers
-def test_argmax_matches_numpy(rng):
-    x = rng.normal(size=(6, 37)).astype(np.float32)
-    x[1, [3, 20]] = x[1].max() + 1.0  # a tie: the first one wins
-    x[2, 9] = np.nan
-    x[2, 30] = np.nan
-    x[3] = -np.inf
-    x[4, :30] = -np.inf
-    np.testing.assert_array_equal(np.asarray(jax.jit(ms.metal_safe_argmax)(x)), np.argmax(x, axis=-1))
-    np.testing.assert_array_equal(np.asarray(ms.metal_safe_argmax(x, axis=0)), np.argmax(x, axis=0))
-    xi = rng.integers(-5, 5, size=(4, 11)).astype(np.int32)
-    np.testing.assert_array_equal(np.asarray(ms.metal_safe_argmax(xi)), np.argmax(xi, axis=-1))
-
-
-def test_top_k_mask_matches_sort(rng):
-    x = rng.normal(size=(5, 300)).astype(np.float32)
-    x[1] = np.round(x[1])  # many ties
-    x[2, :295] = -np.inf  # fewer than k finite values
-    x[3, 7] = np.nan
-    x[4] *= 1e-30  # tiny values
-    for k in (1, 10, 299):
-        got = np.asarray(jax.jit(functools.partial(ms.metal_safe_top_k_mask, k=k))(x))
-        clean = np.where(np.isnan(x), -np.inf, x)
-        kth = -np.sort(-clean, axis=-1)[:, k - 1:k]
-        np.testing.assert_array_equal(got, (x >= kth) & ~np.isnan(x), err_msg=f"k={k}")
-
-
-def test_top_p_mask_matches_sort(rng):
-    logits = (rng.normal(size=(6, 200)) * 3.0).astype(np.float32)
-    logits[5, 100:] = -np.inf
-    for top_p in (0.1, 0.5, 0.9, 0.99):
-        got = np.asarray(jax.jit(ms.metal_safe_top_p_mask)(logits, np.float32(top_p)))
-        p = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
-        p /= p.sum(-1, keepdims=True)
-        order = np.argsort(-p, axis=-1)
-        csum = np.cumsum(np.take_along_axis(p, order, -1), -1)
-        n_keep = np.argmax(csum >= top_p - 1e-6, axis=-1) + 1
-        edge = np.take_along_axis(p, order, -1)[np.arange(len(p)), n_keep - 1][:, None]
-        np.testing.assert_array_equal(got, p >= edge * (1 - 1e-6), err_msg=f"top_p={top_p}")
-
-
-def _numpy_hash(seed, counter, n):
-    """The documented hash of metal_safe.py, re-done in int64 NumPy (an independent check)."""
-    M = 2 ** 31
-
-    def mix(h):
-        for mult in ms._ROUND_MULTIPLIERS:
-            h = (h * mult) % M
-            hi = h // 2 ** 16
-            h = (h + hi * hi) % M
-            h = (h * 2 ** 13) % M + h // 2 ** 18
-        return h
-
-    key = mix((mix(np.int64(seed) % M) + counter * ms._STREAM_MULTIPLIER) % M)
-    return mix((np.arange(n, dtype=np.int64) + key) % M)
-
-
-def test_uniform_is_the_documented_hash_and_looks_uniform():
-    n = 200_000
-    u = np.asarray(jax.jit(ms.metal_safe_uniform, static_argnums=2)(jnp.int32(11), jnp.int32(5), (n,)))
-    np.testing.assert_array_equal(u, (_numpy_hash(11, 5, n) // 2 ** 7).astype(np.float32) / 2 ** 24)
-    assert u.min() >= 0.0 and u.max() < 1.0
-    assert abs(u.mean() - 0.5) < 0.005 and abs(u.var() - 1 / 12) < 0.002
-    hist = np.histogram(u, 16, (0, 1))[0]
-    assert ((hist - n / 16) ** 2 / (n / 16)).sum() < 50  # chi-square, 15 dof (p ~ 1e-5)
-    assert abs(np.corrcoef(u[:-1], u[1:])[0, 1]) < 0.01
-    v = np.asarray(ms.metal_safe_uniform(11, 6, (n,)))
-    w = np.asarray(ms.metal_safe_uniform(12, 5, (n,)))
-    assert abs(np.corrcoef(u, v)[0, 1]) < 0.01 and abs(np.corrcoef(u, w)[0, 1]) < 0.01
-
-
-def test_gumbel_max_samples_softmax():
-    logits = np.array([0.0, 1.0, 2.0, -1.0], np.float32)
-    n = 40_000
-    g = np.asarray(ms.metal_safe_gumbel(7, 1, (n, 4)))
-    assert np.isfinite(g).all() and abs(g.mean() - np.euler_gamma) < 0.02
-    counts = np.bincount(np.asarray(ms.metal_safe_argmax(logits + g)), minlength=4) / n
-    p = np.exp(logits) / np.exp(logits).sum()
-    np.testing.assert_allclose(counts, p, atol=0.01)

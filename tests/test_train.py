@@ -19,7 +19,6 @@ from mamba_jax.loading import from_pretrained
 from mamba_jax.nn import MambaConfig, MambaLM
 
 
-# --------------------------------------------------------------------------------------------- data
 def _make_tree(root, n_files=30, seed=0):
     """A fake stdlib: python files of a few KB, a test directory and non-.py files to skip."""
     rng = np.random.default_rng(seed)
@@ -97,7 +96,6 @@ def test_eval_windows_score_each_token_once():
     assert data.eval_windows(stream, 64, max_tokens=200).shape[0] == 3
 
 
-# --------------------------------------------------------------------------------------------- schedule
 def test_lr_schedule_warmup_and_cosine():
     a = types.SimpleNamespace(lr=1.0, min_lr_ratio=0.1, warmup=10, steps=100, max_minutes=None)
     assert math.isclose(train.lr_at(a, 0, 0.0), 0.1 * (0.1 + 0.9 * 0.5 * (1 + math.cos(0.0))))
@@ -110,7 +108,6 @@ def test_lr_schedule_warmup_and_cosine():
     assert math.isclose(train.lr_at(b, 5, 500.0), 0.1)
 
 
-# --------------------------------------------------------------------------------------------- export
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_export_is_read_back_by_from_pretrained(tmp_path, dtype):
     cfg = MambaConfig(vocab_size=data.VOCAB_SIZE, d_model=16, n_layer=2, d_state=4)
@@ -132,7 +129,6 @@ def test_export_is_read_back_by_from_pretrained(tmp_path, dtype):
                                       np.asarray(model.layers[0].mixer.A_log[...]))
 
 
-# --------------------------------------------------------------------------------------------- training
 def _args(out, root, *extra):
     return cli.build_parser().parse_args(
         ["train", "--out", str(out), "--data-root", str(root), "--d-model", "16", "--n-layer", "1",
