@@ -31,9 +31,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mamba_jax import generate as _generate
 from mamba_jax.bench import model_config, random_prompts
-from mamba_jax.generate import Generator
+from mamba_jax.generate import _COMPILED, Generator
 from mamba_jax.nn import MambaLM
 
 GRAPH_RE = re.compile(r"graph|command.?buffer", re.I)
@@ -178,7 +177,7 @@ def profile(gen, prompts, n, wall_ms) -> None:
 
 # ------------------------------------------------------------------------------------------- HLO dump
 def dump_hlo(out_dir: str) -> None:
-    decode = [exe for key, exe in _generate._COMPILED.items() if key[0] == "decode"]
+    decode = [exe for key, exe in _COMPILED.items() if key[0] == "decode"]
     if not decode:
         print("no compiled decode function in mamba_jax.generate._COMPILED")
         return
