@@ -19,7 +19,7 @@ so with A <= 0 and dt >= 0 (the Mamba parameterisation: A = -exp(A_log), dt soft
 exp's a positive number, however long the sequence. (With dt < 0 the reference grows too.)
 
 Metal: only while (scan with a static length), elementwise math, single-operand reduce,
-broadcast/reshape/transpose, concatenate, static and dynamic slices. See tools/metal_allowlist.py.
+broadcast/reshape/transpose, concatenate, static and dynamic slices. See tests/metal_allowlist.py.
 
 Shape legend: b batch, l seqlen, d dim, n dstate, g ngroups, p = d // g, c chunks, t position in chunk.
 """
@@ -185,7 +185,7 @@ def selective_scan_xla(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, de
     ~T + L/T sequential steps matter where a loop iteration costs microseconds. Both forms are
     exact and Metal-safe; the choice only affects speed (a program lowered on a CPU host for
     another platform gets the CPU form). It is deliberately not a `lax.platform_dependent`: that
-    emits a `stablehlo.case`, which this path keeps out (see CONDITIONAL_OPS in tools/metal_allowlist.py).
+    emits a `stablehlo.case`, which this path keeps out (see CONDITIONAL_OPS in tests/metal_allowlist.py).
     Gradients come from JAX autodiff of the chosen form (reversed while loops, elementwise math).
     """
     seqlen = u.shape[1]
