@@ -12,7 +12,7 @@ on whatever backend runs them, the CUDA one included.
   * ssd_state_update at batch 64 in place under donation (the state keeps its buffer) and chained
     64 times inside one jitted function, against the oracle.
 
-`python tests/test_cuda_ssd.py --bench [out.json]` times the CUDA kernels and the pure-JAX path on
+`python tests/test_cuda_ssd.py --bench [--impls=ffi,xla] [out.json]` times the CUDA kernels and the pure-JAX path on
 the mamba2-2.7b shapes of issue 12 (per call, inside one jitted function, launches captured in
 command buffers) and prints one JSON object per line.
 """
@@ -287,7 +287,7 @@ def _per_call_ms(fn, args, k, reps=7):
     return sorted(ts)[len(ts) // 2]
 
 
-def bench(out_path=None):
+def bench(out_path=None, impls=("ffi", "xla")):
     rows = []
 
     def emit(**kw):
@@ -300,7 +300,7 @@ def bench(out_path=None):
     for batch, L in [(1, 2048), (8, 2048), (1, 8192), (1, 32768)]:
         pos, kw = _inputs(rng, batch, L, H, P, N, G, jnp.bfloat16, init=False)
         kw["D"] = kw["D"][:, 0]
-        for impl in ("ffi", "xla"):
+        for impl in impls:
             if impl == "xla" and L > 8192:
                 continue
 
@@ -325,7 +325,7 @@ def bench(out_path=None):
         B, C = jnp.asarray(f(batch, G, N), jnp.bfloat16), jnp.asarray(f(batch, G, N), jnp.bfloat16)
         D, bias = jnp.asarray(f(H)), jnp.asarray(f(H) - 3)
         kk = 64
-        for impl in ("ffi", "xla"):
+        for impl in impls:
             def chain(s, x, impl=impl):
                 for _ in range(kk):
                     x, s = ssd_state_update(s, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True,
@@ -353,4 +353,6 @@ def bench(out_path=None):
 if __name__ == "__main__":
     if "--bench" in sys.argv:
         rest = [a for a in sys.argv[1:] if a != "--bench"]
-        bench(rest[0] if rest else None)
+        impls = [a.split("=", 1)[1] for a in rest if a.startswith("--impls=")]
+        rest = [a for a in rest if not a.startswith("--impls=")]
+        bench(rest[0] if rest else None, tuple(impls[0].split(",")) if impls else ("ffi", "xla"))

@@ -118,7 +118,7 @@ struct Layout {
   static constexpr int kXS = kPT + kPad;  // x row stride (elements)
   static constexpr int kBS = NP + kPad;   // B, C row stride
   static constexpr int kHS = NP + 4;      // state row stride (floats)
-  static constexpr int kStage = (kQ * kXS + 2 * kQ * kBS) * sizeof(T);
+  static constexpr int kStage = (2 * kQ * kXS + 2 * kQ * kBS) * sizeof(T);  // x, z, B, C
   static constexpr int kSmall = kQ * 4 * 3 + 16;  // cum, dt, segment number; ends mask
   static constexpr int kBytes = STAGES * kStage + 2 * kSmall + kPT * kHS * 4;
 };
@@ -133,7 +133,7 @@ struct Small {
 
 struct KernelArgs {
   SsdScanParams p;
-  bool vec_x, vec_bc;  // 16-byte copies possible for x rows / B, C rows
+  bool vec_x, vec_bc;  // 16-byte copies possible for x (and z) rows / B, C rows
 };
 
 // Raw dt and seq_idx values for one chunk, loaded by warp 0 one chunk ahead.
@@ -162,10 +162,8 @@ MJ_DEVICE void load_dt(const SsdScanParams& p, int64_t b, int64_t h, int64_t c0,
 }
 
 // Warp 0: dt after bias/softplus/clip, its prefix sums, segment numbers and ends of one chunk.
-MJ_DEVICE void process_dt(const SsdScanParams& p, int64_t h, int64_t c0, int lane, const DtPrefetch& r,
+MJ_DEVICE void process_dt(const SsdScanParams& p, float A2, float bias, int64_t c0, int lane, const DtPrefetch& r,
                           Small& out) {
-  const float A2 = p.A[h] * kLog2e;
-  const float bias = p.dt_bias ? p.dt_bias[h] : 0.0f;
   float carry = 0.0f;
   int seg_carry = 0;
   unsigned long long ends = 0;
@@ -203,12 +201,13 @@ MJ_DEVICE void process_dt(const SsdScanParams& p, int64_t h, int64_t c0, int lan
 // the end are zeroed. Padding columns are never written (zeroed once at the start).
 template <typename T, int NP, int STAGES>
 MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t grp, int64_t p0, int64_t c0, T* xs,
-                          T* bs, T* cs) {
+                          T* zs, T* bs, T* cs) {
   using L = Layout<T, NP, STAGES>;
   const SsdScanParams& p = ka.p;
   constexpr int V = 16 / sizeof(T);
   const int tid = threadIdx.x;
   const T* xg = static_cast<const T*>(p.x) + b * p.x_batch_stride + h * p.x_head_stride + p0;
+  const T* zg = p.z ? static_cast<const T*>(p.z) + b * p.x_batch_stride + h * p.x_head_stride + p0 : nullptr;
   const T* bg = static_cast<const T*>(p.Bm) + b * p.bc_batch_stride + grp * p.bc_group_stride;
   const T* cg = static_cast<const T*>(p.Cm) + b * p.bc_batch_stride + grp * p.bc_group_stride;
   const int64_t P = p.headdim, N = p.dstate;
@@ -219,15 +218,21 @@ MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t gr
     for (int i = tid; i < kQ * per_row; i += kThreads) {
       const int t = i / per_row, v = (i % per_row) * V;
       T* dst = xs + t * L::kXS + v;
-      if (c0 + t < p.seqlen && v < pcols)
+      T* zdst = zs + t * L::kXS + v;
+      if (c0 + t < p.seqlen && v < pcols) {
         cp_async16(dst, xg + (c0 + t) * p.x_seq_stride + v);
-      else
+        if (zg) cp_async16(zdst, zg + (c0 + t) * p.x_seq_stride + v);
+      } else {
         *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
+        *reinterpret_cast<int4*>(zdst) = make_int4(0, 0, 0, 0);
+      }
     }
   } else {
     for (int i = tid; i < kQ * kPT; i += kThreads) {
       const int t = i / kPT, v = i % kPT;
-      xs[t * L::kXS + v] = (c0 + t < p.seqlen && v < pcols) ? xg[(c0 + t) * p.x_seq_stride + v] : from_f32<T>(0.0f);
+      const bool in = c0 + t < p.seqlen && v < pcols;
+      xs[t * L::kXS + v] = in ? xg[(c0 + t) * p.x_seq_stride + v] : from_f32<T>(0.0f);
+      if (zg) zs[t * L::kXS + v] = in ? zg[(c0 + t) * p.x_seq_stride + v] : from_f32<T>(0.0f);
     }
   }
   if (ka.vec_bc) {
@@ -339,7 +344,8 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
   const bool have_seq = p.has_seq_idx;
 
   auto xs_of = [&](int st) { return stage_base + st * (L::kStage / sizeof(T)); };
-  auto bs_of = [&](int st) { return xs_of(st) + kQ * L::kXS; };
+  auto zs_of = [&](int st) { return xs_of(st) + kQ * L::kXS; };
+  auto bs_of = [&](int st) { return zs_of(st) + kQ * L::kXS; };
   auto cs_of = [&](int st) { return bs_of(st) + kQ * L::kBS; };
 
   // Zero all shared memory (padding columns must read as zeros).
@@ -383,31 +389,39 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
   };
   write_hs();
 
+  const float A2 = p.A[h] * kLog2e;
+  const float dt_bias = p.dt_bias ? p.dt_bias[h] : 0.0f;
   DtPrefetch pre;
   if (warp == 0 && nchunks > 0) {
     load_dt<T>(p, b, h, 0, lane, pre);
-    process_dt(p, h, 0, lane, pre, small[0]);
+    process_dt(p, A2, dt_bias, 0, lane, pre, small[0]);
   }
   if (STAGES == 2 && nchunks > 0) {
-    load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, 0, xs_of(0), bs_of(0), cs_of(0));
+    load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, 0, xs_of(0), zs_of(0), bs_of(0), cs_of(0));
   }
   cp_async_commit();
 
-  const T* zg = p.z ? static_cast<const T*>(p.z) + b * p.x_batch_stride + h * p.x_head_stride : nullptr;
-  const T* xgl = static_cast<const T*>(p.x) + b * p.x_batch_stride + h * p.x_head_stride;
+  const bool have_z = p.z != nullptr;
   T* yg = static_cast<T*>(p.y) + b * p.x_batch_stride + h * p.x_head_stride;
-  const float* Dk = p.Dskip ? p.Dskip + h * P : nullptr;
-  (void)xgl;
+  float dk[4][2];  // D for this thread's output columns
+#pragma unroll
+  for (int pt = 0; pt < 4; ++pt)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      const int64_t pg = p0 + 8 * pt + 2 * t4 + i;
+      dk[pt][i] = (p.Dskip && pg < P) ? p.Dskip[h * P + pg] : 0.0f;
+    }
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t c0 = c * kQ;
     const int st = STAGES == 2 ? static_cast<int>(c & 1) : 0;
     if (STAGES == 2) {
-      if (c + 1 < nchunks) load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, c0 + kQ, xs_of(st ^ 1), bs_of(st ^ 1), cs_of(st ^ 1));
+      if (c + 1 < nchunks) load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, c0 + kQ, xs_of(st ^ 1), zs_of(st ^ 1), bs_of(st ^ 1),
+                                                 cs_of(st ^ 1));
       cp_async_commit();
       cp_async_wait_group<1>();
     } else {
-      load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, c0, xs_of(0), bs_of(0), cs_of(0));
+      load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, c0, xs_of(0), zs_of(0), bs_of(0), cs_of(0));
       cp_async_commit();
       cp_async_wait_group<0>();
     }
@@ -415,6 +429,7 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
     __syncthreads();
 
     const T* xs = xs_of(st);
+    const T* zs = zs_of(st);
     const T* bs = bs_of(st);
     const T* cs = cs_of(st);
     const Small& sm = small[c & 1];
@@ -537,18 +552,24 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
         for (int pt = 0; pt < 4; ++pt) {
           const int pc = 8 * pt + 2 * t4;
           const int64_t pg = p0 + pc;
-          float v0 = Y[pt][2 * half], v1 = Y[pt][2 * half + 1];
-          if (Dk) {
-            if (pg < P) v0 += Dk[pg] * to_f32(xs[r * L::kXS + pc]);
-            if (pg + 1 < P) v1 += Dk[pg + 1] * to_f32(xs[r * L::kXS + pc + 1]);
-          }
+          float v0 = fmaf(dk[pt][0], to_f32(xs[r * L::kXS + pc]), Y[pt][2 * half]);
+          float v1 = fmaf(dk[pt][1], to_f32(xs[r * L::kXS + pc + 1]), Y[pt][2 * half + 1]);
           const int64_t off = pos * p.x_seq_stride + pg;
-          if (zg) {
-            if (pg < P) v0 *= silu(to_f32(zg[off]));
-            if (pg + 1 < P) v1 *= silu(to_f32(zg[off + 1]));
+          if (have_z) {
+            v0 *= silu(to_f32(zs[r * L::kXS + pc]));
+            v1 *= silu(to_f32(zs[r * L::kXS + pc + 1]));
           }
-          if (pg < P) yg[off] = from_f32<T>(v0);
-          if (pg + 1 < P) yg[off + 1] = from_f32<T>(v1);
+          if ((P & 1) == 0) {  // pg is even: both columns or neither are in range, 2-element aligned
+            if (pg < P) {
+              Vec<T, 2> o;
+              o.v[0] = from_f32<T>(v0);
+              o.v[1] = from_f32<T>(v1);
+              store_vec<T, 2>(yg + off, o);
+            }
+          } else {
+            if (pg < P) yg[off] = from_f32<T>(v0);
+            if (pg + 1 < P) yg[off + 1] = from_f32<T>(v1);
+          }
         }
       }
     }
@@ -589,7 +610,7 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
       state_product<T, NP, STAGES, NT>(H, xs, bs, sm, e, warp, lane);
     }
 
-    if (warp == 0 && c + 1 < nchunks) process_dt(p, h, c0 + kQ, lane, pre, small[(c + 1) & 1]);
+    if (warp == 0 && c + 1 < nchunks) process_dt(p, A2, dt_bias, c0 + kQ, lane, pre, small[(c + 1) & 1]);
     __syncthreads();
     write_hs();
   }
@@ -621,7 +642,7 @@ cudaError_t launch_ssd_scan(const SsdScanParams& p, cudaStream_t stream) {
   ssd::KernelArgs ka{p, false, false};
   constexpr int V = 16 / sizeof(T);
   const auto al = [](const void* q) { return q == nullptr || aligned16_host(q); };
-  ka.vec_x = al(p.x) && p.headdim % V == 0 && p.x_seq_stride % V == 0 && p.x_batch_stride % V == 0 &&
+  ka.vec_x = al(p.x) && al(p.z) && p.headdim % V == 0 && p.x_seq_stride % V == 0 && p.x_batch_stride % V == 0 &&
              p.x_head_stride % V == 0;
   ka.vec_bc = al(p.Bm) && al(p.Cm) && p.dstate % V == 0 && p.bc_seq_stride % V == 0 &&
               p.bc_batch_stride % V == 0 && p.bc_group_stride % V == 0;

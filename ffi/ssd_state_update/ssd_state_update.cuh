@@ -6,7 +6,8 @@
 // aliases state); x, dt, B, C, z, y are ~1/N of that. A row (b, h, p) of N state values is spread over
 // LPR lanes of a warp, each holding 4 * VPT consecutive values as float4s, and a thread takes RPT rows
 // (all its loads issued before the first use); y_row = sum_n h[n] C[n] is a shuffle reduction over
-// the LPR lanes. The decay exp(dt A) uses exp2_decay, accurate near 1 where errors would compound
+// the LPR lanes. A block works on rows of one (batch, head), so dt, B and C are per block and row
+// indices are 32-bit (64-bit divisions are emulated: they once cost more than the memory traffic). The decay exp(dt A) uses exp2_decay, accurate near 1 where errors would compound
 // over many decode steps. Shapes that do not fit a vector layout (N not one of 16, 32, 64, 128, 256,
 // or unaligned pointers) take a scalar path with one warp per row.
 #pragma once
@@ -36,63 +37,65 @@ MJ_DEVICE float4 load4(const T* src) {
   return make_float4(to_f32(v.v[0]), to_f32(v.v[1]), to_f32(v.v[2]), to_f32(v.v[3]));
 }
 
+// Grid: x = batch * nheads (one (b, h) per x), y = blocks over that head's P rows.
 template <typename T, int VPT, int LPR, int RPT>
-__global__ void __launch_bounds__(kThreads) ssd_state_update_vec(const SsdStateUpdateParams p, int64_t rows) {
+__global__ void __launch_bounds__(kThreads) ssd_state_update_vec(const SsdStateUpdateParams p) {
   constexpr int kN = 4 * VPT * LPR;
-  const int64_t gtid = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
-  const int sub = static_cast<int>(gtid % LPR);
-  const int64_t first = (gtid / LPR) * RPT;
-  const int64_t P = p.headdim, H = p.nheads;
-  const int64_t heads_per_group = H / p.ngroups;
+  const int P = static_cast<int>(p.headdim), H = static_cast<int>(p.nheads);
+  const unsigned bh = blockIdx.x;
+  const int h = static_cast<int>(bh % H), b = static_cast<int>(bh / H);
+  const int grp = h / (H / static_cast<int>(p.ngroups));
+  const int tid = blockIdx.y * kThreads + threadIdx.x;
+  const int sub = tid % LPR;
+  const int first = (tid / LPR) * RPT;  // row within the head
+  const float d = head_dt<T>(p, b, h);
+  const float decay = exp2_decay(d * p.A[h] * kLog2e);
+  const T* Bg = static_cast<const T*>(p.Bm) + (static_cast<int64_t>(b) * p.ngroups + grp) * kN;
+  const T* Cg = static_cast<const T*>(p.Cm) + (static_cast<int64_t>(b) * p.ngroups + grp) * kN;
+  const int64_t base = static_cast<int64_t>(bh) * P;  // first row of this (b, h)
 
-  float4 s[RPT][VPT], bv[RPT][VPT], cv[RPT][VPT];
-  float xv[RPT], dv[RPT], av[RPT];
+  float4 s[RPT][VPT], bv[VPT], cv[VPT];
+  float xv[RPT], zv[RPT], dk[RPT];
 #pragma unroll
-  for (int r = 0; r < RPT; ++r) {
-    const int64_t row = first + r < rows ? first + r : rows - 1;  // duplicate the last row; not stored
-    const int64_t bh = row / P, b = bh / H, h = bh % H;
-    const int64_t grp = h / heads_per_group;
-    const float* st = p.state + row * kN;
-    const T* Bg = static_cast<const T*>(p.Bm) + (b * p.ngroups + grp) * kN;
-    const T* Cg = static_cast<const T*>(p.Cm) + (b * p.ngroups + grp) * kN;
-#pragma unroll
-    for (int v = 0; v < VPT; ++v) {
-      const int n = 4 * (sub + LPR * v);
-      s[r][v] = *reinterpret_cast<const float4*>(st + n);
-      bv[r][v] = load4(Bg + n);
-      cv[r][v] = load4(Cg + n);
-    }
-    xv[r] = to_f32(static_cast<const T*>(p.x)[row]);
-    dv[r] = head_dt<T>(p, b, h);
-    av[r] = p.A[h];
+  for (int v = 0; v < VPT; ++v) {
+    const int n = 4 * (sub + LPR * v);
+    bv[v] = load4(Bg + n);
+    cv[v] = load4(Cg + n);
   }
 #pragma unroll
   for (int r = 0; r < RPT; ++r) {
-    const int64_t row = first + r;
-    const float decay = exp2_decay(dv[r] * av[r] * kLog2e);
-    const float dx = dv[r] * xv[r];
+    const int pr = first + r < P ? first + r : P - 1;  // duplicate the last row; not stored
+    const float* st = p.state + (base + pr) * kN;
+#pragma unroll
+    for (int v = 0; v < VPT; ++v) s[r][v] = *reinterpret_cast<const float4*>(st + 4 * (sub + LPR * v));
+    xv[r] = to_f32(static_cast<const T*>(p.x)[base + pr]);
+    zv[r] = p.z ? to_f32(static_cast<const T*>(p.z)[base + pr]) : 0.0f;
+    dk[r] = p.Dskip ? p.Dskip[h * P + pr] : 0.0f;
+  }
+#pragma unroll
+  for (int r = 0; r < RPT; ++r) {
+    const int pr = first + r;
+    const float dx = d * xv[r];
     float acc = 0.0f;
 #pragma unroll
     for (int v = 0; v < VPT; ++v) {
       float4 n4;
-      n4.x = fmaf(decay, s[r][v].x, dx * bv[r][v].x);
-      n4.y = fmaf(decay, s[r][v].y, dx * bv[r][v].y);
-      n4.z = fmaf(decay, s[r][v].z, dx * bv[r][v].z);
-      n4.w = fmaf(decay, s[r][v].w, dx * bv[r][v].w);
-      acc = fmaf(n4.x, cv[r][v].x, acc);
-      acc = fmaf(n4.y, cv[r][v].y, acc);
-      acc = fmaf(n4.z, cv[r][v].z, acc);
-      acc = fmaf(n4.w, cv[r][v].w, acc);
-      if (row < rows) *reinterpret_cast<float4*>(p.new_state + row * kN + 4 * (sub + LPR * v)) = n4;
+      n4.x = fmaf(decay, s[r][v].x, dx * bv[v].x);
+      n4.y = fmaf(decay, s[r][v].y, dx * bv[v].y);
+      n4.z = fmaf(decay, s[r][v].z, dx * bv[v].z);
+      n4.w = fmaf(decay, s[r][v].w, dx * bv[v].w);
+      acc = fmaf(n4.x, cv[v].x, acc);
+      acc = fmaf(n4.y, cv[v].y, acc);
+      acc = fmaf(n4.z, cv[v].z, acc);
+      acc = fmaf(n4.w, cv[v].w, acc);
+      if (pr < P) *reinterpret_cast<float4*>(p.new_state + (base + pr) * kN + 4 * (sub + LPR * v)) = n4;
     }
 #pragma unroll
     for (int o = LPR / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o, LPR);
-    if (sub == 0 && row < rows) {
-      const int64_t hp = row % (H * P);  // h * P + p
-      float y = acc;
-      if (p.Dskip) y = fmaf(p.Dskip[hp], xv[r], y);
-      if (p.z) y *= silu(to_f32(static_cast<const T*>(p.z)[row]));
-      static_cast<T*>(p.y)[row] = from_f32<T>(y);
+    if (sub == 0 && pr < P) {
+      float y = fmaf(dk[r], xv[r], acc);
+      if (p.z) y *= silu(zv[r]);
+      static_cast<T*>(p.y)[base + pr] = from_f32<T>(y);
     }
   }
 }
@@ -129,15 +132,16 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_scalar(const SsdSta
 }
 
 template <typename T, int VPT, int LPR>
-cudaError_t launch_vec(const SsdStateUpdateParams& p, int64_t rows, cudaStream_t stream) {
+cudaError_t launch_vec(const SsdStateUpdateParams& p, cudaStream_t stream) {
   // Two rows per thread once there are enough rows to fill the GPU twice over with one.
-  const bool two = rows * LPR > (int64_t{1} << 19);
-  const int64_t threads = two ? ((rows + 1) / 2) * LPR : rows * LPR;
-  const unsigned blocks = static_cast<unsigned>((threads + kThreads - 1) / kThreads);
-  if (two)
-    ssd_state_update_vec<T, VPT, LPR, 2><<<blocks, kThreads, 0, stream>>>(p, rows);
+  const int64_t rows = p.batch * p.nheads * p.headdim;
+  const int rpt = rows * LPR > (int64_t{1} << 19) ? 2 : 1;
+  const int64_t threads = ((p.headdim + rpt - 1) / rpt) * LPR;  // per (b, h)
+  const dim3 grid(static_cast<unsigned>(p.batch * p.nheads), static_cast<unsigned>((threads + kThreads - 1) / kThreads));
+  if (rpt == 2)
+    ssd_state_update_vec<T, VPT, LPR, 2><<<grid, kThreads, 0, stream>>>(p);
   else
-    ssd_state_update_vec<T, VPT, LPR, 1><<<blocks, kThreads, 0, stream>>>(p, rows);
+    ssd_state_update_vec<T, VPT, LPR, 1><<<grid, kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
@@ -152,12 +156,14 @@ cudaError_t launch_ssd_state_update(const SsdStateUpdateParams& p, cudaStream_t 
   const bool aligned = aligned16_host(p.state) && aligned16_host(p.new_state) &&
                        (reinterpret_cast<uintptr_t>(p.Bm) % (4 * sizeof(T))) == 0 &&
                        (reinterpret_cast<uintptr_t>(p.Cm) % (4 * sizeof(T))) == 0;
-  if (aligned) {
-    if (N == 16) return launch_vec<T, 1, 4>(p, rows, stream);
-    if (N == 32) return launch_vec<T, 1, 8>(p, rows, stream);
-    if (N == 64) return launch_vec<T, 1, 16>(p, rows, stream);
-    if (N == 128) return launch_vec<T, 1, 32>(p, rows, stream);
-    if (N == 256) return launch_vec<T, 2, 32>(p, rows, stream);
+  // The vector kernel indexes rows of one head in 32 bits and puts batch * nheads on grid.x.
+  const bool fits = p.headdim * p.dstate < (int64_t{1} << 30) && p.batch * p.nheads < (int64_t{1} << 31);
+  if (aligned && fits) {
+    if (N == 16) return launch_vec<T, 1, 4>(p, stream);
+    if (N == 32) return launch_vec<T, 1, 8>(p, stream);
+    if (N == 64) return launch_vec<T, 1, 16>(p, stream);
+    if (N == 128) return launch_vec<T, 1, 32>(p, stream);
+    if (N == 256) return launch_vec<T, 2, 32>(p, stream);
   }
   const unsigned blocks = static_cast<unsigned>((rows * 32 + kThreads - 1) / kThreads);
   ssd_state_update_scalar<T><<<blocks, kThreads, 0, stream>>>(p, rows);
