@@ -20,12 +20,14 @@ __all__ = [
     "Generator",
     "nn",
     "MambaConfig",
+    "Mamba2Config",
     "MambaMixer",
+    "Mamba2Mixer",
     "MambaLM",
     "MambaCache",
 ]
 
-_NN_NAMES = ("MambaConfig", "MambaMixer", "MambaLM", "MambaCache")
+_NN_NAMES = ("MambaConfig", "Mamba2Config", "MambaMixer", "Mamba2Mixer", "MambaLM", "MambaCache")
 
 
 def __getattr__(name):

@@ -1,13 +1,14 @@
-"""Loads Mamba-1 checkpoints into `mamba_jax.nn.MambaLM`.
+"""Loads Mamba-1 and Mamba-2 checkpoints into `mamba_jax.nn.MambaLM`.
 
 Two folder formats are read:
 
-* Hugging Face ``*-hf`` (transformers ``MambaForCausalLM``): config.json with transformers MambaConfig
-  fields (hidden_size, num_hidden_layers, state_size, ...), weights in model.safetensors or sharded
-  safetensors with model.safetensors.index.json.
+* Hugging Face (transformers ``MambaForCausalLM`` / ``Mamba2ForCausalLM``): config.json with transformers
+  MambaConfig / Mamba2Config fields (hidden_size, num_hidden_layers, state_size, ...; model_type
+  "mamba2" for Mamba-2), weights in model.safetensors or sharded safetensors with
+  model.safetensors.index.json.
 * The original state-spaces format (mamba_ssm ``MambaLMHeadModel``): config.json with d_model,
-  n_layer, vocab_size, ssm_cfg, ...; weights in pytorch_model.bin, read through torch (imported only
-  when such a file has to be read).
+  n_layer, vocab_size, ssm_cfg (layer "Mamba2" for Mamba-2), ...; weights in pytorch_model.bin, read
+  through torch (imported only when such a file has to be read).
 
 Both name weights ``backbone.layers.N.mixer.*`` (the embedding is ``backbone.embeddings.weight`` in
 one and ``backbone.embedding.weight`` in the other; both are accepted).
@@ -113,19 +114,15 @@ def read_config(folder: str) -> dict:
 
 
 def load_config(folder: str):
-    """Reads folder/config.json. Returns (MambaConfig, format) with format "hf" or "state-spaces"."""
-    from .nn.config import MambaConfig
+    """Reads folder/config.json. Returns (MambaConfig or Mamba2Config, format) with format "hf" or
+    "state-spaces"."""
+    from .nn.config import config_from_dict
 
-    path = os.path.join(folder, "config.json")
     d = read_config(folder)
-    # The real *-hf configs also carry the state-spaces keys (d_model, n_layer, ssm_cfg,
-    # pad_vocab_size_multiple, ...), so the transformers keys decide first.
-    if "hidden_size" in d or "model_type" in d:
-        return MambaConfig.from_hf_dict(d), "hf"
-    if "d_model" in d and "n_layer" in d:
-        return MambaConfig.from_state_spaces_dict(d), "state-spaces"
-    raise ValueError(f"from_pretrained: {path} is neither a transformers MambaConfig (hidden_size, "
-                     "num_hidden_layers, ...) nor a state-spaces config (d_model, n_layer, ...)")
+    try:
+        return config_from_dict(d)
+    except ValueError as e:
+        raise ValueError(f"from_pretrained: {os.path.join(folder, 'config.json')}: {e}") from e
 
 
 class _Tensors:
@@ -218,11 +215,18 @@ _MIXER = {  # our path under layers.N.mixer -> (checkpoint name under backbone.l
     ("out_proj", "kernel"): ("out_proj.weight", "T"),
     ("out_proj", "bias"): ("out_proj.bias", None),
 }
+# Mamba-2 (transformers and state-spaces name them alike): no x_proj / dt_proj; dt_bias and the gated norm.
+_MIXER2 = {
+    **{k: v for k, v in _MIXER.items() if k[0] not in ("x_proj", "dt_proj", "dt_bias")},
+    ("dt_bias",): ("dt_bias", None),
+    ("norm", "scale"): ("norm.weight", None),
+}
 _EMBEDDING_NAMES = ("backbone.embeddings.weight", "backbone.embedding.weight")
 
 
-def checkpoint_name(path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
-    """Our parameter path -> (candidate checkpoint names, layout)."""
+def checkpoint_name(path: tuple, *, mamba2: bool = False) -> tuple[tuple[str, ...], Optional[str]]:
+    """Our parameter path (of a Mamba-1 model, or Mamba-2 with `mamba2`) -> (candidate checkpoint names,
+    layout)."""
     if path == ("embedding", "embedding"):
         return _EMBEDDING_NAMES, None
     if path == ("norm_f", "scale"):
@@ -233,8 +237,9 @@ def checkpoint_name(path: tuple) -> tuple[tuple[str, ...], Optional[str]]:
         i = path[1]
         if path[2:] == ("norm", "scale"):
             return (f"backbone.layers.{i}.norm.weight",), None
-        if path[2] == "mixer" and tuple(path[3:]) in _MIXER:
-            name, layout = _MIXER[tuple(path[3:])]
+        table = _MIXER2 if mamba2 else _MIXER
+        if path[2] == "mixer" and tuple(path[3:]) in table:
+            name, layout = table[tuple(path[3:])]
             return (f"backbone.layers.{i}.mixer.{name}",), layout
     raise KeyError(f"no checkpoint name for parameter {'.'.join(map(str, path))}")
 
@@ -261,13 +266,16 @@ def load_weights(model, folder: str) -> None:
     import jax
     from flax import nnx
 
+    from .nn.config import Mamba2Config
+
+    mamba2 = isinstance(model.config, Mamba2Config)
     tensors = _Tensors(folder)
     names = set(tensors.names())
     used: set[str] = set()
     where = ", ".join(os.path.basename(f) for f in tensors.files)
     params = [(p, v) for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)]
     for path, var in params:
-        candidates, layout = checkpoint_name(tuple(path))
+        candidates, layout = checkpoint_name(tuple(path), mamba2=mamba2)
         found = [n for n in candidates if n in names]
         cur = var.get_value()
         ours = tuple(cur.shape)
@@ -327,14 +335,14 @@ def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = 
     """Loads a Mamba-1 or Mamba-2 checkpoint into a `mamba_jax.nn.MambaLM`.
 
     Args:
-      path_or_hub_id: a local folder (transformers ``*-hf`` or state-spaces format), "default" (the
+      path_or_hub_id: a local folder (transformers Mamba / Mamba-2 or state-spaces format), "default" (the
         bundled byte-level model), or a hub id such as
         "state-spaces/mamba-130m-hf" (needs huggingface_hub and a reachable hub).
       dtype: activation dtype (default float32); also the parameter dtype unless `param_dtype` is given.
         A_log, D and the dt bias stay float32.
       implementation: None | "ffi" | "xla" for every op call; settable later on ``model.implementation``.
       param_dtype: dtype the weights are stored in on the device (default: `dtype`).
-      precision: matmul precision for the projections and the head.
+      precision: matmul precision for the projections and the head (None: HIGHEST for float32).
       revision: hub revision (branch, tag or commit) for a hub id.
 
     Returns:

@@ -178,12 +178,12 @@ def test_unsupported_or_incomplete_folders(hf_small, tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.json"):
         mamba_jax.from_pretrained(str(tmp_path))
     with open(tmp_path / "config.json", "w") as f:
-        json.dump({"model_type": "mamba2", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10}, f)
-    with pytest.raises(ValueError, match="only Mamba-1"):
+        json.dump({"model_type": "falcon_h1", "hidden_size": 64, "num_hidden_layers": 2, "vocab_size": 10}, f)
+    with pytest.raises(ValueError, match="model_type 'falcon_h1'; supported: 'mamba'"):
         mamba_jax.from_pretrained(str(tmp_path))
     with open(tmp_path / "config.json", "w") as f:
-        json.dump({"d_model": 64, "n_layer": 2, "vocab_size": 10, "ssm_cfg": {"layer": "Mamba2"}}, f)
-    with pytest.raises(ValueError, match="only Mamba1"):
+        json.dump({"d_model": 64, "n_layer": 2, "vocab_size": 10, "ssm_cfg": {"layer": "Mamba3"}}, f)
+    with pytest.raises(ValueError, match="ssm_cfg.layer 'Mamba3'; supported: 'Mamba1', 'Mamba2'"):
         mamba_jax.from_pretrained(str(tmp_path))
     with open(tmp_path / "config.json", "w") as f:
         json.dump({"d_model": 64, "n_layer": 2, "vocab_size": 10}, f)

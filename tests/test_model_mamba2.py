@@ -127,8 +127,18 @@ def test_ragged_prefill_then_step_bfloat16(case):
     _ragged_prefill_then_step(case, "xla", "bfloat16")
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_ragged_greedy_generation_matches_transformers(case, impl):
+def test_ragged_greedy_generation_matches_transformers(case):
+    _ragged_greedy_generation(case, "xla")
+
+
+# The FFI path's generation on one config (its prefill and steps are checked on all of them above).
+@pytest.mark.parametrize("case", [list(CONFIGS2)[1]], indirect=True)
+@pytest.mark.parametrize("impl", IMPLS[1:])
+def test_ragged_greedy_generation_ffi(case, impl):
+    _ragged_greedy_generation(case, impl)
+
+
+def _ragged_greedy_generation(case, impl):
     """mamba_jax.generate on a ragged batch == a prompt alone == transformers' greedy generate (with its cache;
     for the dt-limit config, whose decode step transformers does not clip: each new token is the argmax of
     the oracle's full forward over the prompt and the tokens before it)."""
@@ -215,9 +225,10 @@ def _silu(x):
     return x / (1 + np.exp(-x))
 
 
-def mixer2_oracle(m, x, *, ngroups, headdim, d_state, dt_limit, norm_eps=1e-5, **_):
-    """Float64 NumPy Mamba-2 mixer. m: {parameter path: float64 array} of a Mamba2Mixer (bias, conv bias
-    and the gated norm present); x [b, l, d] -> [b, l, d]."""
+def mixer2_oracle(m, x, *, ngroups, headdim, d_state, dt_limit, norm_eps=1e-5, gated_norm=True,
+                  norm_before_gate=False, **_):
+    """Float64 NumPy Mamba-2 mixer. m: {parameter path: float64 array} of a Mamba2Mixer with bias and conv
+    bias (D per head or per channel); x [b, l, d] -> [b, l, d]."""
     b, l, _ = x.shape
     c, w = m[("conv_weight",)].shape
     h = m[("A_log",)].shape[0]
@@ -238,10 +249,15 @@ def mixer2_oracle(m, x, *, ngroups, headdim, d_state, dt_limit, norm_eps=1e-5, *
     for t in range(l):
         decay = np.exp(dt[:, t] * A)[:, :, None, None]
         state = decay * state + (dt[:, t, :, None] * xs[:, t])[..., None] * Bm[:, t, grp][:, :, None, :]
-        y[:, t] = np.einsum("bhpn,bhn->bhp", state, Cm[:, t, grp]) + m[("D",)][:, None] * xs[:, t]
-    y = y.reshape(b, l, e) * _silu(z)
-    yg = y.reshape(b, l, ngroups, e // ngroups)
-    y = (yg / np.sqrt(np.mean(yg ** 2, axis=-1, keepdims=True) + norm_eps)).reshape(b, l, e) * m[("norm", "scale")]
+        y[:, t] = np.einsum("bhpn,bhn->bhp", state, Cm[:, t, grp]) + m[("D",)].reshape(h, -1) * xs[:, t]
+    y = y.reshape(b, l, e)
+    if not norm_before_gate:
+        y = y * _silu(z)
+    if gated_norm:
+        yg = y.reshape(b, l, ngroups, e // ngroups)
+        y = (yg / np.sqrt(np.mean(yg ** 2, axis=-1, keepdims=True) + norm_eps)).reshape(b, l, e) * m[("norm", "scale")]
+    if norm_before_gate:
+        y = y * _silu(z)
     return y @ m[("out_proj", "kernel")] + m[("out_proj", "bias")]
 
 
@@ -264,6 +280,20 @@ def test_mixer_in_user_model_under_jit(impl):
     x = np.random.RandomState(1).standard_normal((2, 11, 5)).astype(np.float32)
     y = nnx.jit(lambda net, x: net(x))(net, jnp.asarray(x))
     assert rel_err(y, _net_oracle(params64(net), x)) <= 1e-5
+
+
+@pytest.mark.parametrize("variant", [dict(gated_norm=False), dict(norm_before_gate=True), dict(D_has_hdim=True)],
+                         ids=["no-norm", "norm-before-gate", "D-per-channel"])
+def test_mixer_variants_match_oracle(variant):
+    """The state-spaces Mamba2 options: rmsnorm=False (the gate applied in the scan), norm_before_gate,
+    D_has_hdim."""
+    kw = dict(MIXER_KW, **variant)
+    net = TinyNet.build(lambda d, rngs: Mamba2Mixer(d, **kw, implementation="xla", rngs=rngs), 7)
+    assert (net.mixer.norm is None) == (not kw.get("gated_norm", True))
+    assert net.mixer.D[...].shape == ((48,) if kw.get("D_has_hdim") else (8,))
+    x = np.random.RandomState(8).standard_normal((2, 10, 5)).astype(np.float32)
+    y = nnx.jit(lambda net, x: net(x))(net, jnp.asarray(x))
+    assert rel_err(y, TinyNet.oracle(params64(net), x, lambda m, h: mixer2_oracle(m, h, **kw))) <= 1e-5
 
 
 def test_mixer_gradient_matches_oracle_directional_derivative():
