@@ -166,7 +166,7 @@ def test_default_implementation_is_the_cuda_kernel():
     assert "mamba_jax_causal_conv1d_update" in hlo
 
 
-def test_decode_projections_use_the_gemv_kernel():
+def test_decode_projections_use_the_linear_kernel():
     """ops.linear lowers to mamba_jax_linear where its rule applies, and a model's decode step uses it."""
     x = jnp.ones((1, 768), jnp.bfloat16)
     w = jnp.ones((768, 3072), jnp.bfloat16)
@@ -183,7 +183,7 @@ def test_decode_projections_use_the_gemv_kernel():
     assert hlo.count("mamba_jax_linear") >= 2  # in_proj [512, 2048] and out_proj [1024, 512]
 
 
-def test_gemv_raw_ffi_rejects_bad_shapes():
+def test_linear_raw_ffi_rejects_bad_shapes():
     x = jnp.ones((1, 16), jnp.bfloat16)
     call = lambda w, n: jax.ffi.ffi_call("mamba_jax_linear", jax.ShapeDtypeStruct((1, n), jnp.bfloat16))(x, w)
     with pytest.raises(Exception, match="multiple of 8"):
