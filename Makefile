@@ -6,10 +6,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEPS := jax jaxlib flax numpy nanobind scikit-build-core cmake ninja safetensors tokenizers optax tqdm pytest
-TEST_DEPS := torch==2.13.0 transformers
+TEST_DEPS := torch==2.13.0 transformers matplotlib nbclient nbformat ipykernel
 FFI_SOURCES := $(shell find ffi -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh') CMakeLists.txt pyproject.toml
 
-.PHONY: test generate build bench gpu-test gpu-all clean
+.PHONY: test generate build bench notebooks results gpu-test gpu-all clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ generate: build
 
 bench: build
 	$(PY) benchmarks/bench_ops.py
+
+# Executes every notebook (also part of `make test`); regenerates docs/results.md's tables and figures.
+notebooks: build
+	$(PY) -m pytest -q tests/test_notebooks.py
+
+results: build
+	$(PY) benchmarks/plots.py
 
 # On the GPU host (python3 there already has jax, the CUDA plugin and the build tools):
 gpu-build:

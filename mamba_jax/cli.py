@@ -4,7 +4,7 @@
     mamba-jax generate --model state-spaces/mamba-130m-hf --prompt "Mamba is" --temperature 0.8 --top-p 0.9
     mamba-jax train --out runs/bytes --max-minutes 4
     mamba-jax eval --model default            # held-out bits per byte on this machine's stdlib
-    mamba-jax bench [flags]                   # generation speed (mamba-jax bench --help)
+    mamba-jax bench ops|generate|report ...   # benchmarks and their figures (mamba-jax bench --help)
 
 `--model` is "default" (the small byte-level model shipped in mamba_jax/default_model), a local
 checkpoint folder (transformers *-hf or state-spaces layout) or a Hugging Face hub id. Errors that
@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--implementation", choices=["auto", "ffi", "xla"], default="auto")
     e.set_defaults(func=cmd_eval)
 
-    b = sub.add_parser("bench", help="generation benchmark: decode ms/token, prefill (`mamba-jax bench --help`)")
+    b = sub.add_parser("bench", help="benchmarks: `bench ops`, `bench generate`, `bench report` (`mamba-jax bench --help`)")
     b.add_argument("bench_args", nargs=argparse.REMAINDER)
     b.set_defaults(func=cmd_bench)
     return p

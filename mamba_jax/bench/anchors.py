@@ -20,14 +20,9 @@ import re
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from mamba_jax import shapes  # noqa: E402
-from mamba_jax.bench import now_iso  # noqa: E402
-
-import harness  # noqa: E402
-from bench_ops import entry  # noqa: E402
+from .. import shapes
+from . import harness, now_iso
+from .ops import entry
 
 INT = r"(\d+)"
 # what -> (op, shape keys in the order of the pattern's numbers, fixed shape fields)

@@ -13,7 +13,7 @@ from jax import lax
 import mamba_jax as mj
 from mamba_jax.shapes import MAMBA_130M, MAMBA_2_8B
 
-from harness import Case, normal, size_bytes
+from ..harness import Case, normal, size_bytes
 
 f32 = jnp.float32
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import mamba_jax as mj
 from mamba_jax.shapes import MAMBA2_2_7B
 
-from harness import Case, normal, size_bytes
+from ..harness import Case, normal, size_bytes
 
 f32 = jnp.float32
 CHUNK = 256

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import mamba_jax as mj
 from mamba_jax.shapes import MAMBA2_2_7B
 
-from harness import Case, normal, size_bytes, state_first
+from ..harness import Case, normal, size_bytes, state_first
 
 f32 = jnp.float32
 
