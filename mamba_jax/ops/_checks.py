@@ -121,6 +121,22 @@ def check_bc(op: str, B, C, batch: int, seq: tuple, dim: int, dstate: int):
     return B, C
 
 
+def check_skip_bias_gate(op: str, dim: int, D, bias_name: str, bias, z, z_shape: tuple, z_labels: str,
+                         like, like_name: str):
+    """The Mamba-1 ops' optional D and dt bias ([dim], as float32) and gate z (z_shape, dtype of `like`).
+    Returns (D, bias, z)."""
+    D = as_param_f32(op, "D", D)
+    bias = as_param_f32(op, bias_name, bias)
+    for name, v in (("D", D), (bias_name, bias)):
+        if v is not None:
+            check_array(op, name, v, (dim,), "[dim]")
+    if z is not None:
+        check_array(op, "z", z, z_shape, z_labels)
+        check_activation_dtype(op, "z", z, like, like_name)
+        z = jnp.asarray(z)
+    return D, bias, z
+
+
 def check_conv_weight(op: str, weight, bias, dim: int):
     """Conv weight [dim, width] and optional bias [dim], as float32; returns (weight, bias, width)."""
     weight = as_param_f32(op, "weight", weight)

@@ -76,19 +76,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, *, delta_
     B, C = ck.check_bc(_OP, B, C, batch, (seqlen,), dim, dstate)
     ck.check_activation_dtype(_OP, "B", B, u, "u")
     ck.check_activation_dtype(_OP, "C", C, u, "u")
-    D = ck.as_param_f32(_OP, "D", D)
-    delta_bias = ck.as_param_f32(_OP, "delta_bias", delta_bias)
-    for name, v in (("D", D), ("delta_bias", delta_bias)):
-        if v is not None:
-            ck.check_array(_OP, name, v, (dim,), "[dim]")
-    if z is not None:
-        ck.check_array(_OP, "z", z, (batch, seqlen, dim), "[batch, seqlen, dim]")
-        ck.check_activation_dtype(_OP, "z", z, u, "u")
+    D, delta_bias, z = ck.check_skip_bias_gate(_OP, dim, D, "delta_bias", delta_bias, z, (batch, seqlen, dim),
+                                               "[batch, seqlen, dim]", u, "u")
     if initial_state is not None:
         ck.check_array(_OP, "initial_state", initial_state, (batch, dim, dstate), "[batch, dim, dstate]")
         ck.check_float32(_OP, "initial_state", initial_state)
     u, delta, B, C = map(jnp.asarray, (u, delta, B, C))
-    z = None if z is None else jnp.asarray(z)
     initial_state = None if initial_state is None else jnp.asarray(initial_state)
     args = (u, delta, A, B, C, D, z, delta_bias, initial_state)
     if implementation == "xla":

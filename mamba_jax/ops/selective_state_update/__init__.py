@@ -61,16 +61,8 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
     B, C = ck.check_bc(op, B, C, batch, (), dim, dstate)
     ck.check_activation_dtype(op, "B", B, x, "x")
     ck.check_activation_dtype(op, "C", C, x, "x")
-    D = ck.as_param_f32(op, "D", D)
-    dt_bias = ck.as_param_f32(op, "dt_bias", dt_bias)
-    for name, v in (("D", D), ("dt_bias", dt_bias)):
-        if v is not None:
-            ck.check_array(op, name, v, (dim,), "[dim]")
-    if z is not None:
-        ck.check_array(op, "z", z, (batch, dim), "[batch, dim]")
-        ck.check_activation_dtype(op, "z", z, x, "x")
+    D, dt_bias, z = ck.check_skip_bias_gate(op, dim, D, "dt_bias", dt_bias, z, (batch, dim), "[batch, dim]", x, "x")
     state, x, dt, B, C = map(jnp.asarray, (state, x, dt, B, C))
-    z = None if z is None else jnp.asarray(z)
     args = (state, x, dt, A, B, C, D, z, dt_bias)
     if implementation == "xla":
         return selective_state_update_ref(*args, dt_softplus=bool(dt_softplus))
