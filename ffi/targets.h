@@ -27,7 +27,7 @@
   X(causal_conv1d_update, 1, 1, ("x", "conv_state", "weight", "bias"), ("y", "new_conv_state"))       \
   X(linear, 0, 1, ("x", "w"), ("y"))                                                                  \
   X(ssd_scan, 1, 1, ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state", "seq_idx"),      \
-    ("y", "final_state"))                                                                             \
+    ("y", "final_state", "workspace"))                                                                \
   X(ssd_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"), ("y", "new_state"))
 
 // The exported handler symbol of an op on each platform (defined in ffi/<op>/cpu.cc and cuda.cu).

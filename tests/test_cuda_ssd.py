@@ -12,9 +12,12 @@ on whatever backend runs them, the CUDA one included.
   * ssd_state_update at batch 64 in place under donation (the state keeps its buffer) and chained
     64 times inside one jitted function, against the oracle.
 
-`python tests/test_cuda_ssd.py --bench [--impls=ffi,xla] [out.json]` times the CUDA kernels and the pure-JAX path on
-the mamba2-2.7b shapes of issue 12 (per call, inside one jitted function, launches captured in
-command buffers) and prints one JSON object per line.
+Every ssd_scan case runs with both CUDA scan kernels: v2 (sequential over chunks) and v3 (chunk-
+parallel), selected by MAMBA_JAX_SSD_SCAN (read by mamba_jax/ops/ssd_scan/ffi.py when a call is traced).
+
+`python tests/test_cuda_ssd.py --bench [--impls=ffi-v2,ffi-v3,xla] [out.json]` times the CUDA kernels and the
+pure-JAX path on the mamba2-2.7b shapes of issue 12 (per call, inside one jitted function, launches
+captured in command buffers) and prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
+import re
 import sys
 import time
 
@@ -157,12 +162,31 @@ def _inputs(rng, batch, L, H, P, N, G, dtype, *, dt_shift=-3.0, init=True, z=Tru
 
 
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16, "f16": jnp.float16}
+SCAN_VERSIONS = ("v2", "v3")
+
+
+@pytest.fixture(params=SCAN_VERSIONS)
+def version(request, monkeypatch):
+    """The CUDA scan kernel under test; each test traces its calls afresh under this setting."""
+    monkeypatch.setenv("MAMBA_JAX_SSD_SCAN", request.param)
+    return request.param
+
+
+def test_version_reaches_the_program(version):
+    """v3's workspace result (B * ceil(L / 256) * H * (P * N + 1) floats) is in the program; v2's is empty."""
+    batch, L, H, P, N = 2, 300, 3, 16, 8
+    f = lambda *s: jnp.zeros(s, jnp.float32)
+    text = jax.jit(functools.partial(ssd_scan, implementation="ffi")).lower(
+        f(batch, L, H, P), f(batch, L, H), f(H), f(batch, L, 1, N), f(batch, L, 1, N)).as_text()
+    sizes = {int(n) for n in re.findall(r"tensor<(\d+)xf32>", text)}
+    v3_size = -(-batch * 2 * H * (P * N + 1) // 4) * 4
+    assert (v3_size in sizes) == (version == "v3"), f"{version}: f32 buffer sizes in the program: {sorted(sizes)}"
 
 
 @needs_cupy
 @pytest.mark.parametrize("tag", list(DTYPES))
 @pytest.mark.parametrize("L", [2048 + 37, 256])
-def test_scan_real_size(tag, L):
+def test_scan_real_size(tag, L, version):
     dtype = DTYPES[tag]
     rng = np.random.default_rng(L + len(tag))
     batch, H, P, N, G = 2, 80, 64, 128, 1
@@ -177,7 +201,7 @@ def test_scan_real_size(tag, L):
 @needs_cupy
 @pytest.mark.parametrize("tag", ["bf16", "f32"])
 @pytest.mark.parametrize("N", [16, 64, 256])
-def test_scan_other_shapes(tag, N):
+def test_scan_other_shapes(tag, N, version):
     """headdim not a multiple of 32, dstate of each kernel variant, several groups, no z/init."""
     dtype = DTYPES[tag]
     rng = np.random.default_rng(N)
@@ -192,17 +216,19 @@ def test_scan_other_shapes(tag, N):
 
 @needs_cupy
 @pytest.mark.parametrize("tag", ["bf16", "f32"])
-def test_scan_packed(tag):
+def test_scan_packed(tag, version):
     dtype = DTYPES[tag]
     rng = np.random.default_rng(7)
-    batch, L, H, P, N, G, S = 2, 700, 8, 64, 128, 2, 6
+    batch, L, H, P, N, G, S = 3, 700, 8, 64, 128, 2, 6
     pos, kw = _inputs(rng, batch, L, H, P, N, G, dtype)
     # Row 0: boundaries inside chunks, at a chunk edge (128), a one-token sequence, id 4 never occurs.
     # Row 1: an id out of range (9, not stored) between stored ones, then -1 (not stored).
+    # Row 2: at v3's chunk edges (256, 512), a one-token sequence ending at one (255).
     cuts0 = [(0, 0), (50, 1), (128, 2), (129, 3), (600, 5)]
     cuts1 = [(0, 0), (64, 9), (300, 1), (640, -1)]
+    cuts2 = [(0, 1), (255, 2), (256, 3), (512, 5)]
     seq = np.zeros((batch, L), np.int32)
-    for row, cuts in enumerate((cuts0, cuts1)):
+    for row, cuts in enumerate((cuts0, cuts1, cuts2)):
         for start, sid in cuts:
             seq[row, start:] = sid
     y, fin = ssd_scan(**pos, **kw, dt_softplus=True, seq_idx=jnp.asarray(seq), num_sequences=S,
@@ -214,7 +240,23 @@ def test_scan_packed(tag):
 
 
 @needs_cupy
-def test_scan_long_memory():
+def test_scan_vmap(version):
+    """Under vmap each slice gets its own workspace part (v3) and its own launches."""
+    rng = np.random.default_rng(5)
+    batch, L, H, P, N, G = 1, 600, 4, 64, 64, 1
+    ins = [_inputs(rng, batch, L, H, P, N, G, jnp.bfloat16) for _ in range(3)]
+    stack = lambda d: {k: jnp.stack([i[d][k] for i in ins]) for k in ins[0][d]}
+    fn = jax.jit(jax.vmap(lambda pos, kw: ssd_scan(**pos, **kw, dt_softplus=True, return_final_state=True,
+                                                   implementation="ffi")))
+    y, fin = fn(stack(0), stack(1))
+    for i, (pos, kw) in enumerate(ins):
+        y_ref, fin_ref = oracle_scan(**pos, **kw, dt_softplus=True)
+        _assert_close(y[i], y_ref, jnp.bfloat16, "out", f"vmap slice {i} y")
+        _assert_close(fin[i], fin_ref, jnp.bfloat16, "state", f"vmap slice {i} final_state")
+
+
+@needs_cupy
+def test_scan_long_memory(version):
     """seqlen 65536 with dt ~ 1e-4: the state remembers ~10^4 steps; float32 stays within tolerance."""
     rng = np.random.default_rng(65536)
     batch, L, H, P, N, G = 1, 65536, 2, 32, 64, 1
@@ -287,7 +329,15 @@ def _per_call_ms(fn, args, k, reps=7):
     return sorted(ts)[len(ts) // 2]
 
 
-def bench(out_path=None, impls=("ffi", "xla")):
+def _use(impl):
+    """impl "ffi-v2" / "ffi-v3": the FFI kernel with MAMBA_JAX_SSD_SCAN set (read when a call is traced)."""
+    if impl.startswith("ffi-"):
+        os.environ["MAMBA_JAX_SSD_SCAN"] = impl[4:]
+        return "ffi"
+    return impl
+
+
+def bench(out_path=None, impls=("ffi-v2", "ffi-v3", "xla")):
     rows = []
 
     def emit(**kw):
@@ -304,7 +354,7 @@ def bench(out_path=None, impls=("ffi", "xla")):
             if impl == "xla" and L > 8192:
                 continue
 
-            def chain(x, dt, A, B, C, impl=impl):
+            def chain(x, dt, A, B, C, impl=_use(impl)):
                 fin = None
                 for _ in range(k):  # y feeds the next call's x: k dependent calls, nothing to CSE
                     x, fin = ssd_scan(x, dt, A, B, C, chunk_size=256, **kw, dt_softplus=True,
@@ -325,7 +375,7 @@ def bench(out_path=None, impls=("ffi", "xla")):
         B, C = jnp.asarray(f(batch, G, N), jnp.bfloat16), jnp.asarray(f(batch, G, N), jnp.bfloat16)
         D, bias = jnp.asarray(f(H)), jnp.asarray(f(H) - 3)
         kk = 64
-        for impl in impls:
+        for impl in dict.fromkeys(_use(i) for i in impls):  # one state-update kernel: ffi once
             def chain(s, x, impl=impl):
                 for _ in range(kk):
                     x, s = ssd_state_update(s, x, dt, A, B, C, D=D, z=z, dt_bias=bias, dt_softplus=True,
@@ -355,4 +405,4 @@ if __name__ == "__main__":
         rest = [a for a in sys.argv[1:] if a != "--bench"]
         impls = [a.split("=", 1)[1] for a in rest if a.startswith("--impls=")]
         rest = [a for a in rest if not a.startswith("--impls=")]
-        bench(rest[0] if rest else None, tuple(impls[0].split(",")) if impls else ("ffi", "xla"))
+        bench(rest[0] if rest else None, tuple(impls[0].split(",")) if impls else ("ffi-v2", "ffi-v3", "xla"))

@@ -1,5 +1,5 @@
 // XLA FFI CPU handler of ssd_scan. Absent optional operands (D, z, dt_bias, initial_state, seq_idx)
-// arrive as empty arrays.
+// arrive as empty arrays. The workspace result is the CUDA kernel's (chunk-parallel path): unused here.
 #include "common/parallel.h"
 #include "ssd_scan/args.h"
 #include "ssd_scan/ssd_scan.h"
@@ -13,8 +13,8 @@ namespace {
 ffi::Error SsdScanImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer dt, ffi::AnyBuffer A, ffi::AnyBuffer B,
                        ffi::AnyBuffer C, ffi::AnyBuffer D, ffi::AnyBuffer z, ffi::AnyBuffer dt_bias,
                        ffi::AnyBuffer initial_state, ffi::AnyBuffer seq_idx, ffi::Result<ffi::AnyBuffer> y,
-                       ffi::Result<ffi::AnyBuffer> final_state, bool dt_softplus, float dt_min, float dt_max,
-                       int64_t chunk_size) {
+                       ffi::Result<ffi::AnyBuffer> final_state, ffi::Result<ffi::AnyBuffer> /*workspace*/,
+                       bool dt_softplus, float dt_min, float dt_max, int64_t chunk_size) {
   SsdScanArgs a{x, dt, A, B, C, D, z, dt_bias, initial_state, seq_idx, y, final_state,
                 dt_softplus, dt_min, dt_max, chunk_size};
   MJ_RETURN_IF_ERROR(a.check());

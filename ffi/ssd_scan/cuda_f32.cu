@@ -1,9 +1,10 @@
-// Explicit instantiation of the ssd_scan launcher for float, one file per dtype so the kernel
-// templates compile in parallel.
+// Explicit instantiation of the ssd_scan launchers (v2 and the chunk-parallel v3) for float, one file
+// per dtype so the kernel templates compile in parallel.
 #include "ssd_scan/ssd_scan.cuh"
 
 namespace mamba_jax {
 namespace cuda {
 template cudaError_t launch_ssd_scan<float>(const SsdScanParams&, cudaStream_t);
+template cudaError_t launch_ssd_scan_v3<float>(const SsdScanParams&, float*, cudaStream_t);
 }  // namespace cuda
 }  // namespace mamba_jax

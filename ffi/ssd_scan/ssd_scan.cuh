@@ -40,6 +40,16 @@ constexpr int kPT = 32;  // headdim columns per CTA
 constexpr int kWarps = 4;
 constexpr int kThreads = 32 * kWarps;
 
+// What one instantiation of the chunk kernel does. kScan (v2): a CTA walks the whole sequence from
+// initial_state and writes y and the final states. The chunk-parallel path (v3) uses kSub consecutive
+// chunks as one "v3 chunk" of kSub * kQ positions, one CTA per (v3 chunk, batch, head, column tile):
+//   kStates:  the v3 chunk's state from zero (x, B only; no y), stored to the workspace slot of the
+//             chunk, plus the chunk's decay (0 when seq_idx restarts inside it);
+//   kOutputs: starting from the state entering the v3 chunk (the same slot after the state pass),
+//             y of the chunk and the states at sequence ends inside it.
+enum Kind { kScan = 0, kStates = 1, kOutputs = 2 };
+constexpr int kSub = 4;  // chunks per v3 chunk (even: a CTA's first chunk uses stage 0)
+
 // How an operand enters a TF32 product: exactly (bf16/f16 values), rounded to TF32, or split in two.
 enum Tf32Mode { kExact = 0, kRound = 1, kSplit = 2 };
 
@@ -134,6 +144,8 @@ struct Small {
 struct KernelArgs {
   SsdScanParams p;
   bool vec_x, vec_bc;  // 16-byte copies possible for x (and z) rows / B, C rows
+  float* ws = nullptr;  // v3 workspace: states [B, nC, H, P, N], then decays [B, nC, H]
+  int64_t nc = 0;       // v3 chunks, ceil(seqlen / (kSub kQ))
 };
 
 // Raw dt and seq_idx values for one chunk, loaded by warp 0 one chunk ahead.
@@ -199,7 +211,7 @@ MJ_DEVICE void process_dt(const SsdScanParams& p, float A2, float bias, int64_t 
 
 // Copies rows [c0, c0 + kQ) of x (kPT columns from p0), B and C (N columns) into one stage; rows past
 // the end are zeroed. Padding columns are never written (zeroed once at the start).
-template <typename T, int NP, int STAGES>
+template <typename T, int NP, int STAGES, bool XB_ONLY = false>
 MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t grp, int64_t p0, int64_t c0, T* xs,
                           T* zs, T* bs, T* cs) {
   using L = Layout<T, NP, STAGES>;
@@ -221,10 +233,10 @@ MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t gr
       T* zdst = zs + t * L::kXS + v;
       if (c0 + t < p.seqlen && v < pcols) {
         cp_async16(dst, xg + (c0 + t) * p.x_seq_stride + v);
-        if (zg) cp_async16(zdst, zg + (c0 + t) * p.x_seq_stride + v);
+        if (!XB_ONLY && zg) cp_async16(zdst, zg + (c0 + t) * p.x_seq_stride + v);
       } else {
         *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
-        *reinterpret_cast<int4*>(zdst) = make_int4(0, 0, 0, 0);
+        if (!XB_ONLY) *reinterpret_cast<int4*>(zdst) = make_int4(0, 0, 0, 0);
       }
     }
   } else {
@@ -232,7 +244,7 @@ MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t gr
       const int t = i / kPT, v = i % kPT;
       const bool in = c0 + t < p.seqlen && v < pcols;
       xs[t * L::kXS + v] = in ? xg[(c0 + t) * p.x_seq_stride + v] : from_f32<T>(0.0f);
-      if (zg) zs[t * L::kXS + v] = in ? zg[(c0 + t) * p.x_seq_stride + v] : from_f32<T>(0.0f);
+      if (!XB_ONLY && zg) zs[t * L::kXS + v] = in ? zg[(c0 + t) * p.x_seq_stride + v] : from_f32<T>(0.0f);
     }
   }
   if (ka.vec_bc) {
@@ -241,10 +253,10 @@ MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t gr
       const int t = i / per_row, v = (i % per_row) * V;
       if (c0 + t < p.seqlen) {
         cp_async16(bs + t * L::kBS + v, bg + (c0 + t) * p.bc_seq_stride + v);
-        cp_async16(cs + t * L::kBS + v, cg + (c0 + t) * p.bc_seq_stride + v);
+        if (!XB_ONLY) cp_async16(cs + t * L::kBS + v, cg + (c0 + t) * p.bc_seq_stride + v);
       } else {
         *reinterpret_cast<int4*>(bs + t * L::kBS + v) = make_int4(0, 0, 0, 0);
-        *reinterpret_cast<int4*>(cs + t * L::kBS + v) = make_int4(0, 0, 0, 0);
+        if (!XB_ONLY) *reinterpret_cast<int4*>(cs + t * L::kBS + v) = make_int4(0, 0, 0, 0);
       }
     }
   } else {
@@ -252,7 +264,7 @@ MJ_DEVICE void load_chunk(const KernelArgs& ka, int64_t b, int64_t h, int64_t gr
       const int t = i / ncols, v = i % ncols;
       const bool in = c0 + t < p.seqlen;
       bs[t * L::kBS + v] = in ? bg[(c0 + t) * p.bc_seq_stride + v] : from_f32<T>(0.0f);
-      cs[t * L::kBS + v] = in ? cg[(c0 + t) * p.bc_seq_stride + v] : from_f32<T>(0.0f);
+      if (!XB_ONLY) cs[t * L::kBS + v] = in ? cg[(c0 + t) * p.bc_seq_stride + v] : from_f32<T>(0.0f);
     }
   }
 }
@@ -323,7 +335,7 @@ MJ_DEVICE void state_product(float (&acc)[2][NT][4], const T* xs, const T* bs, c
   }
 }
 
-template <typename T, int NP, int STAGES>
+template <typename T, int NP, int STAGES, int KIND>
 __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka) {
   using L = Layout<T, NP, STAGES>;
   using Pr = Precision<T>;
@@ -336,12 +348,22 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
   const int g = lane >> 2, t4 = lane & 3;
-  const int64_t p0 = static_cast<int64_t>(blockIdx.x) * kPT;
   const int64_t h = blockIdx.y, b = blockIdx.z;
   const int64_t grp = h / (p.nheads / p.ngroups);
   const int64_t P = p.headdim, N = p.dstate;
   const int64_t nchunks = (p.seqlen + kQ - 1) / kQ;
   const bool have_seq = p.has_seq_idx;
+  // This CTA's column tile and chunks [cbeg, cend); v3 grids put the v3 chunk in blockIdx.x.
+  int64_t p0 = static_cast<int64_t>(blockIdx.x) * kPT, cbeg = 0, cend = nchunks, cv = 0;
+  if constexpr (KIND != kScan) {
+    const int64_t ptiles = (P + kPT - 1) / kPT;
+    cv = blockIdx.x / ptiles;
+    p0 = (blockIdx.x % ptiles) * kPT;
+    cbeg = cv * kSub;
+    cend = cbeg + kSub < nchunks ? cbeg + kSub : nchunks;
+  }
+  // The workspace slot of (b, v3 chunk cv, h): [P, N] floats.
+  float* const slot = KIND == kScan ? nullptr : ka.ws + ((b * ka.nc + cv) * p.nheads + h) * P * N;
 
   auto xs_of = [&](int st) { return stage_base + st * (L::kStage / sizeof(T)); };
   auto zs_of = [&](int st) { return xs_of(st) + kQ * L::kXS; };
@@ -351,8 +373,8 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
   // Zero all shared memory (padding columns must read as zeros).
   for (int i = tid; i < L::kBytes / 16; i += kThreads) reinterpret_cast<int4*>(smem)[i] = make_int4(0, 0, 0, 0);
 
-  // Final states of sequences that never occur are zeros.
-  if (have_seq) {
+  // Final states of sequences that never occur are zeros (v3: done by the state pass).
+  if (KIND == kScan && have_seq) {
     const int pcols = static_cast<int>(P - p0 < kPT ? P - p0 : kPT);
     for (int64_t s = 0; s < p.num_sequences; ++s) {
       float* f = p.final_state + b * p.final_batch_stride + s * p.final_seq_stride + h * p.final_head_stride;
@@ -363,7 +385,10 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
   // Carried state: this warp's columns [warp NP/4, (warp+1) NP/4) of the [kPT, NP] tile.
   float H[2][NT][4];
   {
-    const float* init = p.initial_state ? p.initial_state + b * p.state_batch_stride + h * p.state_head_stride : nullptr;
+    const float* init = KIND == kStates ? nullptr
+                        : KIND == kOutputs ? slot
+                        : p.initial_state ? p.initial_state + b * p.state_batch_stride + h * p.state_head_stride
+                                          : nullptr;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -377,29 +402,33 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
   }
   __syncthreads();
   auto write_hs = [&]() {
+    if constexpr (KIND != kStates) {  // kStates computes no y and never reads the state from here
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+      for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-      for (int nt = 0; nt < NT; ++nt) {
-        const int n = warp * (NP / 4) + 8 * nt + 2 * t4;
-        const int pr = 16 * mt + g;
-        *reinterpret_cast<float2*>(hs + pr * L::kHS + n) = make_float2(H[mt][nt][0], H[mt][nt][1]);
-        *reinterpret_cast<float2*>(hs + (pr + 8) * L::kHS + n) = make_float2(H[mt][nt][2], H[mt][nt][3]);
-      }
+        for (int nt = 0; nt < NT; ++nt) {
+          const int n = warp * (NP / 4) + 8 * nt + 2 * t4;
+          const int pr = 16 * mt + g;
+          *reinterpret_cast<float2*>(hs + pr * L::kHS + n) = make_float2(H[mt][nt][0], H[mt][nt][1]);
+          *reinterpret_cast<float2*>(hs + (pr + 8) * L::kHS + n) = make_float2(H[mt][nt][2], H[mt][nt][3]);
+        }
+    }
   };
   write_hs();
 
   const float A2 = p.A[h] * kLog2e;
   const float dt_bias = p.dt_bias ? p.dt_bias[h] : 0.0f;
   DtPrefetch pre;
-  if (warp == 0 && nchunks > 0) {
-    load_dt<T>(p, b, h, 0, lane, pre);
-    process_dt(p, A2, dt_bias, 0, lane, pre, small[0]);
+  constexpr bool kXB = KIND == kStates;
+  if (warp == 0 && cbeg < cend) {
+    load_dt<T>(p, b, h, cbeg * kQ, lane, pre);
+    process_dt(p, A2, dt_bias, cbeg * kQ, lane, pre, small[0]);
   }
-  if (STAGES == 2 && nchunks > 0) {
-    load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, 0, xs_of(0), zs_of(0), bs_of(0), cs_of(0));
+  if (STAGES == 2 && cbeg < cend) {
+    load_chunk<T, NP, STAGES, kXB>(ka, b, h, grp, p0, cbeg * kQ, xs_of(0), zs_of(0), bs_of(0), cs_of(0));
   }
   cp_async_commit();
+  float decay = 1.0f;  // kStates: product of the chunks' carry factors
 
   const bool have_z = p.z != nullptr;
   T* yg = static_cast<T*>(p.y) + b * p.x_batch_stride + h * p.x_head_stride;
@@ -412,20 +441,22 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
       dk[pt][i] = (p.Dskip && pg < P) ? p.Dskip[h * P + pg] : 0.0f;
     }
 
-  for (int64_t c = 0; c < nchunks; ++c) {
+  // cbeg is even (0 or a multiple of kSub), so chunk c uses stage and dt buffer c & 1.
+  for (int64_t c = cbeg; c < cend; ++c) {
     const int64_t c0 = c * kQ;
     const int st = STAGES == 2 ? static_cast<int>(c & 1) : 0;
     if (STAGES == 2) {
-      if (c + 1 < nchunks) load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, c0 + kQ, xs_of(st ^ 1), zs_of(st ^ 1), bs_of(st ^ 1),
-                                                 cs_of(st ^ 1));
+      if (c + 1 < cend)
+        load_chunk<T, NP, STAGES, kXB>(ka, b, h, grp, p0, c0 + kQ, xs_of(st ^ 1), zs_of(st ^ 1), bs_of(st ^ 1),
+                                       cs_of(st ^ 1));
       cp_async_commit();
       cp_async_wait_group<1>();
     } else {
-      load_chunk<T, NP, STAGES>(ka, b, h, grp, p0, c0, xs_of(0), zs_of(0), bs_of(0), cs_of(0));
+      load_chunk<T, NP, STAGES, kXB>(ka, b, h, grp, p0, c0, xs_of(0), zs_of(0), bs_of(0), cs_of(0));
       cp_async_commit();
       cp_async_wait_group<0>();
     }
-    if (warp == 0 && c + 1 < nchunks) load_dt<T>(p, b, h, c0 + kQ, lane, pre);
+    if (warp == 0 && c + 1 < cend) load_dt<T>(p, b, h, c0 + kQ, lane, pre);
     __syncthreads();
 
     const T* xs = xs_of(st);
@@ -434,6 +465,7 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
     const T* cs = cs_of(st);
     const Small& sm = small[c & 1];
     const int r0 = 16 * warp + g, r1 = r0 + 8;
+    if constexpr (KIND != kStates) {
 
     // y = 2^cum_t C_t H^T for rows of the first segment.
     float Y[4][4];
@@ -574,8 +606,10 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
       }
     }
 
+    }  // KIND != kStates
+
     // States at sequence ends inside the chunk (rare): written to final_state[b, seq_idx[e]].
-    if (have_seq) {
+    if (KIND != kStates && have_seq) {
       unsigned long long ends = sm.ends;
       while (ends) {
         const int e = __ffsll(static_cast<long long>(ends)) - 1;
@@ -597,10 +631,11 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
       }
     }
 
-    // Carried state to the end of the chunk.
-    {
+    // Carried state to the end of the chunk (kOutputs: not after its last chunk).
+    if (KIND != kOutputs || c + 1 < cend) {
       const int e = kQ - 1;
       const float fe = sm.seg[e] == 0 ? exp2_decay(sm.cum[e]) : 0.0f;
+      decay *= fe;
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
@@ -610,29 +645,89 @@ __global__ void __launch_bounds__(kThreads) ssd_scan_kernel(const KernelArgs ka)
       state_product<T, NP, STAGES, NT>(H, xs, bs, sm, e, warp, lane);
     }
 
-    if (warp == 0 && c + 1 < nchunks) process_dt(p, A2, dt_bias, c0 + kQ, lane, pre, small[(c + 1) & 1]);
+    if (warp == 0 && c + 1 < cend) process_dt(p, A2, dt_bias, c0 + kQ, lane, pre, small[(c + 1) & 1]);
     __syncthreads();
     write_hs();
   }
 
-  if (!have_seq)
-    store_state<NP, NT>(p.final_state + b * p.final_batch_stride + h * p.final_head_stride, H, p0, P, N, warp, lane);
+  if constexpr (KIND == kScan) {
+    if (!have_seq)
+      store_state<NP, NT>(p.final_state + b * p.final_batch_stride + h * p.final_head_stride, H, p0, P, N, warp,
+                          lane);
+  } else if constexpr (KIND == kStates) {
+    store_state<NP, NT>(slot, H, p0, P, N, warp, lane);
+    if (p0 == 0 && tid == 0) ka.ws[(ka.nc * p.batch * p.nheads) * P * N + (b * ka.nc + cv) * p.nheads + h] = decay;
+  }
 }
 
-template <typename T, int NP, int STAGES>
+template <typename T, int NP, int STAGES, int KIND = kScan>
 cudaError_t launch_np(const KernelArgs& ka, cudaStream_t stream) {
   using L = Layout<T, NP, STAGES>;
   const SsdScanParams& p = ka.p;
-  auto kernel = ssd_scan_kernel<T, NP, STAGES>;
+  auto kernel = ssd_scan_kernel<T, NP, STAGES, KIND>;
   cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::kBytes);
   if (e != cudaSuccess) return e;
-  const dim3 grid(static_cast<unsigned>((p.headdim + kPT - 1) / kPT), static_cast<unsigned>(p.nheads),
-                  static_cast<unsigned>(p.batch));
+  const int64_t gx = (p.headdim + kPT - 1) / kPT * (KIND == kScan ? 1 : ka.nc);
+  if (gx > 0x7fffffff) return cudaErrorInvalidValue;
+  const dim3 grid(static_cast<unsigned>(gx), static_cast<unsigned>(p.nheads), static_cast<unsigned>(p.batch));
   kernel<<<grid, kThreads, L::kBytes, stream>>>(ka);
   return cudaGetLastError();
 }
 
+// v3 state pass, per (batch b, head h) and V consecutive entries of the [P, N] state: walks the v3
+// chunks in order; slot c (the chunk's own state from zero, written by kStates) is replaced by the
+// state entering chunk c (initial_state or zeros for c = 0), and the state leaving chunk c is
+// decay_c * entering + the slot's old value. Without seq_idx the state after the last chunk is the
+// final state; with it, every final_state[b, s] is zeroed here and the kOutputs kernel, next on the
+// stream, writes the states at sequence ends.
+template <int V>
+__global__ void __launch_bounds__(256) ssd_state_pass_kernel(const SsdScanParams p, float* ws, int64_t nc) {
+  const int64_t PN = p.headdim * p.dstate;
+  const int64_t e = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (e >= PN) return;
+  const int64_t H = p.nheads, h = blockIdx.y, b = blockIdx.z;
+  const float* dec = ws + nc * p.batch * H * PN + b * nc * H + h;  // chunk c's decay at dec[c H]
+  float* slot = ws + (b * nc * H + h) * PN + e;                     // chunk c's slot at slot[c H PN]
+  const int64_t cs = H * PN;
+  using Vf = Vec<float, V>;
+  Vf v;
+  if (p.initial_state) {
+    v = load_vec<float, V>(p.initial_state + b * p.state_batch_stride + h * p.state_head_stride + e);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) v.v[i] = 0.0f;
+  }
+  Vf nxt = v;
+  if (nc > 0) nxt = load_vec<float, V>(slot);
+  for (int64_t c = 0; c < nc; ++c) {
+    const Vf own = nxt;
+    if (c + 1 < nc) nxt = load_vec<float, V>(slot + (c + 1) * cs);
+    const float d = dec[c * H];
+    store_vec<float, V>(slot + c * cs, v);
+#pragma unroll
+    for (int i = 0; i < V; ++i) v.v[i] = fmaf(d, v.v[i], own.v[i]);
+  }
+  float* f = p.final_state + b * p.final_batch_stride + h * p.final_head_stride + e;
+  if (!p.has_seq_idx) {
+    store_vec<float, V>(f, v);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) v.v[i] = 0.0f;
+    for (int64_t s = 0; s < p.num_sequences; ++s) store_vec<float, V>(f + s * p.final_seq_stride, v);
+  }
+}
+
 }  // namespace ssd
+
+// v3 (chunk-parallel) workspace of one vmap slice, in floats: the [P, N] state of every (batch, v3
+// chunk, head), then one decay per (batch, v3 chunk, head), rounded up to 4 floats so that every
+// slice's part starts 16-byte aligned. mamba_jax/ops/ssd_scan/ffi.py sizes the workspace result the
+// same way.
+inline int64_t ssd_scan_v3_chunks(int64_t seqlen) { return (seqlen + ssd::kSub * ssd::kQ - 1) / (ssd::kSub * ssd::kQ); }
+inline int64_t ssd_scan_v3_workspace_floats(const SsdScanParams& p) {
+  const int64_t n = p.batch * ssd_scan_v3_chunks(p.seqlen) * p.nheads * (p.headdim * p.dstate + 1);
+  return (n + 3) / 4 * 4;
+}
 
 // Launches the scan for one vmap slice. dstate must be in [1, 256]; batch and nheads below 65536.
 template <typename T>
@@ -650,6 +745,47 @@ cudaError_t launch_ssd_scan(const SsdScanParams& p, cudaStream_t stream) {
   if (p.dstate <= 128) return ssd::launch_np<T, 128, 2>(ka, stream);
   if constexpr (sizeof(T) == 4) return ssd::launch_np<T, 256, 1>(ka, stream);
   else return ssd::launch_np<T, 256, 2>(ka, stream);
+}
+
+namespace ssd {
+template <typename T, int NP, int STAGES>
+cudaError_t launch_v3_np(const KernelArgs& ka, cudaStream_t stream) {
+  const SsdScanParams& p = ka.p;
+  cudaError_t e = cudaSuccess;
+  if (ka.nc > 0 && (e = launch_np<T, NP, STAGES, kStates>(ka, stream)) != cudaSuccess) return e;
+  const int64_t PN = p.headdim * p.dstate;
+  const auto al = [](const void* q) { return q == nullptr || aligned16_host(q); };
+  const bool vec = PN % 4 == 0 && al(ka.ws) && al(p.initial_state) && al(p.final_state);
+  const int64_t per_block = 256 * (vec ? 4 : 1);
+  const dim3 grid(static_cast<unsigned>((PN + per_block - 1) / per_block), static_cast<unsigned>(p.nheads),
+                  static_cast<unsigned>(p.batch));
+  if (vec) ssd_state_pass_kernel<4><<<grid, 256, 0, stream>>>(p, ka.ws, ka.nc);
+  else ssd_state_pass_kernel<1><<<grid, 256, 0, stream>>>(p, ka.ws, ka.nc);
+  if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  return ka.nc > 0 ? launch_np<T, NP, STAGES, kOutputs>(ka, stream) : cudaSuccess;
+}
+}  // namespace ssd
+
+// The chunk-parallel scan (v3) for one vmap slice: three launches on the stream (chunk states, the
+// state pass over chunks, outputs). ws holds ssd_scan_v3_workspace_floats(p) floats. Same limits as
+// launch_ssd_scan.
+template <typename T>
+cudaError_t launch_ssd_scan_v3(const SsdScanParams& p, float* ws, cudaStream_t stream) {
+  if (p.batch == 0 || p.nheads == 0 || p.headdim == 0 || p.dstate == 0) return cudaSuccess;
+  if (p.dstate > 256 || p.batch > 65535 || p.nheads > 65535) return cudaErrorInvalidValue;
+  ssd::KernelArgs ka{p, false, false};
+  ka.ws = ws;
+  ka.nc = ssd_scan_v3_chunks(p.seqlen);
+  constexpr int V = 16 / sizeof(T);
+  const auto al = [](const void* q) { return q == nullptr || aligned16_host(q); };
+  ka.vec_x = al(p.x) && al(p.z) && p.headdim % V == 0 && p.x_seq_stride % V == 0 && p.x_batch_stride % V == 0 &&
+             p.x_head_stride % V == 0;
+  ka.vec_bc = al(p.Bm) && al(p.Cm) && p.dstate % V == 0 && p.bc_seq_stride % V == 0 &&
+              p.bc_batch_stride % V == 0 && p.bc_group_stride % V == 0;
+  if (p.dstate <= 64) return ssd::launch_v3_np<T, 64, 2>(ka, stream);
+  if (p.dstate <= 128) return ssd::launch_v3_np<T, 128, 2>(ka, stream);
+  if constexpr (sizeof(T) == 4) return ssd::launch_v3_np<T, 256, 1>(ka, stream);
+  else return ssd::launch_v3_np<T, 256, 2>(ka, stream);
 }
 
 }  // namespace cuda
