@@ -208,9 +208,7 @@ def test_float64_activations_rejected():
             causal_conv1d_update(**conv_update_args(x=x, conv_state=zeros(BATCH, DIM, W - 1, dtype=jnp.float64)))
 
 
-# ---------------------------------------------------------------------------------------------
 # The C++ handlers' own checks: raw ffi_call with inconsistent operands on the CPU device.
-# ---------------------------------------------------------------------------------------------
 requires_cpu_ffi = pytest.mark.skipif(not ops.cpu_available(), reason="mamba_jax C++ CPU kernels are not built")
 
 

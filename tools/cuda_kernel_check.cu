@@ -116,7 +116,7 @@ static void compare(const char* what, const std::string& id, const std::vector<T
 static double softplus_d(double x) { return x > 20 ? x : std::log1p(std::exp(x)); }
 static double silu_d(double x) { return x / (1 + std::exp(-x)); }
 
-// ---- selective_scan ------------------------------------------------------------------------------
+// selective_scan
 struct ScanCase { int64_t B, L, D, N, G; bool has_D, has_z, has_bias, softplus, has_init; };
 
 template <typename T>
@@ -183,7 +183,7 @@ static void check_scan(const ScanCase& c) {
   }
 }
 
-// ---- selective_state_update ----------------------------------------------------------------------
+// selective_state_update
 template <typename T>
 static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place) {
   HostArr<T> x, dt, z, Bm, Cm;
@@ -223,7 +223,7 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   compare<float>("ssu h", id, in_place ? dst.get() : dns.get(), ns, 2e-4);
 }
 
-// ---- causal_conv1d -------------------------------------------------------------------------------
+// causal_conv1d
 template <typename T>
 static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init, bool silu,
                        int64_t want_threads = 0) {
@@ -303,7 +303,7 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place) {
   compare<T>("cupd s", id, in_place ? dst.get() : dns.get(), ns, 0.0);
 }
 
-// ---- linear (decode GEMV) --------------------------------------------------------------------------
+// linear (decode GEMV)
 template <typename T>
 static void check_linear(int64_t M, int64_t K, int64_t N) {
   HostArr<T> x, w;
@@ -381,7 +381,7 @@ static int run_checks() {
   return g_failures ? 1 : 0;
 }
 
-// ---- lane-layout sweep ---------------------------------------------------------------------------
+// lane-layout sweep
 template <int S, int G, int K = 8, int UNR = 1, int MB = 0>
 static float time_scan(const SelectiveScanParams& p, int reps) {
   cudaEvent_t a, b;
@@ -436,7 +436,7 @@ static int run_sweep() {
   return 0;
 }
 
-// ---- kernel-only times (no JAX) ------------------------------------------------------------------
+// kernel-only times (no JAX)
 template <typename F>
 static float time_ms(F launch, int reps = 20) {
   cudaEvent_t a, b;

@@ -13,7 +13,7 @@ namespace cuda {
 
 #define MJ_DEVICE __device__ __forceinline__
 
-// ---- dtype conversion (activations are float32, bfloat16 or float16; math is float32) ----------
+// dtype conversion (activations are float32, bfloat16 or float16; math is float32)
 template <typename T> MJ_DEVICE float to_f32(T x);
 template <> MJ_DEVICE float to_f32<float>(float x) { return x; }
 template <> MJ_DEVICE float to_f32<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
@@ -24,7 +24,7 @@ template <> MJ_DEVICE float from_f32<float>(float x) { return x; }
 template <> MJ_DEVICE __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 template <> MJ_DEVICE __half from_f32<__half>(float x) { return __float2half_rn(x); }
 
-// ---- math ---------------------------------------------------------------------------------------
+// math
 constexpr float kLog2e = 1.4426950408889634f;
 
 // 2^x on the special-function unit (one MUFU.EX2, ~2 ulp). Denormal results flush to zero, which
@@ -66,7 +66,7 @@ MJ_DEVICE float softplus(float x) {
 // x * sigmoid(x). For x << 0, e^-x overflows to inf and the quotient is -0, as it should be.
 MJ_DEVICE float silu(float x) { return __fdividef(x, 1.0f + exp_fast(-x)); }
 
-// ---- vectors ------------------------------------------------------------------------------------
+// vectors
 // VEC elements of T loaded/stored as one access (16 bytes when VEC * sizeof(T) == 16).
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Vec {
@@ -116,7 +116,7 @@ inline cudaError_t current_device_attribute(cudaDeviceAttr attr, int* value) {
   return e == cudaSuccess ? cudaDeviceGetAttribute(value, attr, dev) : e;
 }
 
-// ---- cp.async (sm_80+): global -> shared copies that complete in the background ------------------
+// cp.async (sm_80+): global -> shared copies that complete in the background
 MJ_DEVICE void cp_async16(void* smem, const void* gmem) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));

@@ -26,9 +26,7 @@ F32, BF16, F16 = jnp.float32, jnp.bfloat16, jnp.float16
 _TAGS = {F32: "f32", BF16: "bf16", F16: "f16"}
 
 
-# ---------------------------------------------------------------------------------------------
 # Implementations: the kernel is tested where `op` is built for this backend.
-# ---------------------------------------------------------------------------------------------
 def ffi_built(op: str) -> bool:
     backend = jax.default_backend()
     return (backend == "cpu" and _ffi.cpu_available(op)) or (backend == "gpu" and _ffi.cuda_available(op))
@@ -42,9 +40,7 @@ def implementations(op: str, with_ref: bool = True):
 IMPLS = implementations("ssd_scan")
 
 
-# ---------------------------------------------------------------------------------------------
 # Cases: a base case plus rows that each change one field; ids like B2-L63-H4-P16-N16-G1-C16-f32-Dh+z+bias+softplus.
-# ---------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class SsdCase:
     """ssd_scan sizes and options (seqlen 0: ssd_state_update, a single step, no L or C in the id)."""
@@ -213,9 +209,7 @@ def test_chunk_size_only_changes_rounding():
         np.testing.assert_allclose(np.asarray(final), np.asarray(outs[0][1]), rtol=2e-5, atol=2e-5)
 
 
-# ---------------------------------------------------------------------------------------------
 # Packed sequences: seq_idx restarts the state; one row of several prompts == each prompt alone.
-# ---------------------------------------------------------------------------------------------
 PACK_CASE = SsdCase(batch=1, seqlen=63, nheads=4, ngroups=2, chunk=16, init=True)
 # Lengths per row: boundaries inside chunks, on a chunk edge (16, 32), a 1-token sequence, a
 # sequence longer than a chunk; row 1 also leaves ids 1 and 5 out (their final states are zeros).
@@ -290,9 +284,7 @@ def test_packed_odd_ids(impl):
     np.testing.assert_allclose(np.asarray(f1[:, 0]), np.asarray(f0), rtol=1e-5, atol=1e-5)
 
 
-# ---------------------------------------------------------------------------------------------
 # The scan over a sequence == the same tokens through repeated ssd_state_update steps.
-# ---------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("impl", [p for p in IMPLS if p != "ref"])
 @pytest.mark.parametrize("case", rows(SsdCase(batch=2, seqlen=21, nheads=6, ngroups=2, chunk=8, init=True),
                                       {}, {"dtype": BF16, "D": "channel", "limit": True}))
@@ -321,9 +313,7 @@ def test_scan_equals_state_updates(case, impl):
     assert_close(last, final_ref, case.dtype, "state", f"{impl} decode after prefill state")
 
 
-# ---------------------------------------------------------------------------------------------
 # vmap, gradients
-# ---------------------------------------------------------------------------------------------
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state")
 
 
@@ -392,9 +382,7 @@ def test_check_grads(impl):
     check_grads(jax.jit(f), tuple(inputs[k] for k in NAMES), order=1, modes=["rev"], atol=atol, rtol=rtol)
 
 
-# ---------------------------------------------------------------------------------------------
 # Implementation choice
-# ---------------------------------------------------------------------------------------------
 def test_default_implementation():
     """implementation=None gives the same arrays as the implementation it picks."""
     picked = "ffi" if ffi_built("ssd_scan") else "xla"
@@ -411,9 +399,7 @@ def test_ffi_without_kernel_raises():
         ssd_scan(**inputs, implementation="ffi")
 
 
-# ---------------------------------------------------------------------------------------------
 # Bad input: ValueError / TypeError naming the argument, before anything is lowered.
-# ---------------------------------------------------------------------------------------------
 def _bad_args(**change):
     b, l, h, p, g, n = 2, 8, 4, 3, 2, 5
     z = lambda *s, dtype=F32: jnp.zeros(s, dtype)
@@ -466,9 +452,7 @@ def test_bad_input(change, options, exc, msg):
     assert str(err.value).startswith("ssd_scan: ")
 
 
-# ---------------------------------------------------------------------------------------------
 # The Metal path: the "xla" program (forward and gradient, packed) passes the allow-list.
-# ---------------------------------------------------------------------------------------------
 def metal_checker():
     try:
         from metal_allowlist import check_stablehlo, format_violations  # tests/metal_allowlist.py

@@ -138,10 +138,8 @@ def test_ffi_without_kernel_raises():
         ssd_state_update(**inputs, implementation="ffi")
 
 
-# ---------------------------------------------------------------------------------------------
 # In place: the kernel aliases state to new_state; with the state donated the new state is written
 # into the old buffer (same pointer), as tests/test_donation.py checks for the Mamba-1 ops.
-# ---------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not ffi_built("ssd_state_update"),
                     reason=f"no ssd_state_update FFI kernel built for the '{jax.default_backend()}' backend")
 @pytest.mark.parametrize("case", rows(BASE, {}, {"dtype": BF16, "ngroups": 2, "dstate": 64}))
@@ -161,9 +159,7 @@ def test_in_place_under_donation(case):
     assert_close(new_state, state_ref, case.dtype, "state", "in-place new_state")
 
 
-# ---------------------------------------------------------------------------------------------
 # Bad input
-# ---------------------------------------------------------------------------------------------
 def _bad_args(**change):
     b, h, p, g, n = 2, 4, 3, 2, 5
     z = lambda *s, dtype=F32: jnp.zeros(s, dtype)
