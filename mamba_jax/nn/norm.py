@@ -29,6 +29,12 @@ class RMSNorm(nnx.Module):
       param_dtype: dtype of `scale`.
     """
 
+    # Set by mamba_jax.sharding on the per-device copy of a tensor-parallel Mamba-2 model whose norm
+    # groups straddle devices: each group then spans `shards_per_group` consecutive devices of mesh axis
+    # `tp_axis`, and this device holds one part of one group.
+    tp_axis = None
+    shards_per_group = 1
+
     def __init__(self, features: int, *, eps: float = 1e-5, group_size: Optional[int] = None,
                  norm_before_gate: bool = False, dtype=None, param_dtype=f32):
         group_size = features if group_size is None else group_size
@@ -47,8 +53,21 @@ class RMSNorm(nnx.Module):
         if gate is not None and not self.norm_before_gate:
             x32 = x32 * silu(gate.astype(f32))
         g = x32.reshape(*x.shape[:-1], x.shape[-1] // self.group_size, self.group_size)
-        g = g * jax.lax.rsqrt(jnp.mean(g * g, axis=-1, keepdims=True) + self.eps)
+        ms = jnp.mean(g * g, axis=-1, keepdims=True)
+        if self.shards_per_group > 1:
+            ms = self._group_mean_across_shards(ms)
+        g = g * jax.lax.rsqrt(ms + self.eps)
         y = g.reshape(x.shape) * self.scale[...].astype(f32)
         if gate is not None and self.norm_before_gate:
             y = y * silu(gate.astype(f32))
         return y.astype(out_dtype)
+
+    def _group_mean_across_shards(self, ms):
+        """ms [..., 1, 1], this device's mean square of its part of its group -> the whole group's
+        (the parts are equal in size): one all-reduce of (groups) values per row, each device adding
+        its value into its group's slot."""
+        k = jax.lax.axis_index(self.tp_axis) // self.shards_per_group
+        groups = jax.lax.axis_size(self.tp_axis) // self.shards_per_group
+        slots = ms * jax.nn.one_hot(k, groups, dtype=ms.dtype)
+        total = jax.lax.psum(slots, self.tp_axis)
+        return jax.lax.dynamic_index_in_dim(total, k, axis=-1) / self.shards_per_group
