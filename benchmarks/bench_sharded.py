@@ -75,22 +75,18 @@ def _prompts(batch, length, seed):
     return np.random.default_rng(seed).integers(0, VOCAB, (batch, length)).astype(np.int32).tolist()
 
 
-def _decode_collectives(model, batch) -> dict:
-    """Collectives of one compiled decode step of `model` at `batch` (what each token pays)."""
-    from flax import nnx
-
-    graphdef, state = nnx.split(model)
-    m = getattr(model, "batch_multiple", 1)
-    cache = model.init_cache(-(-batch // m) * m)
-    tok = jnp.zeros((jax.tree.leaves(cache)[0].shape[0],), jnp.int32)
-    step = jax.jit(lambda st, t, c: nnx.merge(graphdef, st).step(t, c))
-    return dict(sharding.count_collectives(step.lower(state, tok, cache).compile().as_text()))
+def _loop_collectives() -> dict | None:
+    """Collectives of one iteration of the decode loop `generate` compiled last (read from its
+    executable cache: the loop body appears once in the HLO text)."""
+    cache = getattr(sys.modules["mamba_jax.generate"], "_COMPILED", {})
+    decode = [exe for key, exe in cache.items() if key[0] == "decode"]
+    return dict(sharding.count_collectives(decode[-1].as_text())) if decode else None
 
 
 def _collective_kernels_ms(trace_dir: str) -> dict | None:
     """Durations of the all-reduce kernels in a jax.profiler trace (perfetto JSON): count, median and
     p90 in ms. None when the trace has none or cannot be read."""
-    files = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+    files = glob.glob(os.path.join(trace_dir, "**", "*trace.json.gz"), recursive=True)
     if not files:
         return None
     try:
@@ -146,6 +142,7 @@ def run_case(name, cfg, mesh_shape, batches, args, log) -> list[dict]:
             continue
         prompts = _prompts(batch, args.prompt_len, seed=batch)
         gen.generate(prompts, args.new_tokens + 1)  # compiles prefill and the decode loop
+        compile_s = gen.last_stats.compile_s
         per_tok, prefill = [], []
         for _ in range(args.reps):
             gen.generate(prompts, args.new_tokens + 1)
@@ -154,7 +151,7 @@ def run_case(name, cfg, mesh_shape, batches, args, log) -> list[dict]:
             prefill.append(s.prefill_s * 1e3)
         extra = dict(prompt_len=args.prompt_len, new_tokens=args.new_tokens,
                      prefill_ms_prompt=statistics.median(prefill),
-                     collectives_per_step=_decode_collectives(model, batch), **sizes)
+                     compile_s=compile_s, collectives_per_step=_loop_collectives(), **sizes)
         if args.profile and tp > 1:
             with tempfile.TemporaryDirectory() as d:
                 jax.profiler.start_trace(d, create_perfetto_trace=True)
@@ -194,6 +191,9 @@ def main(argv=None) -> int:
     p.add_argument("--prefill-lens", default="2048", help="prompt lengths timed for prefill (batch 1 per data shard)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--profile", action="store_true", help="time the all-reduce kernels of a decode loop (2 devices)")
+    p.add_argument("--models", default=None, help="--part small: comma-separated sizes (default mamba-2.8b,"
+                   "mamba2-2.7b)")
+    p.add_argument("--meshes", default="1,1x2,2x1", help="--part small: which of 1 (one device), 1x2, 2x1")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     if args.quick:
@@ -206,13 +206,18 @@ def main(argv=None) -> int:
     log(f"{n} x {jax.devices()[0].device_kind}, jax {jax.__version__}")
     two = n >= 2
     if args.part == "small":
-        names = ["tiny", "tiny2"] if args.quick else ["mamba-2.8b", "mamba2-2.7b"]
+        names = args.models.split(",") if args.models else (["tiny", "tiny2"] if args.quick
+                                                             else ["mamba-2.8b", "mamba2-2.7b"])
+        meshes = args.meshes.split(",")
         cases = []
         for name in names:
-            cfg = (QUICK[name] if args.quick else shapes.get(name)).config(vocab_size=VOCAB)
-            cases += [(name, cfg, None, batches)]
-            if two:
-                cases += [(name, cfg, (1, 2), batches), (name, cfg, (2, 1), [b for b in batches if b >= 2])]
+            cfg = (QUICK[name] if name in QUICK else shapes.get(name)).config(vocab_size=VOCAB)
+            if "1" in meshes:
+                cases += [(name, cfg, None, batches)]
+            if two and "1x2" in meshes:
+                cases += [(name, cfg, (1, 2), batches)]
+            if two and "2x1" in meshes:
+                cases += [(name, cfg, (2, 1), [b for b in batches if b >= 2])]
     else:
         if not two:
             print("--part huge needs two devices", file=sys.stderr)
@@ -221,16 +226,16 @@ def main(argv=None) -> int:
         if args.quick:
             cfg = Mamba2Config(vocab_size=VOCAB, d_model=256, n_layer=4, d_state=32, headdim=32, ngroups=8)
         cases = [("mamba2-d12288-l96" if not args.quick else "mamba2-quick-huge", cfg, (1, 2), batches)]
-    rows = []
-    for name, cfg, mesh_shape, bs in cases:
-        rows += run_case(name, cfg, mesh_shape, bs, args, log)
-        jax.clear_caches()
     out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                    f"sharded-{args.part}-{jax.default_backend()}-{time.strftime('%Y%m%d-%H%M%S')}.json")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        json.dump(rows, f, indent=1)
-    log(f"{len(rows)} rows -> {out}")
+    rows, t0 = [], time.perf_counter()
+    for name, cfg, mesh_shape, bs in cases:
+        rows += run_case(name, cfg, mesh_shape, bs, args, log)
+        jax.clear_caches()
+        with open(out, "w") as f:  # after every case, so that a run cut short keeps what it measured
+            json.dump(rows, f, indent=1)
+    log(f"{len(rows)} rows -> {out} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 
