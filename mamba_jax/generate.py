@@ -53,6 +53,9 @@ class _Mode:
 
     sampling: sampling.SamplingMode
     eos: Optional[int]
+    # Rows that have produced EOS keep their state (the cache is returned to continue from): one
+    # select per state array per step, so only when asked.
+    freeze_finished: bool = False
 
 
 def _bucket(n: int, minimum: int = 1) -> int:
@@ -135,6 +138,7 @@ class Generator:
         self.last_stats = GenerationStats()
         self.refresh(model)
 
+        self.last_cache = None
     def refresh(self, model):
         """Re-reads the model's weights and settings."""
         from flax import nnx
@@ -151,9 +155,9 @@ class Generator:
 
         graphdef = self.graphdef
 
-        def prefill(state, ids, mask, rows_done, temperature, top_p, seed):
+        def prefill(state, ids, mask, rows_done, temperature, top_p, seed, cache):
             model = nnx.merge(graphdef, state)
-            logits, cache = model.prefill(ids, mask, last_only=True)
+            logits, cache = model.prefill(ids, mask, cache=cache, last_only=True)
             tok = sampling.sample(logits.astype(f32), mode.sampling, seed, jnp.zeros((), i32), temperature, top_p)
             done = rows_done if mode.eos is None else rows_done | (tok == mode.eos)
             return tok, cache, done
@@ -177,7 +181,11 @@ class Generator:
 
             def body(c):
                 j, tok, done, cache, buf = c
-                logits, cache = model.step(tok, cache, consts)
+                logits, new_cache = model.step(tok, cache, consts)
+                if mode.freeze_finished:  # a finished row's last token (its EOS) is not fed
+                    keep = lambda new, old: jnp.where(done.reshape((-1,) + (1,) * (new.ndim - 1)), old, new)
+                    new_cache = jax.tree.map(keep, new_cache, cache)
+                cache = new_cache
                 new = sampling.sample(logits.astype(f32), mode.sampling, seed, start + j, temperature, top_p)
                 new = jnp.where(done, fill, new).astype(i32)
                 buf = lax.dynamic_update_slice(buf, new[:, None], (jnp.zeros((), i32), j))
@@ -208,24 +216,34 @@ class Generator:
 
     def stream(self, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, eos_token_id: Optional[int] = None, seed: int = 0,
-               chunk_size: Optional[int] = 16) -> Iterator[list[list[int]]]:
+               chunk_size: Optional[int] = 16, cache=None, return_cache: bool = False) -> Iterator[list[list[int]]]:
         """Yields, after the prefill and after every chunk of decode steps, the new tokens of each
         prompt (a list per prompt; empty once it has produced EOS). Arguments as in `generate`;
-        chunk_size None decodes everything in one chunk. All checks run before anything compiles."""
+        chunk_size None decodes everything in one chunk. All checks run before anything compiles.
+        With return_cache, `self.last_cache` holds the cache after the run (see `generate`)."""
         rows = _as_prompts(prompts, self.vocab_size)
         mode, temperature, top_p = _check_args(max_new_tokens, temperature, top_k, top_p, eos_token_id,
                                                self.vocab_size, chunk_size)
-        return self._run(rows, int(max_new_tokens), mode, temperature, top_p, int(seed), chunk_size)
+        if cache is not None:
+            n_cache = int(np.shape(jax.tree.leaves(cache)[0])[0])
+            if n_cache != len(rows):
+                raise ValueError(f"cache has {n_cache} rows but {len(rows)} prompts were given: one cache row "
+                                 "per prompt (mamba_jax.state.fork / take_rows make one)")
+        mode = dataclasses.replace(mode, freeze_finished=bool(return_cache) and mode.eos is not None)
+        self.last_cache = None
+        return self._run(rows, int(max_new_tokens), mode, temperature, top_p, int(seed), chunk_size, cache,
+                         bool(return_cache))
 
     def generate(self, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
                  top_p: Optional[float] = None, eos_token_id: Optional[int] = None, seed: int = 0,
                  stream: Optional[Callable[[list[list[int]]], None]] = None,
-                 chunk_size: Optional[int] = None) -> list[list[int]]:
+                 chunk_size: Optional[int] = None, cache=None, return_cache: bool = False):
         """See the module-level `generate`."""
         if stream is not None and chunk_size is None:
             chunk_size = 16
         out = None
-        it = self.stream(prompts, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed, chunk_size)
+        it = self.stream(prompts, max_new_tokens, temperature, top_k, top_p, eos_token_id, seed, chunk_size,
+                         cache, return_cache)
         for chunk in it:
             if out is None:
                 out = [[] for _ in chunk]
@@ -233,9 +251,9 @@ class Generator:
                 row.extend(new)
             if stream is not None:
                 stream(chunk)
-        return out
+        return (out, self.last_cache) if return_cache else out
 
-    def _run(self, rows, max_new, mode, temperature, top_p, seed, chunk_size):
+    def _run(self, rows, max_new, mode, temperature, top_p, seed, chunk_size, cache=None, return_cache=False):
         n = len(rows)
         b = _bucket(n)
         l = _bucket(max(len(r) for r in rows), _MIN_PROMPT_BUCKET)
@@ -253,7 +271,10 @@ class Generator:
         top_p_a = jnp.asarray(top_p, f32)
         seed_a = jnp.asarray(int(seed) % (1 << 31), i32)  # any int seed -> int32 (no uint32 key arrays)
         args = (self.state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(rows_done),
-                temperature_a, top_p_a, seed_a)
+                temperature_a, top_p_a, seed_a, cache)
+        if cache is not None:  # bucket rows copy row 0's state, as their prompts copy row 0
+            cache = jax.tree.map(lambda a: jnp.take(a, jnp.asarray([i if i < n else 0 for i in range(b)]), axis=0),
+                                 cache)
         prefill, c_s = self._compiled("prefill", lambda: self._prefill_fn(mode), mode, args)
         stats.compile_s += c_s
         t0 = time.perf_counter()
@@ -302,10 +323,12 @@ class Generator:
                 break
 
 
+        if return_cache:
+            self.last_cache = jax.tree.map(lambda a: a[:n], cache)
 def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
              top_p: Optional[float] = None, eos_token_id: Optional[int] = None, seed: int = 0,
              stream: Optional[Callable[[list[list[int]]], None]] = None,
-             chunk_size: Optional[int] = None) -> list[list[int]]:
+             chunk_size: Optional[int] = None, cache=None, return_cache: bool = False):
     """Generates continuations of a batch of prompts with a `MambaLM`.
 
     Args:
@@ -325,7 +348,13 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
         without one the whole generation is one loop call).
 
     Returns:
-      A list (one per prompt) of generated token-id lists (no prompt tokens).
+      cache: optional `MambaCache` with one row per prompt: each prompt continues that row's sequence
+        (a previous call's returned cache, a loaded snapshot, a fork of a shared prefix).
+      return_cache: also return the cache after the run: each row's state after its prompt and every
+        generated token but the last one (that token, the row's EOS when it stopped on one, is the
+        first thing to feed when the row continues; `mamba_jax.state.Session` does this).
+      A list (one per prompt) of generated token-id lists (no prompt tokens); with return_cache,
+      (that list, MambaCache).
 
     Raises:
       ValueError / TypeError before anything compiles, for an empty prompt list or prompt, token ids
@@ -334,5 +363,5 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
     """
     return Generator(model).generate(prompts, max_new_tokens, temperature=temperature, top_k=top_k,
                                      top_p=top_p, eos_token_id=eos_token_id, seed=seed, stream=stream,
-                                     chunk_size=chunk_size)
+                                     chunk_size=chunk_size, cache=cache, return_cache=return_cache)
 

@@ -135,7 +135,7 @@ class Mamba2Mixer(MixerBase):
                 jnp.zeros((batch, self.nheads, self.headdim, self.d_state), f32))
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, x, mask=None, *, return_state: bool = False, implementation=...):
+    def __call__(self, x, mask=None, *, return_state: bool = False, initial_state=None, implementation=...):
         """Full-sequence forward.
 
         Args:
@@ -145,22 +145,24 @@ class Mamba2Mixer(MixerBase):
             outputs and final state of the unpadded sequence. Outputs at padded positions are junk.
           return_state: also return (conv_state [b, c, w-1] in the activation dtype,
             ssm_state [b, h, p, n] float32), the state after the last position, from the ops.
+          initial_state: optional (conv_state, ssm_state) as returned with return_state or by `step`:
+            the sequence continues from it (with a mask, from each row's first real position).
           implementation: None | "ffi" | "xla"; default self.implementation.
 
         Returns:
           y [b, l, d] in the activation dtype, or (y, (conv_state, ssm_state)).
         """
         impl = self._impl(implementation)
+        conv0, ssm0 = (None, None) if initial_state is None else initial_state
         z, xBC, dt = self._split(self._project(x))
         act_dtype = xBC.dtype
-        if mask is not None:
-            xBC = jnp.where(mask[..., None], xBC, jnp.zeros((), act_dtype))
+        xBC, conv0 = self._conv_inputs(xBC, mask, None if conv0 is None else conv0.astype(act_dtype))
         w, b = self._conv_params()
-        xBC, conv_state = ops.causal_conv1d(xBC, w, b, activation="silu", return_final_state=True,
-                                            implementation=impl)
+        xBC, conv_state = ops.causal_conv1d(xBC, w, b, activation="silu", initial_state=conv0,
+                                            return_final_state=True, implementation=impl)
         xs, B, C = self._heads(xBC)
-        common = dict(chunk_size=self.chunk_size, D=self._D(), z=self._scan_gate(z), return_final_state=True,
-                      implementation=impl)
+        common = dict(chunk_size=self.chunk_size, D=self._D(), z=self._scan_gate(z), initial_state=ssm0,
+                      return_final_state=True, implementation=impl)
         if mask is None:
             y, ssm_state = ops.ssd_scan(xs, dt, self._A(), B, C, dt_bias=self.dt_bias[...], dt_softplus=True,
                                         dt_limit=self.dt_limit, **common)

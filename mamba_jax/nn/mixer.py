@@ -72,6 +72,37 @@ class MixerBase(nnx.Module):
     @staticmethod
     def _gemv(impl):
         """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel) where
+    @staticmethod
+    def _conv_inputs(xi, mask, conv_state):
+        """The conv's input and initial state for a (LEFT-padded) chunk that continues from conv_state.
+
+        xi [b, l, c]; mask [b, l] bool or None; conv_state [b, c, w-1] (the inputs before the chunk,
+        oldest first) or None (zeros). Padded inputs are zero, and a row's previous inputs are placed
+        right before its first real position, so every real position's window sees exactly the
+        inputs of its unpadded sequence and the final state is that of the unpadded sequence too.
+        Returns (x [b, l, c], initial_state [b, c, w-1] or None). Elementwise selects only."""
+        if mask is None:
+            return xi, conv_state
+        zero = jnp.zeros((), xi.dtype)
+        xi = jnp.where(mask[..., None], xi, zero)
+        if conv_state is None:
+            return xi, None
+        k, l = conv_state.shape[-1], xi.shape[1]
+        conv_state = conv_state.astype(xi.dtype)
+        pads = l - jnp.sum(mask, axis=1, dtype=jnp.int32)  # [b]
+        # Previous input j goes to position pads - k + j: in the chunk when >= 0, else in the initial state.
+        t = jnp.arange(l, dtype=jnp.int32)
+        cols = []
+        for j in range(k):
+            at = t[None, :] == (pads - k + j)[:, None]  # [b, l]
+            xi = jnp.where(at[..., None], conv_state[:, None, :, j], xi)
+        for i in range(k):
+            col = jnp.zeros_like(conv_state[..., 0])
+            for j in range(k):
+                col = jnp.where((i - k == pads - k + j)[:, None], conv_state[..., j], col)
+            cols.append(col)
+        return xi, jnp.stack(cols, axis=-1)
+
         that kernel applies (see ops.linear.kernel_applies: small dots that XLA would split into a
         multiply + reduce reading the weights three times), else `lin(x)` as in the forward pass."""
         if impl == "xla":
@@ -179,7 +210,7 @@ class MambaMixer(MixerBase):
                 jnp.zeros((batch, self.d_inner, self.d_state), f32))
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, x, mask=None, *, return_state: bool = False, implementation=...):
+    def __call__(self, x, mask=None, *, return_state: bool = False, initial_state=None, implementation=...):
         """Full-sequence forward.
 
         Args:
@@ -197,21 +228,23 @@ class MambaMixer(MixerBase):
         impl = self._impl(implementation)
         xi, z = self._in_proj(x)
         act_dtype = xi.dtype
-        if mask is not None:
-            xi = jnp.where(mask[..., None], xi, jnp.zeros((), act_dtype))
+          initial_state: optional (conv_state, ssm_state) as returned with return_state or by `step`:
+            the sequence continues from it (with a mask, from each row's first real position).
+        xi, conv0 = self._conv_inputs(xi, mask, None if conv0 is None else conv0.astype(act_dtype))
         w, b = self._conv_params()
-        xc, conv_state = ops.causal_conv1d(xi, w, b, activation="silu", return_final_state=True,
-                                           implementation=impl)
+        xc, conv_state = ops.causal_conv1d(xi, w, b, activation="silu", initial_state=conv0,
+                                           return_final_state=True, implementation=impl)
         dt, B, C = self._ssm_inputs(xc)
+        conv0, ssm0 = (None, None) if initial_state is None else initial_state
         A, D, dt_bias = self._A(), self.D[...], self.dt_bias[...]
         if mask is None:
             y, ssm_state = ops.selective_scan(xc, dt, A, B, C, D, z, dt_bias, delta_softplus=True,
-                                              return_last_state=True, implementation=impl)
+                                              initial_state=ssm0, return_last_state=True, implementation=impl)
         else:
             # dt = 0 at padded positions: exp(0 * A) = 1 and dt * B * u = 0 leave the state as it was.
             dt = softplus(dt.astype(f32) + dt_bias.astype(f32)) * mask[..., None].astype(f32)
             y, ssm_state = ops.selective_scan(xc, dt.astype(act_dtype), A, B, C, D, z, None,
-                                              delta_softplus=False, return_last_state=True,
+                                              delta_softplus=False, initial_state=ssm0, return_last_state=True,
                                               implementation=impl)
         out = self.out_proj(y).astype(act_dtype)
         return (out, (conv_state, ssm_state)) if return_state else out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Optional, Union
 
+import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
@@ -21,6 +22,16 @@ from .mixer import MambaMixer, default_precision
 from .norm import RMSNorm
 
 f32 = jnp.float32
+
+# Positions per prefill chunk summed over the batch: about 1 GB of activations at mamba-2.8b's width
+# (bfloat16). Shorter prompts run in one piece.
+PREFILL_CHUNK_TOKENS = 8192
+
+
+def default_chunk_size(batch: int) -> int:
+    """`MambaLM.prefill`'s default chunk length for a batch: PREFILL_CHUNK_TOKENS / batch positions,
+    rounded down to a multiple of 256 (the SSD scan's chunk), at least 256."""
+    return max(256, (PREFILL_CHUNK_TOKENS // max(1, batch)) // 256 * 256)
 
 
 @struct.dataclass
@@ -38,6 +49,12 @@ class MambaCache:
     ssm_states: tuple
 
 
+def as_cache_dtype(cache: MambaCache, dtype) -> MambaCache:
+    """`cache` with its conv states in the activation dtype `dtype` (SSM states stay float32)."""
+    return MambaCache(conv_states=tuple(c.astype(dtype) for c in cache.conv_states),
+                      ssm_states=tuple(s.astype(f32) for s in cache.ssm_states))
+
+
 class MambaBlock(nnx.Module):
     """h -> residual + mixer(norm(h)), with the residual kept in float32 when residual_in_fp32. The mixer is
     a `MambaMixer` for a `MambaConfig`, a `Mamba2Mixer` for a `Mamba2Config`."""
@@ -50,9 +67,11 @@ class MambaBlock(nnx.Module):
         self.mixer = mixer(cfg.d_model, **cfg.mixer_kwargs(), dtype=dtype, param_dtype=param_dtype,
                                 precision=precision, implementation=implementation, rngs=rngs)
 
-    def __call__(self, h, mask=None, *, implementation=...):
-        """h [b, l, d] -> (h' [b, l, d] in the residual dtype, (conv_state, ssm_state))."""
-        y, state = self.mixer(self.norm(h), mask, return_state=True, implementation=implementation)
+    def __call__(self, h, mask=None, *, initial_state=None, implementation=...):
+        """h [b, l, d] -> (h' [b, l, d] in the residual dtype, (conv_state, ssm_state)); initial_state:
+        an optional (conv_state, ssm_state) to continue from."""
+        y, state = self.mixer(self.norm(h), mask, return_state=True, initial_state=initial_state,
+                              implementation=implementation)
         return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), state
 
     def step(self, h, conv_state, ssm_state, *, implementation=..., constants=None):
@@ -107,7 +126,6 @@ class MambaLM(nnx.Module):
                                    precision=precision, preferred_element_type=f32, rngs=rngs))
         self.tokenizer = None
 
-    # ------------------------------------------------------------------ pieces
     def _logits(self, h):
         """h [..., d] (residual dtype) -> float32 logits [..., V] (the matmul accumulates and returns float32)."""
         x = self.norm_f(h).astype(self.dtype)
@@ -123,30 +141,65 @@ class MambaLM(nnx.Module):
         states = [layer.mixer.init_state(batch, self.dtype) for layer in self.layers]
         return MambaCache(conv_states=tuple(c for c, _ in states), ssm_states=tuple(s for _, s in states))
 
-    # ------------------------------------------------------------------ forward
-    def prefill(self, input_ids, mask=None, *, last_only: bool = False):
+    def _prefill_chunk(self, input_ids, mask, cache):
+        """Runs the layers over one chunk from `cache` (None: zeros) -> (h [b, l, d], MambaCache)."""
+        h = self.embedding(input_ids)
+        convs, ssms = [], []
+        for i, layer in enumerate(self.layers):
+            init = None if cache is None else (cache.conv_states[i], cache.ssm_states[i])
+            h, (conv_state, ssm_state) = layer(h, mask, initial_state=init, implementation=self.implementation)
+            convs.append(conv_state.astype(self.dtype))
+            ssms.append(ssm_state)
+        return h, MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))
+
+    def prefill(self, input_ids, mask=None, *, cache: Optional[MambaCache] = None, last_only: bool = False,
+                chunk_size: Optional[int] = ...):
         """Runs a prompt batch and returns its logits and the decode cache after its last position.
 
         Args:
           input_ids: [b, l] int32 token ids.
           mask: optional [b, l] bool, True at real tokens, for LEFT-padded ragged batches: each row then
             gets exactly the logits (at its real positions) and the cache of its unpadded prompt.
+          cache: optional `MambaCache` of b rows to continue from (a previous prefill's or step's): the
+            result is that of prefilling the earlier tokens and these together. With a mask, each row
+            continues from its first real position (its padding leaves the state untouched; a row of
+            padding only keeps its cache as it was).
           last_only: return only the logits of the last position, [b, V].
+          chunk_size: prompts longer than this run as a loop (`lax.scan`) over chunks of this many
+            positions with the cache carried, so activation memory is O(b * chunk_size), not O(b * l)
+            (the full logits of `last_only=False` are still [b, l, V]). Default `default_chunk_size(b)`;
+            None: one chunk, whatever the length.
 
         Returns:
           (logits [b, l, V] float32 (or [b, V]), MambaCache) with conv states from the conv's
           return_final_state and SSM states from the scan's final state.
         """
-        h = self.embedding(input_ids)
-        convs, ssms = [], []
-        for layer in self.layers:
-            h, (conv_state, ssm_state) = layer(h, mask, implementation=self.implementation)
-            convs.append(conv_state.astype(self.dtype))
-            ssms.append(ssm_state)
+        b, l = input_ids.shape
+        if chunk_size is ...:
+            chunk_size = default_chunk_size(b)
+        if chunk_size is None or l <= chunk_size:
+            h, cache = self._prefill_chunk(input_ids, mask, cache)
+            return self._logits(h[:, -1] if last_only else h), cache
+        cache = self.init_cache(b) if cache is None else as_cache_dtype(cache, self.dtype)
+        r, k = l % chunk_size, l // chunk_size
+        parts = []
+        if r:  # the first l mod chunk_size positions, then whole chunks
+            h, cache = self._prefill_chunk(input_ids[:, :r], None if mask is None else mask[:, :r], cache)
+            parts.append(h)
+
+        def chunks(x):
+            return None if x is None else jnp.swapaxes(x[:, r:].reshape(b, k, chunk_size), 0, 1)
+
+        def body(cache, xs):
+            ids, m = xs
+            h, cache = self._prefill_chunk(ids, m, cache)
+            return cache, (h[:, -1] if last_only else h)
+
+        cache, hs = jax.lax.scan(body, cache, (chunks(input_ids), chunks(mask)))
         if last_only:
-            h = h[:, -1]
-        cache = MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))
-        return self._logits(h), cache
+            return self._logits(hs[-1]), cache
+        parts.append(jnp.swapaxes(hs, 0, 1).reshape(b, k * chunk_size, -1))
+        return self._logits(jnp.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]), cache
 
     def __call__(self, input_ids, mask=None):
         """input_ids [b, l] int32 (mask: as in `prefill`) -> logits [b, l, V] float32."""
