@@ -136,9 +136,9 @@ class Generator:
             raise TypeError(f"generate needs a MambaLM, got {type(model).__name__}")
         self.vocab_size = int(model.config.vocab_size)
         self.last_stats = GenerationStats()
+        self.last_cache = None
         self.refresh(model)
 
-        self.last_cache = None
     def refresh(self, model):
         """Re-reads the model's weights and settings."""
         from flax import nnx
@@ -270,11 +270,11 @@ class Generator:
         temperature_a = jnp.asarray(max(temperature, 1e-6), f32)
         top_p_a = jnp.asarray(top_p, f32)
         seed_a = jnp.asarray(int(seed) % (1 << 31), i32)  # any int seed -> int32 (no uint32 key arrays)
-        args = (self.state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(rows_done),
-                temperature_a, top_p_a, seed_a, cache)
         if cache is not None:  # bucket rows copy row 0's state, as their prompts copy row 0
             cache = jax.tree.map(lambda a: jnp.take(a, jnp.asarray([i if i < n else 0 for i in range(b)]), axis=0),
                                  cache)
+        args = (self.state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(rows_done),
+                temperature_a, top_p_a, seed_a, cache)
         prefill, c_s = self._compiled("prefill", lambda: self._prefill_fn(mode), mode, args)
         stats.compile_s += c_s
         t0 = time.perf_counter()
@@ -321,10 +321,10 @@ class Generator:
             remaining -= count_h
             if count_h < n_steps:  # the loop left early: every row has produced EOS
                 break
-
-
         if return_cache:
             self.last_cache = jax.tree.map(lambda a: a[:n], cache)
+
+
 def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_k: Optional[int] = None,
              top_p: Optional[float] = None, eos_token_id: Optional[int] = None, seed: int = 0,
              stream: Optional[Callable[[list[list[int]]], None]] = None,
@@ -346,13 +346,13 @@ def generate(model, prompts, max_new_tokens: int, temperature: float = 0.0, top_
         tokens of each prompt (a list of lists; empty for prompts already finished).
       chunk_size: decode steps per compiled loop call when streaming (default 16 with a callback;
         without one the whole generation is one loop call).
-
-    Returns:
       cache: optional `MambaCache` with one row per prompt: each prompt continues that row's sequence
         (a previous call's returned cache, a loaded snapshot, a fork of a shared prefix).
       return_cache: also return the cache after the run: each row's state after its prompt and every
         generated token but the last one (that token, the row's EOS when it stopped on one, is the
         first thing to feed when the row continues; `mamba_jax.state.Session` does this).
+
+    Returns:
       A list (one per prompt) of generated token-id lists (no prompt tokens); with return_cache,
       (that list, MambaCache).
 

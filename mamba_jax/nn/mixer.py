@@ -65,14 +65,6 @@ class MixerBase(nnx.Module):
         return -jnp.exp(self.A_log[...].astype(f32))
 
     @staticmethod
-    def _linear(lin, x):
-        """`lin(x)`, nnx.Linear's numerics."""
-        return lin(x)
-
-    @staticmethod
-    def _gemv(impl):
-        """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel) where
-    @staticmethod
     def _conv_inputs(xi, mask, conv_state):
         """The conv's input and initial state for a (LEFT-padded) chunk that continues from conv_state.
 
@@ -103,6 +95,14 @@ class MixerBase(nnx.Module):
             cols.append(col)
         return xi, jnp.stack(cols, axis=-1)
 
+    @staticmethod
+    def _linear(lin, x):
+        """`lin(x)`, nnx.Linear's numerics."""
+        return lin(x)
+
+    @staticmethod
+    def _gemv(impl):
+        """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel) where
         that kernel applies (see ops.linear.kernel_applies: small dots that XLA would split into a
         multiply + reduce reading the weights three times), else `lin(x)` as in the forward pass."""
         if impl == "xla":
@@ -220,22 +220,22 @@ class MambaMixer(MixerBase):
             outputs and final state of the unpadded sequence. Outputs at padded positions are junk.
           return_state: also return (conv_state [b, e, w-1] in the activation dtype,
             ssm_state [b, e, n] float32), the state after the last position, from the ops.
+          initial_state: optional (conv_state, ssm_state) as returned with return_state or by `step`:
+            the sequence continues from it (with a mask, from each row's first real position).
           implementation: None | "ffi" | "xla"; default self.implementation.
 
         Returns:
           y [b, l, d] in the activation dtype, or (y, (conv_state, ssm_state)).
         """
         impl = self._impl(implementation)
+        conv0, ssm0 = (None, None) if initial_state is None else initial_state
         xi, z = self._in_proj(x)
         act_dtype = xi.dtype
-          initial_state: optional (conv_state, ssm_state) as returned with return_state or by `step`:
-            the sequence continues from it (with a mask, from each row's first real position).
         xi, conv0 = self._conv_inputs(xi, mask, None if conv0 is None else conv0.astype(act_dtype))
         w, b = self._conv_params()
         xc, conv_state = ops.causal_conv1d(xi, w, b, activation="silu", initial_state=conv0,
                                            return_final_state=True, implementation=impl)
         dt, B, C = self._ssm_inputs(xc)
-        conv0, ssm0 = (None, None) if initial_state is None else initial_state
         A, D, dt_bias = self._A(), self.D[...], self.dt_bias[...]
         if mask is None:
             y, ssm_state = ops.selective_scan(xc, dt, A, B, C, D, z, dt_bias, delta_softplus=True,
