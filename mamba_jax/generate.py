@@ -135,6 +135,8 @@ class Generator:
         if not isinstance(model, nnx.Module):
             raise TypeError(f"generate needs a MambaLM, got {type(model).__name__}")
         self.vocab_size = int(model.config.vocab_size)
+        # A model sharded over a data axis (mamba_jax.sharding.ShardedLM) needs a batch it divides.
+        self.batch_multiple = int(getattr(model, "batch_multiple", 1))
         self.last_stats = GenerationStats()
         self.last_cache = None
         self.refresh(model)
@@ -255,7 +257,7 @@ class Generator:
 
     def _run(self, rows, max_new, mode, temperature, top_p, seed, chunk_size, cache=None, return_cache=False):
         n = len(rows)
-        b = _bucket(n)
+        b = -(-_bucket(n) // self.batch_multiple) * self.batch_multiple
         l = _bucket(max(len(r) for r in rows), _MIN_PROMPT_BUCKET)
         ids = np.zeros((b, l), np.int32)
         mask = np.zeros((b, l), bool)

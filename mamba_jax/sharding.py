@@ -65,7 +65,6 @@ def _axis_size(mesh: Mesh, axis) -> int:
     return 1 if axis is None else int(mesh.shape[axis])
 
 
-# ------------------------------------------------------------------------------------------------- ops
 # Axis roles of every array of every op: b batch, c channels (dim for Mamba-1, nheads for Mamba-2),
 # g groups of B/C; any other letter is not split. One string per accepted rank.
 _OP_ROLES = {
@@ -147,7 +146,6 @@ def shard_op(op: str, mesh: Mesh, *args, batch_axis=DATA, channel_axis=MODEL, **
     return jax.shard_map(local, mesh=mesh, in_specs=(specs,), out_specs=out_specs, check_vma=False)(arrays)
 
 
-# ----------------------------------------------------------------------------------------------- models
 @dataclasses.dataclass(frozen=True)
 class Layout:
     """How one model's mixers are split over `tp` devices of the MODEL axis (see the module doc).
@@ -425,7 +423,6 @@ def init_model(cfg, mesh: Mesh, *, dtype=jnp.float32, param_dtype=None, precisio
     return ShardedLM(nnx.merge(graphdef, _place(layout, mesh, state, donate=True)), mesh, layout)
 
 
-# ------------------------------------------------------------------------------------------- checking
 _COLLECTIVE = re.compile(r"\s(all-reduce|all-gather|reduce-scatter|collective-permute|all-to-all)(?:-start)?\(")
 
 

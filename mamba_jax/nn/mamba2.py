@@ -97,7 +97,6 @@ class Mamba2Mixer(MixerBase):
                              dtype=dtype, param_dtype=param_dtype) if gated_norm else None)
         self.out_proj = nnx.Linear(e, d_model, use_bias=bias, kernel_init=_torch_default_init, **lin)
 
-    # ------------------------------------------------------------------ helpers
     def _D(self):
         """D as the ops take it: [h] or [h, p] float32."""
         D = self.D[...].astype(f32)
@@ -121,7 +120,7 @@ class Mamba2Mixer(MixerBase):
         y = y.reshape(*y.shape[:-2], self.d_inner)
         if self.norm is not None:
             y = self.norm(y, z)
-        return proj(self.out_proj, y).astype(z.dtype)
+        return self._sum_shards(proj(self.out_proj, y)).astype(z.dtype)
 
     def _scan_gate(self, z):
         """z [..., e] as the scan's gate [..., h, p] when there is no gated norm (else None)."""
@@ -134,7 +133,6 @@ class Mamba2Mixer(MixerBase):
         return (jnp.zeros((batch, self.conv_dim, self.d_conv - 1), dtype),
                 jnp.zeros((batch, self.nheads, self.headdim, self.d_state), f32))
 
-    # ------------------------------------------------------------------ forward
     def __call__(self, x, mask=None, *, return_state: bool = False, initial_state=None, implementation=...):
         """Full-sequence forward.
 

@@ -55,8 +55,16 @@ class MixerBase(nnx.Module):
     A = -exp(A_log), the per-decode-loop constants and the projections' application. Subclasses set
     in_proj, conv_weight, conv_bias, A_log, dtype and implementation."""
 
+    # Set by mamba_jax.sharding on the per-device copy of a tensor-parallel model: the mesh axis the
+    # mixer's channels are split over. The projections that contract over those channels (out_proj,
+    # and Mamba-1's x_proj) then give partial sums, which `_sum_shards` adds up across that axis.
+    tp_axis = None
+
     def _impl(self, implementation):
         return self.implementation if implementation is ... else implementation
+
+    def _sum_shards(self, x):
+        return x if self.tp_axis is None else jax.lax.psum(x, self.tp_axis)
 
     def _conv_params(self):
         return self.conv_weight[...], (None if self.conv_bias is None else self.conv_bias[...])
@@ -188,7 +196,6 @@ class MambaMixer(MixerBase):
         self.D = nnx.Param(jnp.ones((e,), f32))
         self.out_proj = nnx.Linear(e, d_model, use_bias=bias, kernel_init=_torch_default_init, **lin)
 
-    # ------------------------------------------------------------------ helpers
     def _in_proj(self, x, proj=None):
         """x [..., d] -> (conv input xi [..., e], gate z [..., e]), in the activation dtype."""
         xz = self._project(x, proj)
@@ -197,7 +204,7 @@ class MambaMixer(MixerBase):
     def _ssm_inputs(self, xc, proj=None):
         """xc [..., e] -> (dt before bias [..., e], B [..., n], C [..., n]), all in xc's dtype."""
         proj = proj or self._linear
-        x_dbl = proj(self.x_proj, xc).astype(xc.dtype)
+        x_dbl = self._sum_shards(proj(self.x_proj, xc)).astype(xc.dtype)
         r, n = self.dt_rank, self.d_state
         dt_low, B, C = x_dbl[..., :r], x_dbl[..., r:r + n], x_dbl[..., r + n:]
         return proj(self.dt_proj, dt_low).astype(xc.dtype), B, C
@@ -209,7 +216,6 @@ class MambaMixer(MixerBase):
         return (jnp.zeros((batch, self.d_inner, self.d_conv - 1), dtype),
                 jnp.zeros((batch, self.d_inner, self.d_state), f32))
 
-    # ------------------------------------------------------------------ forward
     def __call__(self, x, mask=None, *, return_state: bool = False, initial_state=None, implementation=...):
         """Full-sequence forward.
 
@@ -246,7 +252,7 @@ class MambaMixer(MixerBase):
             y, ssm_state = ops.selective_scan(xc, dt.astype(act_dtype), A, B, C, D, z, None,
                                               delta_softplus=False, initial_state=ssm0, return_last_state=True,
                                               implementation=impl)
-        out = self.out_proj(y).astype(act_dtype)
+        out = self._sum_shards(self.out_proj(y)).astype(act_dtype)
         return (out, (conv_state, ssm_state)) if return_state else out
 
     def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None):
@@ -271,4 +277,4 @@ class MambaMixer(MixerBase):
         dt, B, C = self._ssm_inputs(xc, proj)
         y, ssm_state = ops.selective_state_update(ssm_state, xc, dt, A, B, C, self.D[...], z,
                                                   self.dt_bias[...], dt_softplus=True, implementation=impl)
-        return proj(self.out_proj, y).astype(act_dtype), conv_state, ssm_state
+        return self._sum_shards(proj(self.out_proj, y)).astype(act_dtype), conv_state, ssm_state
