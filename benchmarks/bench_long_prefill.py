@@ -133,17 +133,22 @@ def main(argv=None):
               f"chunked program's {temp_chunked and temp_chunked / 2**30:.3f} GiB); "
               f"chunked/unchunked tokens/s {row['chunked_vs_unchunked_tokens_per_s']:.3f}", flush=True)
 
-    row.update({"device": device.device_kind, "backend": jax.default_backend(), "jax_version": jax.__version__,
-                "python": platform.python_version(), "git_commit": _git_commit(),
+    write_row(row, args.out, "long-prefill")
+    return 0
+
+
+def write_row(row: dict, out, stem: str) -> None:
+    """Adds the environment to `row` and writes [row] as JSON to `out` (default
+    benchmarks/results/<stem>-<backend>-<date>.json)."""
+    row.update({"device": jax.devices()[0].device_kind, "backend": jax.default_backend(),
+                "jax_version": jax.__version__, "python": platform.python_version(), "git_commit": _git_commit(),
                 "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z")})
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                                   f"long-prefill-{jax.default_backend()}-"
-                                   f"{datetime.date.today():%Y%m%d}.json")
+    out = out or os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                              f"{stem}-{jax.default_backend()}-{datetime.date.today():%Y%m%d}.json")
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
     with open(out, "w") as f:
         json.dump([row], f, indent=1)
     print("wrote", out)
-    return 0
 
 
 if __name__ == "__main__":

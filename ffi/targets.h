@@ -21,14 +21,17 @@
 #define MAMBA_JAX_TARGETS(X)                                                                         \
   X(selective_scan, 1, 1, ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state"),     \
     ("y", "last_state"))                                                                              \
-  X(selective_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"),           \
+  X(selective_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias",             \
+                                  "state_indices"),                                                   \
     ("y", "new_state"))                                                                               \
   X(causal_conv1d, 1, 1, ("x", "weight", "bias", "initial_state", "seq_idx"), ("y", "final_state"))   \
-  X(causal_conv1d_update, 1, 1, ("x", "conv_state", "weight", "bias"), ("y", "new_conv_state"))       \
+  X(causal_conv1d_update, 1, 1, ("x", "conv_state", "weight", "bias", "state_indices"),                \
+    ("y", "new_conv_state"))                                                                          \
   X(linear, 0, 1, ("x", "w"), ("y"))                                                                  \
   X(ssd_scan, 1, 1, ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state", "seq_idx"),      \
     ("y", "final_state", "workspace"))                                                                \
-  X(ssd_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias"), ("y", "new_state"))
+  X(ssd_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias", "state_indices"),  \
+    ("y", "new_state"))
 
 // The exported handler symbol of an op on each platform (defined in ffi/<op>/cpu.cc and cuda.cu).
 #define MJ_CPU_HANDLER(OP) mamba_jax_##OP##_cpu

@@ -235,7 +235,8 @@ def raw_update(state=None, x=None, B=None, C=None, D=None):
     state = zeros(BATCH, DIM, N) if state is None else state
     x = zeros(BATCH, DIM) if x is None else x
     args = [state, x, zeros(BATCH, DIM), -jnp.ones((DIM, N)), zeros(BATCH, 1, N) if B is None else B,
-            zeros(BATCH, 1, N) if C is None else C, _empty() if D is None else D, _empty(), _empty()]
+            zeros(BATCH, 1, N) if C is None else C, _empty() if D is None else D, _empty(), _empty(),
+            zeros(0, dtype=jnp.int32)]  # no state_indices
     outs = (_sds((BATCH, DIM), x.dtype), _sds(state.shape))
     return "mamba_jax_selective_state_update", args, outs, {"dt_softplus": False}
 
@@ -253,7 +254,7 @@ def raw_conv_update(x=None, state=None, weight=None):
     x = zeros(BATCH, DIM) if x is None else x
     weight = zeros(DIM, W) if weight is None else weight
     state = zeros(BATCH, DIM, W - 1) if state is None else state
-    args = [x, state, weight, _empty()]
+    args = [x, state, weight, _empty(), zeros(0, dtype=jnp.int32)]  # no state_indices
     outs = (_sds(x.shape, x.dtype), _sds(state.shape, state.dtype))
     return "mamba_jax_causal_conv1d_update", args, outs, {"silu": False}
 

@@ -6,16 +6,17 @@
 
 #include "causal_conv1d_update/params.h"
 #include "common/handler.h"
+#include "common/state_pool.h"
 
 namespace mamba_jax {
 namespace ffi_util {
 
 struct CausalConv1dUpdateArgs {
-  ffi::AnyBuffer x, conv_state, weight, bias;
+  ffi::AnyBuffer x, conv_state, weight, bias, state_indices;
   Out y, new_state;
   bool silu;
   Lead lead{};
-  int64_t batch = 0, dim = 0, width = 0;
+  int64_t batch = 0, dim = 0, width = 0, n_slots = 0;
   ffi::DataType dtype = ffi::DataType::F32;
 
   bool empty() const { return batch == 0 || dim == 0; }
@@ -26,10 +27,13 @@ struct CausalConv1dUpdateArgs {
     const size_t r = lead.dims.size();
     batch = xd[r]; dim = xd[r + 1];
     MJ_RETURN_IF_ERROR(get_conv_width(weight, lead, dim, &width));
-    MJ_RETURN_IF_ERROR(expect_shape(conv_state, "conv_state", lead, {batch, dim, width - 1}));
+    auto cd = conv_state.dimensions();
+    n_slots = cd.size() == r + 3 ? cd[r] : batch;
+    MJ_RETURN_IF_ERROR(expect_shape(conv_state, "conv_state", lead, {n_slots, dim, width - 1}));
     MJ_RETURN_IF_ERROR(expect_shape(bias, "bias", lead, {dim}, true));
     MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, dim}));
-    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_conv_state", lead, {batch, dim, width - 1}));
+    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_conv_state", lead, {n_slots, dim, width - 1}));
+    MJ_RETURN_IF_ERROR(check_state_pool(state_indices, conv_state, new_state, lead, batch, n_slots, "conv_state"));
     dtype = x.element_type();
     MJ_RETURN_IF_ERROR(expect_activation_dtype(x, "x"));
     MJ_RETURN_IF_ERROR(expect_dtype(conv_state, "conv_state", dtype, false, "x"));
@@ -42,7 +46,8 @@ struct CausalConv1dUpdateArgs {
 
   CausalConv1dUpdateParams params(int64_t i) {
     CausalConv1dUpdateParams p{};
-    p.batch = batch; p.dim = dim; p.width = width;
+    p.batch = batch; p.dim = dim; p.width = width; p.n_slots = n_slots;
+    p.state_indices = slice_ptr<const int32_t>(state_indices, lead, i);
     p.x = slice_ptr<const void>(x, lead, i);
     p.conv_state = slice_ptr<const void>(conv_state, lead, i);
     p.new_conv_state = slice_ptr<void>(new_state, lead, i);

@@ -18,8 +18,13 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalC
   // 32-bit division when it fits (64-bit division is a long software sequence on the GPU).
   const int64_t d = p.batch * p.dim <= INT32_MAX ? int64_t(uint32_t(bd) % uint32_t(p.dim)) : bd % p.dim;
   const int W = static_cast<int>(p.width), S = W - 1;
-  const T* s = static_cast<const T*>(p.conv_state) + bd * S;
-  T* ns = static_cast<T*>(p.new_conv_state) + bd * S;
+  const int64_t slot = p.state_indices ? p.state_indices[(bd - d) / p.dim] : (bd - d) / p.dim;
+  if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool: no state touched, y = 0
+    static_cast<T*>(p.y)[bd] = from_f32<T>(0.0f);
+    return;
+  }
+  const T* s = static_cast<const T*>(p.conv_state) + (slot * p.dim + d) * S;
+  T* ns = static_cast<T*>(p.new_conv_state) + (slot * p.dim + d) * S;
   T win[kMaxConvWidth];
 #pragma unroll
   for (int k = 0; k < kMaxConvWidth - 1; ++k)

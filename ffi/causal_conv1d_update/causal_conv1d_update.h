@@ -25,10 +25,15 @@ void causal_conv1d_update(const CausalConv1dUpdateParams& p, int64_t item_begin,
     const int64_t b = item / nblocks;
     const int64_t d0 = (item % nblocks) * kLanes;
     const int64_t nv = std::min<int64_t>(kLanes, D - d0);
+    const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+    if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool: no state touched, y = 0
+      store_lanes(static_cast<T*>(p.y) + b * D + d0, simd::splat(0.0f), nv);
+      continue;
+    }
     alignas(64) float acc[kLanes] = {};
     for (int64_t l = 0; l < nv; ++l) {
       const int64_t d = d0 + l;
-      const T* s = sall + (b * D + d) * S;
+      const T* s = sall + (slot * D + d) * S;
       const float* w = p.weight + d * W;
       const T xv = xall[b * D + d];
       float a = p.bias ? p.bias[d] : 0.0f;
@@ -36,7 +41,7 @@ void causal_conv1d_update(const CausalConv1dUpdateParams& p, int64_t item_begin,
       a += w[S] * to_float(xv);
       acc[l] = a;
       // Shift the window left by one, in place safe (reads run ahead of writes).
-      T* ns = nsall + (b * D + d) * S;
+      T* ns = nsall + (slot * D + d) * S;
       for (int64_t k = 0; k + 1 < S; ++k) ns[k] = s[k + 1];
       ns[S - 1] = xv;
     }

@@ -10,9 +10,10 @@ using namespace mamba_jax::ffi_util;
 namespace {
 
 ffi::Error CausalConv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::AnyBuffer conv_state,
-                                  ffi::AnyBuffer weight, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y,
+                                  ffi::AnyBuffer weight, ffi::AnyBuffer bias, ffi::AnyBuffer state_indices,
+                                  ffi::Result<ffi::AnyBuffer> y,
                                   ffi::Result<ffi::AnyBuffer> new_state, bool silu) {
-  CausalConv1dUpdateArgs a{x, conv_state, weight, bias, y, new_state, silu};
+  CausalConv1dUpdateArgs a{x, conv_state, weight, bias, state_indices, y, new_state, silu};
   MJ_RETURN_IF_ERROR(a.check());
   if (a.empty()) return ffi::Error::Success();
 

@@ -11,9 +11,10 @@ using namespace mamba_jax::ffi_util;
 namespace {
 
 ffi::Error CausalConv1dUpdateImpl(cudaStream_t stream, ffi::AnyBuffer x, ffi::AnyBuffer conv_state,
-                                  ffi::AnyBuffer weight, ffi::AnyBuffer bias, ffi::Result<ffi::AnyBuffer> y,
+                                  ffi::AnyBuffer weight, ffi::AnyBuffer bias, ffi::AnyBuffer state_indices,
+                                  ffi::Result<ffi::AnyBuffer> y,
                                   ffi::Result<ffi::AnyBuffer> new_state, bool silu) {
-  CausalConv1dUpdateArgs a{x, conv_state, weight, bias, y, new_state, silu};
+  CausalConv1dUpdateArgs a{x, conv_state, weight, bias, state_indices, y, new_state, silu};
   return launch_slices(a, "causal_conv1d_update", [&](const CausalConv1dUpdateParams& p, auto tag) {
     return cuda::launch_causal_conv1d_update<typename decltype(tag)::type>(p, stream);
   });

@@ -5,17 +5,18 @@
 #pragma once
 
 #include "common/handler.h"
+#include "common/state_pool.h"
 #include "selective_state_update/params.h"
 
 namespace mamba_jax {
 namespace ffi_util {
 
 struct SelectiveStateUpdateArgs {
-  ffi::AnyBuffer state, x, dt, A, B, C, D, z, dt_bias;
+  ffi::AnyBuffer state, x, dt, A, B, C, D, z, dt_bias, state_indices;
   Out y, new_state;
   bool dt_softplus;
   Lead lead{};
-  int64_t batch = 0, dim = 0, dstate = 0, ngroups = 0;
+  int64_t batch = 0, dim = 0, dstate = 0, ngroups = 0, n_slots = 0;
   ffi::DataType dtype = ffi::DataType::F32;
 
   bool empty() const { return batch == 0 || dim == 0; }
@@ -24,7 +25,10 @@ struct SelectiveStateUpdateArgs {
     MJ_RETURN_IF_ERROR(get_lead(state, "state", 3, &lead));
     auto sd = state.dimensions();
     const size_t r = lead.dims.size();
-    batch = sd[r]; dim = sd[r + 1]; dstate = sd[r + 2];
+    n_slots = sd[r]; dim = sd[r + 1]; dstate = sd[r + 2];
+    auto xd = x.dimensions();
+    if (xd.size() != r + 2) return ffi::Error::InvalidArgument("x must be [batch, dim], got " + dims_str(xd));
+    batch = xd[r];
     auto bd = B.dimensions();
     if (bd.size() != r + 3)
       return ffi::Error::InvalidArgument("B must be [batch, ngroups, dstate], got " + dims_str(bd));
@@ -40,7 +44,8 @@ struct SelectiveStateUpdateArgs {
     MJ_RETURN_IF_ERROR(expect_shape(z, "z", lead, {batch, dim}, true));
     MJ_RETURN_IF_ERROR(expect_shape(dt_bias, "dt_bias", lead, {dim}, true));
     MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, dim}));
-    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_state", lead, {batch, dim, dstate}));
+    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_state", lead, {n_slots, dim, dstate}));
+    MJ_RETURN_IF_ERROR(check_state_pool(state_indices, state, new_state, lead, batch, n_slots, "state"));
     dtype = x.element_type();
     MJ_RETURN_IF_ERROR(expect_activation_dtype(x, "x"));
     MJ_RETURN_IF_ERROR(expect_dtype(dt, "dt", dtype, false, "x"));
@@ -58,7 +63,8 @@ struct SelectiveStateUpdateArgs {
 
   SelectiveStateUpdateParams params(int64_t i) {
     SelectiveStateUpdateParams p{};
-    p.batch = batch; p.dim = dim; p.dstate = dstate; p.ngroups = ngroups;
+    p.batch = batch; p.dim = dim; p.dstate = dstate; p.ngroups = ngroups; p.n_slots = n_slots;
+    p.state_indices = slice_ptr<const int32_t>(state_indices, lead, i);
     p.state = slice_ptr<const float>(state, lead, i);
     p.new_state = slice_ptr<float>(new_state, lead, i);
     p.x = slice_ptr<const void>(x, lead, i);

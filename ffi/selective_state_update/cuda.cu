@@ -12,9 +12,10 @@ namespace {
 
 ffi::Error SelectiveStateUpdateImpl(cudaStream_t stream, ffi::AnyBuffer state, ffi::AnyBuffer x, ffi::AnyBuffer dt,
                                     ffi::AnyBuffer A, ffi::AnyBuffer Bm, ffi::AnyBuffer Cm, ffi::AnyBuffer Dskip,
-                                    ffi::AnyBuffer z, ffi::AnyBuffer dt_bias, ffi::Result<ffi::AnyBuffer> y,
+                                    ffi::AnyBuffer z, ffi::AnyBuffer dt_bias, ffi::AnyBuffer state_indices,
+                                    ffi::Result<ffi::AnyBuffer> y,
                                     ffi::Result<ffi::AnyBuffer> new_state, bool dt_softplus) {
-  SelectiveStateUpdateArgs a{state, x, dt, A, Bm, Cm, Dskip, z, dt_bias, y, new_state, dt_softplus};
+  SelectiveStateUpdateArgs a{state, x, dt, A, Bm, Cm, Dskip, z, dt_bias, state_indices, y, new_state, dt_softplus};
   return launch_slices(a, "selective_state_update", [&](const SelectiveStateUpdateParams& p, auto tag) {
     return cuda::launch_selective_state_update<typename decltype(tag)::type>(p, stream);
   });

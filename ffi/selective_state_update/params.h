@@ -14,8 +14,12 @@ namespace mamba_jax {
 //   A          : [D, N]    float32
 //   Bm, Cm     : [B, G, N] activation dtype
 //   Dskip, dt_bias : [D]   float32 (nullptr when absent)
+// With state_indices ([B] int32, else nullptr), state / new_state are a pool [n_slots, ...] and row b
+// reads and writes slot state_indices[b] in place (new_state must alias state); a row whose slot is
+// outside [0, n_slots) touches no state and gets y = 0.
 struct SelectiveStateUpdateParams {
-  int64_t batch, dim, dstate, ngroups;
+  int64_t batch, dim, dstate, ngroups, n_slots;
+  const int32_t* state_indices;
   const float* state;
   float* new_state;
   const void* x;

@@ -26,15 +26,19 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   const bool active = bd < p.batch * D;
   float ypart = 0.0f, xv = 0.0f;
   int64_t d = 0;
+  bool pooled_out = false;  // a row whose slot is outside the pool: no state touched, y = 0
   if (active) {
     // 32-bit division when it fits (64-bit division is a long software sequence on the GPU).
     const bool small = p.batch * D <= INT32_MAX;
     const int64_t b = small ? int64_t(uint32_t(bd) / uint32_t(D)) : bd / D;
     d = bd - b * D;
+    const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+    pooled_out = p.state_indices && (slot < 0 || slot >= p.n_slots);
+    const int64_t sd = (pooled_out ? 0 : slot) * D + d;
     const int64_t per_group = D / p.ngroups;
     const int64_t g = small ? int64_t(uint32_t(d) / uint32_t(per_group)) : d / per_group;
-    const float* s_in = p.state + bd * N;
-    float* s_out = p.new_state + bd * N;  // may be s_in (in place): each element is read before written
+    const float* s_in = p.state + sd * N;
+    float* s_out = p.new_state + sd * N;  // may be s_in (in place): each element is read before written
     const float* A = p.A + d * N;
     const T* Bp = static_cast<const T*>(p.Bm) + (b * p.ngroups + g) * N;
     const T* Cp = static_cast<const T*>(p.Cm) + (b * p.ngroups + g) * N;
@@ -42,7 +46,8 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
     float dt = to_f32(static_cast<const T*>(p.dt)[bd]) + (p.dt_bias ? p.dt_bias[d] : 0.0f);
     if (p.dt_softplus) dt = softplus(dt);
     const float dt2 = dt * kLog2e, dtx = dt * xv;
-    if constexpr (kVec) {
+    if (pooled_out) {
+    } else if constexpr (kVec) {
       using V4 = Vec<T, 4>;
 #pragma unroll 4
       for (int64_t q = j; q < N / 4; q += tpc) {
@@ -71,7 +76,7 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   if (active && j == 0) {
     float y = ypart + (p.Dskip ? p.Dskip[d] * xv : 0.0f);
     if (p.z) y *= silu(to_f32(static_cast<const T*>(p.z)[bd]));
-    static_cast<T*>(p.y)[bd] = from_f32<T>(y);
+    static_cast<T*>(p.y)[bd] = from_f32<T>(pooled_out ? 0.0f : y);
   }
 }
 

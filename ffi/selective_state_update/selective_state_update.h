@@ -35,6 +35,11 @@ void selective_state_update(const SelectiveStateUpdateParams& p, int64_t item_be
     const int64_t d0 = (item % nblocks) * kLanes;
     const int64_t nv = std::min<int64_t>(kLanes, D - d0);
     const int64_t off = b * D + d0;
+    const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+    if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool: no state touched, y = 0
+      store_lanes(static_cast<T*>(p.y) + off, simd::splat(0.0f), nv);
+      continue;
+    }
     // Per-channel values of the block, on vectors of channels.
     const vf uu = load_lanes(static_cast<const T*>(p.x) + off, nv);
     const vf bias = load_params(p.dt_bias ? p.dt_bias + d0 : nullptr, nv, 0.0f);
@@ -45,8 +50,8 @@ void selective_state_update(const SelectiveStateUpdateParams& p, int64_t item_be
     for (int64_t l = 0; l < nv; ++l) {
       const int64_t d = d0 + l;
       const int64_t g = d / per_group;
-      const float* s = p.state + (b * D + d) * N;
-      float* ns = p.new_state + (b * D + d) * N;
+      const float* s = p.state + (slot * D + d) * N;
+      float* ns = p.new_state + (slot * D + d) * N;
       const float* a = p.A + d * N;
       const T* Bg = static_cast<const T*>(p.Bm) + (b * p.ngroups + g) * N;
       const T* Cg = static_cast<const T*>(p.Cm) + (b * p.ngroups + g) * N;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "common/handler.h"
+#include "common/state_pool.h"
 #include "ssd_scan/args.h"
 #include "ssd_state_update/params.h"
 
@@ -12,12 +13,12 @@ namespace mamba_jax {
 namespace ffi_util {
 
 struct SsdStateUpdateArgs {
-  ffi::AnyBuffer state, x, dt, A, B, C, D, z, dt_bias;
+  ffi::AnyBuffer state, x, dt, A, B, C, D, z, dt_bias, state_indices;
   Out y, new_state;
   bool dt_softplus;
   float dt_min, dt_max;
   Lead lead{};
-  int64_t batch = 0, nheads = 0, headdim = 0, dstate = 0, ngroups = 0;
+  int64_t batch = 0, nheads = 0, headdim = 0, dstate = 0, ngroups = 0, n_slots = 0;
   ffi::DataType dtype = ffi::DataType::F32;
 
   bool empty() const { return batch == 0 || nheads == 0 || headdim == 0; }
@@ -26,9 +27,13 @@ struct SsdStateUpdateArgs {
     MJ_RETURN_IF_ERROR(get_lead(state, "state", 4, &lead));
     auto sd = state.dimensions();
     const size_t r = lead.dims.size();
-    batch = sd[r]; nheads = sd[r + 1]; headdim = sd[r + 2];
+    n_slots = sd[r]; nheads = sd[r + 1]; headdim = sd[r + 2];
+    auto xd = x.dimensions();
+    if (xd.size() != r + 3)
+      return ffi::Error::InvalidArgument("x must be [batch, nheads, headdim], got " + dims_str(xd));
+    batch = xd[r];
     MJ_RETURN_IF_ERROR(read_groups(B, r + 3, "[batch, ngroups, dstate]", nheads, &ngroups, &dstate));
-    MJ_RETURN_IF_ERROR(expect_shape(state, "state", lead, {batch, nheads, headdim, dstate}));
+    MJ_RETURN_IF_ERROR(expect_shape(state, "state", lead, {n_slots, nheads, headdim, dstate}));
     MJ_RETURN_IF_ERROR(expect_shape(x, "x", lead, {batch, nheads, headdim}));
     MJ_RETURN_IF_ERROR(expect_shape(dt, "dt", lead, {batch, nheads}));
     MJ_RETURN_IF_ERROR(expect_shape(A, "A", lead, {nheads}));
@@ -38,7 +43,8 @@ struct SsdStateUpdateArgs {
     MJ_RETURN_IF_ERROR(expect_shape(z, "z", lead, {batch, nheads, headdim}, true));
     MJ_RETURN_IF_ERROR(expect_shape(dt_bias, "dt_bias", lead, {nheads}, true));
     MJ_RETURN_IF_ERROR(expect_shape(*y, "y", lead, {batch, nheads, headdim}));
-    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_state", lead, {batch, nheads, headdim, dstate}));
+    MJ_RETURN_IF_ERROR(expect_shape(*new_state, "new_state", lead, {n_slots, nheads, headdim, dstate}));
+    MJ_RETURN_IF_ERROR(check_state_pool(state_indices, state, new_state, lead, batch, n_slots, "state"));
     dtype = x.element_type();
     MJ_RETURN_IF_ERROR(check_ssd_dtypes(x, dt, A, B, C, D, z, dt_bias, *y));
     MJ_RETURN_IF_ERROR(expect_dtype(state, "state", ffi::DataType::F32));
@@ -49,6 +55,8 @@ struct SsdStateUpdateArgs {
   SsdStateUpdateParams params(int64_t i) {
     SsdStateUpdateParams p{};
     p.batch = batch; p.nheads = nheads; p.headdim = headdim; p.dstate = dstate; p.ngroups = ngroups;
+    p.n_slots = n_slots;
+    p.state_indices = slice_ptr<const int32_t>(state_indices, lead, i);
     p.state = slice_ptr<const float>(state, lead, i);
     p.new_state = slice_ptr<float>(new_state, lead, i);
     p.x = slice_ptr<const void>(x, lead, i);

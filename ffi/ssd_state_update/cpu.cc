@@ -12,10 +12,10 @@ namespace {
 
 ffi::Error SsdStateUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer state, ffi::AnyBuffer x, ffi::AnyBuffer dt,
                               ffi::AnyBuffer A, ffi::AnyBuffer B, ffi::AnyBuffer C, ffi::AnyBuffer D,
-                              ffi::AnyBuffer z, ffi::AnyBuffer dt_bias, ffi::Result<ffi::AnyBuffer> y,
+                              ffi::AnyBuffer z, ffi::AnyBuffer dt_bias, ffi::AnyBuffer state_indices, ffi::Result<ffi::AnyBuffer> y,
                               ffi::Result<ffi::AnyBuffer> new_state, bool dt_softplus, float dt_min,
                               float dt_max) {
-  SsdStateUpdateArgs a{state, x, dt, A, B, C, D, z, dt_bias, y, new_state, dt_softplus, dt_min, dt_max};
+  SsdStateUpdateArgs a{state, x, dt, A, B, C, D, z, dt_bias, state_indices, y, new_state, dt_softplus, dt_min, dt_max};
   MJ_RETURN_IF_ERROR(a.check());
   if (a.empty()) return ffi::Error::Success();
 

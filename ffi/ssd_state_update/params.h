@@ -18,8 +18,12 @@ namespace mamba_jax {
 //   dt_bias          : [H]          f32, nullptr when absent
 // dt = clip(softplus?(dt + dt_bias), dt_min, dt_max); new_state = exp(dt A) state + dt x B^T per
 // head; y = new_state C + D x, times silu(z) when z is given.
+// With state_indices ([B] int32, else nullptr), state / new_state are a pool [n_slots, ...] and row b
+// reads and writes slot state_indices[b] in place (new_state must alias state); a row whose slot is
+// outside [0, n_slots) touches no state and gets y = 0.
 struct SsdStateUpdateParams {
-  int64_t batch, nheads, headdim, dstate, ngroups;
+  int64_t batch, nheads, headdim, dstate, ngroups, n_slots;
+  const int32_t* state_indices;
   const float* state;
   float* new_state;
   const void* x;

@@ -52,7 +52,14 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_vec(const SsdStateU
   const float decay = exp2_decay(d * p.A[h] * kLog2e);
   const T* Bg = static_cast<const T*>(p.Bm) + (static_cast<int64_t>(b) * p.ngroups + grp) * kN;
   const T* Cg = static_cast<const T*>(p.Cm) + (static_cast<int64_t>(b) * p.ngroups + grp) * kN;
-  const int64_t base = static_cast<int64_t>(bh) * P;  // first row of this (b, h)
+  const int64_t base = static_cast<int64_t>(bh) * P;  // first row of this (b, h) in x, z, y
+  const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+  if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool (the whole block): no state, y = 0
+    for (int r = 0; r < RPT; ++r)
+      if (sub == 0 && first + r < P) static_cast<T*>(p.y)[base + first + r] = from_f32<T>(0.0f);
+    return;
+  }
+  const int64_t sbase = (slot * H + h) * static_cast<int64_t>(P);  // first state row of this (b, h)
 
   float4 s[RPT][VPT], bv[VPT], cv[VPT];
   float xv[RPT], zv[RPT], dk[RPT];
@@ -65,7 +72,7 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_vec(const SsdStateU
 #pragma unroll
   for (int r = 0; r < RPT; ++r) {
     const int pr = first + r < P ? first + r : P - 1;  // duplicate the last row; not stored
-    const float* st = p.state + (base + pr) * kN;
+    const float* st = p.state + (sbase + pr) * kN;
 #pragma unroll
     for (int v = 0; v < VPT; ++v) s[r][v] = *reinterpret_cast<const float4*>(st + 4 * (sub + LPR * v));
     xv[r] = to_f32(static_cast<const T*>(p.x)[base + pr]);
@@ -88,7 +95,7 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_vec(const SsdStateU
       acc = fmaf(n4.y, cv[v].y, acc);
       acc = fmaf(n4.z, cv[v].z, acc);
       acc = fmaf(n4.w, cv[v].w, acc);
-      if (pr < P) *reinterpret_cast<float4*>(p.new_state + (base + pr) * kN + 4 * (sub + LPR * v)) = n4;
+      if (pr < P) *reinterpret_cast<float4*>(p.new_state + (sbase + pr) * kN + 4 * (sub + LPR * v)) = n4;
     }
 #pragma unroll
     for (int o = LPR / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o, LPR);
@@ -108,6 +115,12 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_scalar(const SsdSta
   if (row >= rows) return;  // whole warps leave together
   const int64_t N = p.dstate, P = p.headdim, H = p.nheads;
   const int64_t bh = row / P, b = bh / H, h = bh % H;
+  const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+  if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool: no state touched, y = 0
+    if (lane == 0) static_cast<T*>(p.y)[row] = from_f32<T>(0.0f);
+    return;
+  }
+  const int64_t srow = (slot * H + h) * P + row % P;  // this row's state row in the pool
   const int64_t grp = h / (H / p.ngroups);
   const T* Bg = static_cast<const T*>(p.Bm) + (b * p.ngroups + grp) * N;
   const T* Cg = static_cast<const T*>(p.Cm) + (b * p.ngroups + grp) * N;
@@ -117,8 +130,8 @@ __global__ void __launch_bounds__(kThreads) ssd_state_update_scalar(const SsdSta
   const float dx = d * xv;
   float acc = 0.0f;
   for (int64_t n = lane; n < N; n += 32) {
-    const float v = fmaf(decay, p.state[row * N + n], dx * to_f32(Bg[n]));
-    p.new_state[row * N + n] = v;
+    const float v = fmaf(decay, p.state[srow * N + n], dx * to_f32(Bg[n]));
+    p.new_state[srow * N + n] = v;
     acc = fmaf(v, to_f32(Cg[n]), acc);
   }
 #pragma unroll

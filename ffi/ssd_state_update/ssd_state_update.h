@@ -27,6 +27,12 @@ void ssd_state_update(const SsdStateUpdateParams& p, int64_t item_begin, int64_t
   for (int64_t item = item_begin; item < item_end; ++item) {
     const int64_t b = item / H, hd = item % H;
     const int64_t g = hd / (H / p.ngroups);
+    const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+    if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool: no state touched, y = 0
+      T* yskip = static_cast<T*>(p.y) + item * P;
+      for (int64_t c = 0; c < P; ++c) yskip[c] = from_float<T>(0.0f);
+      continue;
+    }
     const float dt = ssd_dt(to_float(static_cast<const T*>(p.dt)[item]), p.dt_bias ? p.dt_bias[hd] : 0.0f,
                             p.dt_softplus, p.dt_min, p.dt_max);
     const vf decay = simd::splat(std::exp(dt * p.A[hd]));
@@ -40,8 +46,8 @@ void ssd_state_update(const SsdStateUpdateParams& p, int64_t item_begin, int64_t
     const T* x = static_cast<const T*>(p.x) + item * P;
     const T* z = p.z ? static_cast<const T*>(p.z) + item * P : nullptr;
     T* y = static_cast<T*>(p.y) + item * P;
-    const float* s = p.state + item * P * N;
-    float* ns = p.new_state + item * P * N;
+    const float* s = p.state + (slot * H + hd) * P * N;
+    float* ns = p.new_state + (slot * H + hd) * P * N;
     for (int64_t c = 0; c < P; ++c) {
       const float xc = to_float(x[c]);
       const vf dtx = simd::splat(dt * xc);

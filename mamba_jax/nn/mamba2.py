@@ -173,8 +173,9 @@ class Mamba2Mixer(MixerBase):
         out = self._output(y, z, self._linear)
         return (out, (conv_state, ssm_state)) if return_state else out
 
-    def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None):
-        """One decode step.
+    def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None, state_indices=None):
+        """One decode step (state_indices: optional [b] int32 slots when the states are pools, see
+        `ops.ssd_state_update`).
 
         Args:
           x: [b, d] activations of the new token.
@@ -190,9 +191,9 @@ class Mamba2Mixer(MixerBase):
         proj = self._gemv(impl)
         z, xBC, dt = self._split(self._project(x, proj))
         xBC, conv_state = ops.causal_conv1d_update(xBC, conv_state.astype(xBC.dtype), w, b, activation="silu",
-                                                   implementation=impl)
+                                                   state_indices=state_indices, implementation=impl)
         xs, B, C = self._heads(xBC)
         y, ssm_state = ops.ssd_state_update(ssm_state, xs, dt, A, B, C, self._D(), self._scan_gate(z),
                                             self.dt_bias[...], dt_softplus=True, dt_limit=self.dt_limit,
-                                            implementation=impl)
+                                            state_indices=state_indices, implementation=impl)
         return self._output(y, z, proj), conv_state, ssm_state

@@ -255,8 +255,9 @@ class MambaMixer(MixerBase):
         out = self._sum_shards(self.out_proj(y)).astype(act_dtype)
         return (out, (conv_state, ssm_state)) if return_state else out
 
-    def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None):
-        """One decode step.
+    def step(self, x, conv_state, ssm_state, *, implementation=..., constants=None, state_indices=None):
+        """One decode step (state_indices: optional [b] int32 slots when the states are pools, see
+        `ops.selective_state_update`).
 
         Args:
           x: [b, d] activations of the new token.
@@ -273,8 +274,9 @@ class MambaMixer(MixerBase):
         xi, z = self._in_proj(x, proj)
         act_dtype = xi.dtype
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
-                                                  implementation=impl)
+                                                  state_indices=state_indices, implementation=impl)
         dt, B, C = self._ssm_inputs(xc, proj)
         y, ssm_state = ops.selective_state_update(ssm_state, xc, dt, A, B, C, self.D[...], z,
-                                                  self.dt_bias[...], dt_softplus=True, implementation=impl)
+                                                  self.dt_bias[...], dt_softplus=True, state_indices=state_indices,
+                                                  implementation=impl)
         return self._sum_shards(proj(self.out_proj, y)).astype(act_dtype), conv_state, ssm_state

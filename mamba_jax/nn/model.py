@@ -74,10 +74,12 @@ class MambaBlock(nnx.Module):
                               implementation=implementation)
         return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), state
 
-    def step(self, h, conv_state, ssm_state, *, implementation=..., constants=None):
-        """h [b, d] -> (h' [b, d], conv_state, ssm_state). constants: `mixer.step_constants()`."""
+    def step(self, h, conv_state, ssm_state, *, implementation=..., constants=None, state_indices=None):
+        """h [b, d] -> (h' [b, d], conv_state, ssm_state). constants: `mixer.step_constants()`;
+        state_indices: slots of the b rows when the states are pools."""
         y, conv_state, ssm_state = self.mixer.step(self.norm(h), conv_state, ssm_state,
-                                                   implementation=implementation, constants=constants)
+                                                   implementation=implementation, constants=constants,
+                                                   state_indices=state_indices)
         return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), conv_state, ssm_state
 
 
@@ -210,18 +212,22 @@ class MambaLM(nnx.Module):
         `MambaMixer.step_constants`); compute once per decode loop and pass to `step`."""
         return tuple(layer.mixer.step_constants() for layer in self.layers)
 
-    def step(self, token_ids, cache: MambaCache, constants=None):
+    def step(self, token_ids, cache: MambaCache, constants=None, state_indices=None):
         """One decode step: token_ids [b] int32 -> (logits [b, V] float32, the updated MambaCache).
 
         Uses causal_conv1d_update and selective_state_update (Mamba-2: ssd_state_update); the layers are
         unrolled. constants:
-        `step_constants()`, hoisted out of a decode loop (None: derived here, each call)."""
+        `step_constants()`, hoisted out of a decode loop (None: derived here, each call).
+        state_indices: optional [b] int32: `cache` is then a pool of n_slots rows and token b advances
+        slot state_indices[b] (in place when the cache is donated); a slot outside [0, n_slots)
+        leaves the pool as it was (that row's logits are junk)."""
         h = self.embedding(token_ids)
         convs, ssms = [], []
         for i, layer in enumerate(self.layers):
             h, conv_state, ssm_state = layer.step(h, cache.conv_states[i], cache.ssm_states[i],
                                                   implementation=self.implementation,
-                                                  constants=None if constants is None else constants[i])
+                                                  constants=None if constants is None else constants[i],
+                                                  state_indices=state_indices)
             convs.append(conv_state)
             ssms.append(ssm_state)
         return self._logits(h), MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))

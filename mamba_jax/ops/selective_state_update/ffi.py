@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from .. import _ffi
 
 
-def selective_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus):
+def selective_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, state_indices=None, *, dt_softplus):
     """Arguments as checked by `selective_state_update`; the state buffer becomes new_state."""
     e = _ffi.empty
     return _ffi.call(
@@ -17,7 +17,8 @@ def selective_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softp
                  "new_state": jax.ShapeDtypeStruct(state.shape, jnp.float32)},
         operands={"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C,
                   "D": e() if D is None else D, "z": e(x.dtype) if z is None else z,
-                  "dt_bias": e() if dt_bias is None else dt_bias},
+                  "dt_bias": e() if dt_bias is None else dt_bias,
+                  "state_indices": e(jnp.int32) if state_indices is None else state_indices},
         attrs={"dt_softplus": bool(dt_softplus)},
         aliases={"state": "new_state"},
     )

@@ -9,7 +9,7 @@ import numpy as np
 from .. import _ffi
 
 
-def ssd_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, dt_limit):
+def ssd_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, state_indices=None, *, dt_softplus, dt_limit):
     """Arguments as checked by `ssd_state_update` (D already [nheads, headdim] float32; absent
     optionals None). The state operand is aliased to new_state: in place under donation."""
     e = _ffi.empty
@@ -19,7 +19,8 @@ def ssd_state_update_ffi(state, x, dt, A, B, C, D, z, dt_bias, *, dt_softplus, d
                  "new_state": jax.ShapeDtypeStruct(state.shape, jnp.float32)},
         operands={"state": state, "x": x, "dt": dt, "A": A, "B": B, "C": C,
                   "D": e() if D is None else D, "z": e(x.dtype) if z is None else z,
-                  "dt_bias": e() if dt_bias is None else dt_bias},
+                  "dt_bias": e() if dt_bias is None else dt_bias,
+                  "state_indices": e(jnp.int32) if state_indices is None else state_indices},
         attrs={"dt_softplus": bool(dt_softplus), "dt_min": np.float32(dt_limit[0]),
                "dt_max": np.float32(dt_limit[1])},
         aliases={"state": "new_state"},
