@@ -175,3 +175,12 @@ class TinyNet:
         m = {k[1:]: v for k, v in q.items() if k[0] == "mixer"}
         h = np.asarray(x, np.float64) @ q[("inp", "kernel")] + q[("inp", "bias")]
         return (h + mixer_oracle(m, h)) @ q[("out", "kernel")] + q[("out", "bias")]
+
+
+def transformers_norm_has_groups() -> bool:
+    """Whether the installed transformers' Mamba2 gated RMSNorm normalizes per group (older releases,
+    e.g. 5.17, normalize over the whole d_inner whatever n_groups is)."""
+    import inspect
+    _, transformers = require_torch()
+    from transformers.models.mamba2 import modeling_mamba2
+    return "group_size" in inspect.signature(modeling_mamba2.MambaRMSNormGated.__init__).parameters

@@ -26,7 +26,8 @@ from mamba_jax.nn import Mamba2Config, Mamba2Mixer, MambaConfig, MambaLM
 from mamba_jax.nn.config import config_from_dict
 
 from _hf_models import (CONFIGS2, VOCAB, TinyNet, check_gradient_against_oracle, float64_copy, left_pad,
-                        make_hf_model, oracle_logits, params64, rel_err, require_torch)
+                        make_hf_model, oracle_logits, params64, rel_err, require_torch,
+                        transformers_norm_has_groups)
 
 TOL = {"float32": 1e-4, "bfloat16": 3e-2}  # as in test_model.TOL
 
@@ -51,6 +52,11 @@ ALONE = (0, 2)
 
 @pytest.fixture(scope="module", params=list(CONFIGS2), ids=list(CONFIGS2))
 def case(request, tmp_path_factory):
+    if CONFIGS2[request.param].get("n_groups", 1) > 1 and not transformers_norm_has_groups():
+        import transformers
+        pytest.skip(f"transformers {transformers.__version__} normalizes Mamba2's gated RMSNorm over all of "
+                    "d_inner, not per group as the Mamba-2 reference (and later transformers) do: no oracle "
+                    "for ngroups > 1 here; the per-group norm is checked against the float64 NumPy mixer")
     seed = 10 + list(CONFIGS2).index(request.param)
     hf = make_hf_model(seed, mamba2=True, **CONFIGS2[request.param])
     folder = tmp_path_factory.mktemp(request.param)
