@@ -188,7 +188,7 @@ class Mamba2Mixer(MixerBase):
         """
         impl = self._impl(implementation)
         A, w, b = self.step_constants() if constants is None else constants
-        proj = self._gemv(impl)
+        proj = self._decode_linear(impl)
         z, xBC, dt = self._split(self._project(x, proj))
         xBC, conv_state = ops.causal_conv1d_update(xBC, conv_state.astype(xBC.dtype), w, b, activation="silu",
                                                    state_indices=state_indices, implementation=impl)

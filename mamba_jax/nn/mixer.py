@@ -109,8 +109,8 @@ class MixerBase(nnx.Module):
         return lin(x)
 
     @staticmethod
-    def _gemv(impl):
-        """For decode steps: nnx.Linear `lin` applied through ops.linear (the CUDA GEMV kernel) where
+    def _decode_linear(impl):
+        """For decode steps: nnx.Linear `lin` applied through ops.linear (its CUDA GEMV kernel) where
         that kernel applies (see ops.linear.kernel_applies: small dots that XLA would split into a
         multiply + reduce reading the weights three times), else `lin(x)` as in the forward pass."""
         if impl == "xla":
@@ -270,7 +270,7 @@ class MambaMixer(MixerBase):
         """
         impl = self._impl(implementation)
         A, w, b = self.step_constants() if constants is None else constants
-        proj = self._gemv(impl)
+        proj = self._decode_linear(impl)
         xi, z = self._in_proj(x, proj)
         act_dtype = xi.dtype
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
