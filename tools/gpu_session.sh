@@ -40,7 +40,8 @@ else
   timeout ${BENCH_TIMEOUT:-150} python3 benchmarks/bench_ops.py --backend gpu --op "${BENCH_OPS:-selective_scan,causal_conv1d,ssd_state_update}" \
     --no-memory --out "$OUT/ops-gpu.json" > "$OUT/bench.log" 2>&1; echo "bench exit $?"; sed -n '/^op /,$p' "$OUT/bench.log" | head -30
   if [ -n "${anchors_pid:-}" ] && wait $anchors_pid; then
-    for what in ops2 "gen mamba2-2.7b"; do
+    IFS=, read -ra whats <<< "${ANCHOR_WHAT:-ops2,gen mamba2-2.7b}"  # also: ops, prefill, gen mamba-2.8b
+    for what in "${whats[@]}"; do
       timeout 150 python3 .anchors/bench_mamba_ssm.py $what >> "$OUT/mamba_ssm.jsonl" 2>> "$OUT/anchors.log"
     done
     cat "$OUT/mamba_ssm.jsonl"
