@@ -400,26 +400,69 @@ def init_model(cfg, mesh: Mesh, *, dtype=jnp.float32, param_dtype=None, precisio
     device's memory can be built. The same seed gives the same weights as
     ``shard_model(MambaLM(cfg, ..., rngs=nnx.Rngs(seed)), mesh)``."""
     from .nn import MambaLM
+    from .nn.model import MambaBlock
 
     param_dtype = dtype if param_dtype is None else param_dtype
     layout = Layout.of(cfg, int(mesh.shape[MODEL]))
+    kw = dict(dtype=dtype, param_dtype=param_dtype, precision=precision, implementation=implementation)
 
     def build():
-        return MambaLM(cfg, dtype=dtype, param_dtype=param_dtype, precision=precision,
-                       implementation=implementation, rngs=nnx.Rngs(seed))
+        return MambaLM(cfg, **kw, rngs=nnx.Rngs(seed))
 
     abstract = nnx.eval_shape(build)
     graphdef, abstract_state = nnx.split(abstract)
 
-    def init_sharding(path, x):
+    def sharding_of(keys, x):
         # The original column order, split where the layout splits when the size allows.
-        spec = layout.spec(_keys(path))
+        spec = layout.spec(keys)
         axis = next((i for i, a in enumerate(spec) if a is not None), None)
         ok = axis is None or x.shape[axis] % layout.tp == 0
         return NamedSharding(mesh, spec if ok else P())
 
-    shardings = jax.tree_util.tree_map_with_path(init_sharding, abstract_state)
-    state = jax.jit(lambda: nnx.split(build())[1], out_shardings=shardings)()
+    def shardings(tree, prefix=()):
+        return jax.tree_util.tree_map_with_path(lambda p, x: sharding_of(prefix + _keys(p), x), tree)
+
+    # One compiled program per layer, run n_layer times (one program for the whole model would unroll
+    # every layer's random initialisation: minutes of compilation for a 64-layer model on a GPU). The
+    # keys are the ones MambaLM's constructor draws from nnx.Rngs(seed): one per initialiser, in order
+    # (embedding, then each layer's, then the LM head), so the RNG counter is passed in as a value.
+    def rngs_at(count):
+        rngs = nnx.Rngs(seed)
+        rngs.default.count[...] = count
+        return rngs
+
+    def layer(count):
+        rngs = rngs_at(count)
+        block = MambaBlock(cfg, **kw, rngs=rngs)
+        if cfg.rescale_prenorm_residual:
+            block.rescale_out_proj(cfg.n_layer)
+        return nnx.split(block)[1], rngs.default.count[...]
+
+    block_state = nnx.split(nnx.eval_shape(lambda: MambaBlock(cfg, **kw, rngs=nnx.Rngs(seed))))[1]
+    layer_fn = jax.jit(layer, out_shardings=(shardings(block_state, ("layers", 0)), None))
+    values, count = {}, jnp.ones((), jnp.uint32)  # the embedding draws key 0
+    for i in range(cfg.n_layer):
+        st, count = layer_fn(count)
+        values.update({("layers", i) + _keys(p): v for p, v in jax.tree_util.tree_flatten_with_path(st)[0]})
+
+    # The embedding, final norm and LM head: a one-layer model built twice, from counter 0 (embedding)
+    # and from the counter that puts its LM head at the key the full model's LM head draws.
+    one = dataclasses.replace(cfg, n_layer=1)
+    ends_state = nnx.split(nnx.eval_shape(lambda: MambaLM(one, **kw, rngs=nnx.Rngs(seed))))[1]
+    ends_sh = shardings(ends_state)
+
+    def ends(count):
+        per_layer = (count - 1) // cfg.n_layer  # keys one layer draws
+        first = nnx.split(MambaLM(one, **kw, rngs=rngs_at(jnp.zeros((), jnp.uint32))))[1]
+        last = nnx.split(MambaLM(one, **kw, rngs=rngs_at(count - 1 - per_layer)))[1]
+        return first, last
+
+    first, last = jax.jit(ends, out_shardings=(ends_sh, ends_sh))(count)
+    for src, keep in ((first, lambda k: k[0] != "lm_head"), (last, lambda k: k[0] == "lm_head")):
+        values.update({_keys(p): v for p, v in jax.tree_util.tree_flatten_with_path(src)[0]
+                       if keep(_keys(p)) and _keys(p)[0] != "layers"})
+    state = jax.tree_util.tree_map_with_path(lambda p, _: values.pop(_keys(p)), abstract_state)
+    assert not values, sorted(values)
     return ShardedLM(nnx.merge(graphdef, _place(layout, mesh, state, donate=True)), mesh, layout)
 
 

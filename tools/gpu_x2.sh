@@ -29,7 +29,7 @@ case "${PHASE:-1}" in
   timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider tests/test_sharding.py > "$OUT/pytest-sharding.log" 2>&1
   echo "pytest exit $?"; tail -4 "$OUT/pytest-sharding.log"
   stamp "bench_sharded small mamba-2.8b"
-  timeout ${BENCH_TIMEOUT:-270} python3 benchmarks/bench_sharded.py --part small --models mamba-2.8b --profile \
+  timeout ${BENCH_TIMEOUT:-270} python3 benchmarks/bench_sharded.py --part small --models mamba-2.8b --meshes ${M1_MESHES:-1,1x2,2x1} --profile \
     --out "$OUT/sharded-small-mamba1.json" 2>&1 | grep -v Warning | tail -20
   ;;
 2)

@@ -67,6 +67,11 @@ class MambaBlock(nnx.Module):
         self.mixer = mixer(cfg.d_model, **cfg.mixer_kwargs(), dtype=dtype, param_dtype=param_dtype,
                                 precision=precision, implementation=implementation, rngs=rngs)
 
+    def rescale_out_proj(self, n_layer: int):
+        """Divides out_proj's weights by sqrt(n_layer) (the reference's initialisation)."""
+        k = self.mixer.out_proj.kernel
+        k[...] = (k[...].astype(f32) / jnp.sqrt(f32(n_layer))).astype(k[...].dtype)
+
     def __call__(self, h, mask=None, *, initial_state=None, implementation=...):
         """h [b, l, d] -> (h' [b, l, d] in the residual dtype, (conv_state, ssm_state)); initial_state:
         an optional (conv_state, ssm_state) to continue from."""
@@ -120,8 +125,7 @@ class MambaLM(nnx.Module):
         ])
         if cfg.rescale_prenorm_residual:
             for layer in self.layers:
-                k = layer.mixer.out_proj.kernel
-                k[...] = (k[...].astype(f32) / jnp.sqrt(f32(cfg.n_layer))).astype(k[...].dtype)
+                layer.rescale_out_proj(cfg.n_layer)
         self.norm_f = RMSNorm(d, eps=cfg.rms_norm_eps, dtype=dtype, param_dtype=param_dtype)
         self.lm_head = (None if cfg.tie_embeddings else
                         nnx.Linear(d, V, use_bias=False, dtype=dtype, param_dtype=param_dtype,
