@@ -2,7 +2,7 @@
 batches of the same requests (mamba_jax.generate on consecutive groups of n_slots requests, each group
 decoding until its longest budget).
 
-    python3 benchmarks/bench_serving.py [--model mamba-130m] [--requests 128] [--slots 32] [--out FILE]
+    python3 benchmarks/bench_serving.py [--model mamba-130m] [--requests 128] [--slots 32] [--steps-per-sync 8] [--out FILE]
 
 Random weights in --dtype (default bfloat16), greedy, no EOS. Requests have random prompt lengths in
 [--min-prompt, --max-prompt] and budgets in [--min-new, --max-new] (seeded). Both runs are done twice
@@ -40,6 +40,7 @@ def main(argv=None):
     p.add_argument("--max-prompt", type=int, default=512)
     p.add_argument("--min-new", type=int, default=8)
     p.add_argument("--max-new", type=int, default=256)
+    p.add_argument("--steps-per-sync", type=int, default=8, help="ContinuousBatcher's decode steps per host round trip")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
 
@@ -52,7 +53,7 @@ def main(argv=None):
     budgets = [int(n) for n in rng.integers(args.min_new, args.max_new + 1, args.requests)]
     useful = sum(budgets)
 
-    server = ContinuousBatcher(model, args.slots)  # one server: its compiled steps serve both runs
+    server = ContinuousBatcher(model, args.slots, steps_per_sync=args.steps_per_sync)  # one server: its compiled steps serve both runs
 
     def continuous():
         steps = server.steps
@@ -81,7 +82,7 @@ def main(argv=None):
     print(f"continuous / static throughput: {s_s / c_s:.2f}x; requests with the same tokens: {same:.1%}; "
           f"decode steps {steps}")
     row = {"bench": "serving", "model": args.model, "dtype": args.dtype, "requests": args.requests,
-           "slots": args.slots, "prompt_range": [args.min_prompt, args.max_prompt],
+           "slots": args.slots, "steps_per_sync": args.steps_per_sync, "prompt_range": [args.min_prompt, args.max_prompt],
            "new_range": [args.min_new, args.max_new], "useful_tokens": useful,
            "continuous_s": c_s, "continuous_tokens_per_s": useful / c_s, "continuous_decode_steps": steps,
            "static_s": s_s, "static_tokens_per_s": useful / s_s, "speedup": s_s / c_s, "same_tokens_fraction": same}

@@ -13,6 +13,10 @@ is donated). A request leaves when it has its tokens or produced its EOS, and it
 waiting request at the next step, so short requests do not wait for long ones as in a static batch.
 Each request gets exactly the tokens that generating it alone gives (greedy).
 
+One `step()` runs up to `steps_per_sync` decode steps in one compiled loop before the host looks at
+the tokens (a decode step of a small model is shorter than the host's round trip): a request that
+finishes inside the block idles in its slot until the block ends, and its extra tokens are dropped.
+
 Batches are bucketed to powers of two (prompt lengths too, at least 8) so that few shapes compile;
 padding rows of a decode step carry slot n_slots, which the update ops skip.
 Shape legend: S n_slots, b rows of one step (bucketed), l prompt length (bucketed).
@@ -58,13 +62,18 @@ class ContinuousBatcher:
     Args:
       model: a `MambaLM` (either family, any implementation).
       n_slots: the pool size: at most this many requests run at once.
+      steps_per_sync: decode steps per host round trip (a power of two; fewer when the running
+        requests need fewer).
     """
 
-    def __init__(self, model, n_slots: int):
+    def __init__(self, model, n_slots: int, steps_per_sync: int = 8):
         from flax import nnx
 
         if not isinstance(n_slots, (int, np.integer)) or n_slots < 1:
             raise ValueError(f"n_slots must be an int >= 1, got {n_slots!r}")
+        if not isinstance(steps_per_sync, (int, np.integer)) or steps_per_sync < 1 or steps_per_sync & (steps_per_sync - 1):
+            raise ValueError(f"steps_per_sync must be a power of two >= 1, got {steps_per_sync!r}")
+        self.steps_per_sync = int(steps_per_sync)
         self.n_slots = int(n_slots)
         self.vocab_size = int(model.config.vocab_size)
         self._mode = sampling.sampling_mode(0.0, None, None, self.vocab_size)[0]
@@ -87,13 +96,21 @@ class ContinuousBatcher:
             pool = jax.tree.map(lambda p, c: p.at[slots].set(c.astype(p.dtype), mode="drop"), pool, cache)
             return greedy(logits), pool
 
-        def decode(state, pool, tokens, slots):
+        def decode(state, pool, tokens, slots, k):
             model = nnx.merge(graphdef, state)
-            logits, pool = model.step(tokens, pool, model.step_constants(), state_indices=slots)
-            return greedy(logits), pool
+            consts = model.step_constants()
+
+            def one(carry, _):
+                tok, pool = carry
+                logits, pool = model.step(tok, pool, consts, state_indices=slots)
+                tok = greedy(logits)
+                return (tok, pool), tok
+
+            (_, pool), toks = jax.lax.scan(one, (tokens, pool), None, length=k)
+            return toks, pool  # [k, b]
 
         self._prefill = jax.jit(prefill, donate_argnums=(1,))
-        self._decode = jax.jit(decode, donate_argnums=(1,))
+        self._decode = jax.jit(decode, donate_argnums=(1,), static_argnums=(4,))
 
     def submit(self, prompt: Sequence[int], max_new_tokens: int, eos_token_id: Optional[int] = None) -> int:
         """Queues a request; returns its id (the key of its tokens in `run`'s result)."""
@@ -137,7 +154,8 @@ class ContinuousBatcher:
             self._done[req.id] = req
 
     def step(self) -> None:
-        """Admits waiting requests into free slots (a prefill), then one decode step for the running ones."""
+        """Admits waiting requests into free slots (a prefill), then up to `steps_per_sync` decode steps
+        for the running ones."""
         self._retire()
         self._admit()
         self._retire()
@@ -149,10 +167,16 @@ class ContinuousBatcher:
         slots = np.full((b,), self.n_slots, np.int32)
         for i, req in enumerate(reqs):
             tokens[i], slots[i] = req.tokens[-1], req.slot
-        new, self.pool = self._decode(self._state, self.pool, jnp.asarray(tokens), jnp.asarray(slots))
-        self.steps += 1
-        for req, tok in zip(reqs, np.asarray(new)[:len(reqs)].tolist()):
-            req.tokens.append(int(tok))
+        need = max(r.max_new_tokens - len(r.tokens) for r in reqs)
+        k = min(self.steps_per_sync, _bucket(need))
+        new, self.pool = self._decode(self._state, self.pool, jnp.asarray(tokens), jnp.asarray(slots), k)
+        self.steps += k
+        new = np.asarray(new)[:, :len(reqs)].T.tolist()
+        for req, toks in zip(reqs, new):
+            for tok in toks:
+                if req.finished:
+                    break
+                req.tokens.append(int(tok))
 
     def run(self) -> dict:
         """Steps until every submitted request has finished; returns {request id: generated tokens}

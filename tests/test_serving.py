@@ -130,11 +130,13 @@ def test_pool_update_in_place_under_donation(op, rng):
     assert_close(pool, pool_ref, F32, quantity, f"{op} donated pool")
 
 
+@pytest.mark.parametrize("steps_per_sync", [1, 4])
 @pytest.mark.parametrize("family", ["mamba1", "mamba2"])
-def test_continuous_batching_equals_generating_each_request_alone(family):
+def test_continuous_batching_equals_generating_each_request_alone(family, steps_per_sync):
     """Six requests through a pool of 3 slots: different prompt lengths and budgets, one stopping at
     EOS, two arriving while others run; freed slots are reused. Each request's tokens == generating
-    it alone."""
+    it alone, with one decode step per host round trip and with blocks of 4 (requests finishing
+    inside a block)."""
     import mamba_jax
     from mamba_jax.serving import ContinuousBatcher
     from test_state import _model
@@ -147,7 +149,7 @@ def test_continuous_batching_equals_generating_each_request_alone(family):
     eos = alone[2][4]  # request 2 stops at its 5th token (others too if they produce it)
     want = [a[:a.index(eos) + 1] if eos in a else a for a in alone]
 
-    server = ContinuousBatcher(model, n_slots=3)
+    server = ContinuousBatcher(model, n_slots=3, steps_per_sync=steps_per_sync)
     ids = [server.submit(p, n, eos_token_id=eos) for p, n in zip(prompts[:4], budgets[:4])]
     server.step()
     server.step()
@@ -155,3 +157,20 @@ def test_continuous_batching_equals_generating_each_request_alone(family):
     out = server.run()
     assert [out[i] for i in ids] == want
     assert server.steps < sum(len(w) for w in want)  # requests shared decode steps
+
+
+def test_batcher_arguments_are_checked():
+    from mamba_jax.serving import ContinuousBatcher
+    from test_state import _model
+
+    model = _model("mamba1")
+    for bad in (0, 3, 2.0):
+        with pytest.raises(ValueError, match="steps_per_sync"):
+            ContinuousBatcher(model, n_slots=2, steps_per_sync=bad)
+    with pytest.raises(ValueError, match="n_slots"):
+        ContinuousBatcher(model, n_slots=0)
+    server = ContinuousBatcher(model, n_slots=2)
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        server.submit([1, 2], 0)
+    with pytest.raises(ValueError, match="prompt"):
+        server.submit([], 3)
