@@ -31,7 +31,10 @@
   X(ssd_scan, 1, 1, ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_state", "seq_idx"),      \
     ("y", "final_state", "workspace"))                                                                \
   X(ssd_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias", "state_indices"),  \
-    ("y", "new_state"))
+    ("y", "new_state"))                                                                               \
+  X(mamba1_step, 0, 1, ("xz", "conv_state", "conv_weight", "conv_bias", "x_proj", "dt_proj", "dt_bias",   \
+                        "A", "D", "ssm_state", "state_indices"),                                      \
+    ("y", "new_conv_state", "new_ssm_state", "workspace"))
 
 // The exported handler symbol of an op on each platform (defined in ffi/<op>/cpu.cc and cuda.cu).
 #define MJ_CPU_HANDLER(OP) mamba_jax_##OP##_cpu

@@ -9,8 +9,31 @@
 namespace mamba_jax {
 namespace cuda {
 
-// causal_conv1d_update: one thread per (batch, channel); reads its whole state before writing, so
-// the in-place (aliased) update is safe.
+// One channel's conv step: the W-1 previous inputs from s (oldest first) and the new input xv against
+// the channel's weights w[0..W); writes the shifted window (ending with xv) to ns and returns the output
+// before the activation. Reads all of s before writing ns, so s may be ns (the in-place update).
+template <typename T>
+MJ_DEVICE float conv_update_channel(const T* s, T* ns, const T xv, const float* w, float bias, int W) {
+  const int S = W - 1;
+  T win[kMaxConvWidth];
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth - 1; ++k)
+    if (k < S) win[k] = s[k];
+  float acc = bias;
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth; ++k) {
+    if (k < S) acc = fmaf(w[k], to_f32(win[k]), acc);
+    else if (k == S) acc = fmaf(w[k], to_f32(xv), acc);
+  }
+#pragma unroll
+  for (int k = 0; k < kMaxConvWidth - 1; ++k) {
+    if (k + 1 < S) ns[k] = win[k + 1];
+    else if (k + 1 == S) ns[k] = xv;
+  }
+  return acc;
+}
+
+// causal_conv1d_update: one thread per (batch, channel).
 template <typename T>
 __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalConv1dUpdateParams p) {
   const int64_t bd = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -25,23 +48,9 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalC
   }
   const T* s = static_cast<const T*>(p.conv_state) + (slot * p.dim + d) * S;
   T* ns = static_cast<T*>(p.new_conv_state) + (slot * p.dim + d) * S;
-  T win[kMaxConvWidth];
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth - 1; ++k)
-    if (k < S) win[k] = s[k];
   const T xv = static_cast<const T*>(p.x)[bd];
-  float acc = p.bias ? p.bias[d] : 0.0f;
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth; ++k) {
-    if (k < S) acc = fmaf(p.weight[d * W + k], to_f32(win[k]), acc);
-    else if (k == S) acc = fmaf(p.weight[d * W + k], to_f32(xv), acc);
-  }
+  const float acc = conv_update_channel(s, ns, xv, p.weight + d * W, p.bias ? p.bias[d] : 0.0f, W);
   static_cast<T*>(p.y)[bd] = from_f32<T>(p.silu ? silu(acc) : acc);
-#pragma unroll
-  for (int k = 0; k < kMaxConvWidth - 1; ++k) {
-    if (k + 1 < S) ns[k] = win[k + 1];
-    else if (k + 1 == S) ns[k] = xv;
-  }
 }
 
 template <typename T>

@@ -9,6 +9,7 @@ A_log, D and the dt bias are always float32.
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Union
 
 import jax
@@ -138,6 +139,13 @@ class MixerBase(nnx.Module):
         three extra kernels per layer per token, the negate-exp and two float32 casts)."""
         w, b = self._conv_params()
         return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
+
+
+def fused_step_enabled() -> bool:
+    """Whether `MambaMixer.step` runs `ops.mamba1_step` (the fused decode step) instead of its unfused ops:
+    with the environment variable MAMBA_JAX_FUSED_STEP=1, read when the step is traced. Off by default
+    until its CUDA kernels have been run and timed on a GPU."""
+    return os.environ.get("MAMBA_JAX_FUSED_STEP", "0") == "1"
 
 
 class MambaMixer(MixerBase):
@@ -271,6 +279,13 @@ class MambaMixer(MixerBase):
         impl = self._impl(implementation)
         A, w, b = self.step_constants() if constants is None else constants
         proj = self._decode_linear(impl)
+        if fused_step_enabled() and impl != "xla" and self.tp_axis is None:
+            xz = self._project(x, proj)
+            act_dtype = xz.dtype
+            y, conv_state, ssm_state = ops.mamba1_step(
+                xz, conv_state.astype(act_dtype), ssm_state, w, b, self.x_proj.kernel[...], self.dt_proj.kernel[...],
+                self.dt_bias[...], A, self.D[...], state_indices=state_indices, implementation=impl)
+            return proj(self.out_proj, y).astype(act_dtype), conv_state, ssm_state
         xi, z = self._in_proj(x, proj)
         act_dtype = xi.dtype
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",

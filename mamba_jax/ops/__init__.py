@@ -8,6 +8,7 @@ and its FFI binding; the kernels live in `ffi/<op>/`. Shared plumbing: `_checks`
 from .causal_conv1d import causal_conv1d
 from .causal_conv1d_update import causal_conv1d_update
 from .linear import linear
+from .mamba1_step import mamba1_step
 from .selective_scan import selective_scan
 from .selective_state_update import selective_state_update
 from .ssd_scan import ssd_scan
@@ -20,6 +21,7 @@ __all__ = [
     "causal_conv1d",
     "causal_conv1d_update",
     "linear",
+    "mamba1_step",
     "ssd_scan",
     "ssd_state_update",
     "cpu_available",

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Issue 13's fused Mamba-1 decode step (ops.mamba1_step, ffi/mamba1_step/) on the GPU host, in one call:
+# build, its tests (float64 oracle, pools, vmap, grads, fused == unfused model step), compute-sanitizer
+# memcheck and racecheck over its small cases, then decode ms/token with MAMBA_JAX_FUSED_STEP=0 and =1 in
+# the same call (mamba-2.8b and mamba-130m, batches 1..64). Logs and JSON go to $OUT.
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+t0=$(date +%s)
+stamp() { echo "[$(($(date +%s) - t0))s] $*"; }
+
+if ! python3 -c "import mamba_jax.ops as o; assert o.cuda_available('mamba1_step')" 2>/dev/null; then
+  stamp "build"
+  OUT=$OUT STEPS="build" tools/gpu_all.sh | tail -2
+fi
+stamp "tests/ops/test_mamba1_step.py"
+timeout 200 python3 -m pytest -q -p no:cacheprovider tests/ops/test_mamba1_step.py > "$OUT/pytest-mamba1-step.log" 2>&1
+echo "pytest exit $?"; tail -3 "$OUT/pytest-mamba1-step.log"
+for tool in memcheck racecheck; do
+  stamp "compute-sanitizer $tool"
+  timeout 200 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
+    tests/ops/test_mamba1_step.py -k "ffi and (matches_oracle or slot_pool)" > "$OUT/$tool-mamba1-step.log" 2>&1
+  echo "$tool exit $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$OUT/$tool-mamba1-step.log" | tail -2
+done
+for flag in 0 1; do
+  stamp "decode with MAMBA_JAX_FUSED_STEP=$flag"
+  MAMBA_JAX_FUSED_STEP=$flag timeout ${GEN_TIMEOUT:-200} python3 -m mamba_jax.cli bench generate \
+    --cases ${CASES:-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64} --impls auto --prefill-lens 2048 \
+    --out "$OUT/generate-fused$flag.json" > "$OUT/genbench-fused$flag.log" 2>&1
+  echo "exit $?"; tail -8 "$OUT/genbench-fused$flag.log"
+done
+stamp done
