@@ -152,16 +152,21 @@ def check_conv_weight(op: str, weight, bias, dim: int):
 
 
 def check_seq_idx(op: str, seq_idx, num_sequences, return_final_state: bool, batch: int, seqlen: int):
-    """seq_idx [batch, seqlen] int32 (or None); num_sequences is required for per-sequence final states."""
+    """Packed sequences of causal_conv1d and ssd_scan: seq_idx [batch, seqlen] of an integer dtype (cast
+    to int32) or None; num_sequences, an int >= 1 whenever given, is required for per-sequence final
+    states. Returns seq_idx as an int32 array (or None)."""
     if seq_idx is None:
         if num_sequences is not None:
-            raise ValueError(f"{op}: num_sequences={num_sequences} was given without seq_idx")
+            raise ValueError(f"{op}: num_sequences={num_sequences!r} was given without seq_idx")
         return None
     check_array(op, "seq_idx", seq_idx, (batch, seqlen), "[batch, seqlen]")
-    if _dtype(seq_idx) != np.dtype(jnp.int32):
-        raise TypeError(f"{op}: seq_idx has dtype {_dtype(seq_idx)}, expected int32")
-    if return_final_state and (not isinstance(num_sequences, (int, np.integer)) or num_sequences < 1):
-        raise ValueError(f"{op}: with seq_idx and return_final_state, num_sequences (the static number of "
-                         f"sequence ids, final states are [batch, num_sequences, ...]) must be an int >= 1, "
-                         f"got {num_sequences!r}")
-    return jnp.asarray(seq_idx)
+    dtype = np.dtype(getattr(seq_idx, "dtype", None) or np.asarray(seq_idx).dtype)
+    if not jnp.issubdtype(dtype, jnp.integer):
+        raise TypeError(f"{op}: seq_idx has dtype {dtype}, expected int32 (any integer dtype is cast)")
+    if num_sequences is None and return_final_state:
+        raise ValueError(f"{op}: return_final_state with seq_idx needs num_sequences (a static int >= 1: the "
+                         f"final states are [batch, num_sequences, ...])")
+    if num_sequences is not None and (isinstance(num_sequences, bool)
+                                      or not isinstance(num_sequences, (int, np.integer)) or num_sequences < 1):
+        raise ValueError(f"{op}: num_sequences must be an int >= 1, got {num_sequences!r}")
+    return jnp.asarray(seq_idx, jnp.int32)

@@ -191,6 +191,19 @@ def test_packed_equals_separate(case, impl, rng):
     assert_close(finals, finals_ref, case.dtype, "conv_state", f"{impl} packed final states")
 
 
+def test_seq_idx_of_any_integer_dtype(impl, rng):
+    """seq_idx as int64 NumPy or int16 ids gives what int32 ids give (they are cast to int32)."""
+    case = ConvCase(seqlen=24, dim=24)
+    inputs = conv_inputs(rng, case)
+    seq_idx = np.asarray(_packed_seq_idx(rng, case.batch, case.seqlen, 3))
+    run = lambda ids: causal_conv1d(**inputs, activation=_act(case), return_final_state=True, seq_idx=ids,
+                                    num_sequences=3, implementation=impl)
+    want = run(jnp.asarray(seq_idx, jnp.int32))
+    for ids in (seq_idx.astype(np.int64), jnp.asarray(seq_idx, jnp.int16)):
+        for g, w in zip(run(ids), want):
+            np.testing.assert_array_equal(np.asarray(g, np.float32), np.asarray(w, np.float32))
+
+
 def test_packed_grad_matches_oracle(impl, rng):
     inputs = conv_inputs(rng, GRAD_CASE)
     seq_idx = jnp.asarray([[0, 0, 1, 1, 1, 2], [3, 3, 3, 3, 4, 4]], jnp.int32)

@@ -47,7 +47,7 @@ def causal_conv1d(x, weight, bias=None, *, activation=None, initial_state=None, 
       initial_state: optional [batch, dim, width - 1] in x.dtype, the inputs before t = 0, oldest first.
       return_final_state: also return the last width - 1 inputs ([batch, dim, width - 1], x.dtype),
         the conv state that decode continues from.
-      seq_idx: optional [batch, seqlen] int32: several sequences packed in one row. A tap reads no input
+      seq_idx: optional [batch, seqlen] int32 (any integer dtype is cast): several sequences packed in one row. A tap reads no input
         across a change of seq_idx (zero instead); the inputs before t = 0 (initial_state) belong to the
         sequence at t = 0. Per-sequence final states need seq_idx nondecreasing along seqlen.
       num_sequences: with seq_idx and return_final_state, the final state is returned per sequence:

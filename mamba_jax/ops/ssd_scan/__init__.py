@@ -104,20 +104,7 @@ def ssd_scan(x, dt, A, B, C, *, chunk_size=256, D=None, z=None, dt_bias=None, dt
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"{op}: chunk_size must be an int >= 1, got {chunk_size!r}")
     dt_limit = check_dt_limit(op, dt_limit)
-    if seq_idx is not None:
-        ck.check_array(op, "seq_idx", seq_idx, (batch, seqlen), "[batch, seqlen]")
-        sdtype = seq_idx.dtype if hasattr(seq_idx, "dtype") else np.asarray(seq_idx).dtype
-        if not jnp.issubdtype(sdtype, jnp.integer):
-            raise TypeError(f"{op}: seq_idx has dtype {sdtype}, expected int32 (any integer dtype is cast)")
-        seq_idx = jnp.asarray(seq_idx, jnp.int32)
-        if return_final_state and num_sequences is None:
-            raise ValueError(f"{op}: return_final_state with seq_idx needs num_sequences (a static int: "
-                             "the final state is [batch, num_sequences, nheads, headdim, dstate])")
-    elif num_sequences is not None:
-        raise ValueError(f"{op}: num_sequences = {num_sequences!r} was given without seq_idx")
-    if num_sequences is not None and (isinstance(num_sequences, bool)
-                                      or not isinstance(num_sequences, (int, np.integer)) or num_sequences < 1):
-        raise ValueError(f"{op}: num_sequences must be an int >= 1, got {num_sequences!r}")
+    seq_idx = ck.check_seq_idx(op, seq_idx, num_sequences, return_final_state, batch, seqlen)
     # Without a requested final state, no per-sequence states are computed (0 slots).
     n_seq = int(num_sequences) if (seq_idx is not None and return_final_state) else 0
 
