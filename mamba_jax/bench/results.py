@@ -80,6 +80,8 @@ def _normalise(rec: dict, path: Path, head: dict) -> dict | None:
         return row
     if "median_ms" not in rec and "peak_bytes" not in rec:
         return None
+    if rec.get("bench") == "generate-sharded":  # several devices: benchmarks/bench_sharded.py, docs/sharding.md
+        return None
     row = {k: rec[k] for k in _KEEP if k in rec}
     row["source"] = rec.get("source", "mamba-jax")
     row["implementation"] = rec.get("implementation") or _VARIANTS.get(rec.get("variant"), rec.get("variant"))
