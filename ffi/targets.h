@@ -32,7 +32,7 @@
     ("y", "final_state", "workspace"))                                                                \
   X(ssd_state_update, 1, 1, ("state", "x", "dt", "A", "B", "C", "D", "z", "dt_bias", "state_indices"),  \
     ("y", "new_state"))                                                                               \
-  X(mamba1_step, 0, 1, ("xz", "conv_state", "conv_weight", "conv_bias", "x_proj", "dt_proj", "dt_bias",   \
+  X(mamba1_step, 1, 1, ("xz", "conv_state", "conv_weight", "conv_bias", "x_proj", "dt_proj", "dt_bias",   \
                         "A", "D", "ssm_state", "state_indices"),                                      \
     ("y", "new_conv_state", "new_ssm_state", "workspace"))
 

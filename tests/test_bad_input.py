@@ -259,6 +259,19 @@ def raw_conv_update(x=None, state=None, weight=None):
     return "mamba_jax_causal_conv1d_update", args, outs, {"silu": False}
 
 
+def raw_step(xz=None, x_proj=None, ssm_state=None, ws=None, state_indices=None, rows=BATCH):
+    R = 2
+    xz = zeros(BATCH, 2 * DIM) if xz is None else xz
+    ssm_state = zeros(rows, DIM, N) if ssm_state is None else ssm_state
+    args = [xz, zeros(rows, DIM, W - 1), zeros(DIM, W), _empty(), zeros(DIM, R + 2 * N) if x_proj is None else x_proj,
+            zeros(R, DIM), zeros(DIM), -jnp.ones((DIM, N)), _empty(), ssm_state,
+            zeros(0, dtype=jnp.int32) if state_indices is None else state_indices]
+    j = R + 2 * N
+    outs = (_sds((BATCH, DIM), xz.dtype), _sds((rows, DIM, W - 1), xz.dtype), _sds(ssm_state.shape),
+            _sds((BATCH * (j + j + DIM) if ws is None else ws,)))
+    return "mamba_jax_mamba1_step", args, outs, {}
+
+
 RAW_CASES = [
     ("scan-delta", raw_scan(delta=zeros(BATCH, 7, DIM)), r"delta has shape \[2, 7, 6\], expected \[2, 8, 6\]"),
     ("scan-A", raw_scan(A=zeros(5, N)), r"A has shape \[5, 4\], expected \[6, 4\]"),
@@ -308,6 +321,12 @@ RAW_CASES = [
     ("conv-update-x-rank", raw_conv_update(x=zeros(DIM)), r"x must have rank >= 2, got shape \[6\]"),
     ("conv-update-state-f16", raw_conv_update(state=zeros(BATCH, DIM, W - 1, dtype=jnp.float16)),
      r"conv_state has dtype f16, expected f32 \(the dtype of x\)"),
+    ("step-workspace", raw_step(ws=51), r"workspace has shape \[51\], expected \[52\]"),
+    ("step-x_proj", raw_step(x_proj=zeros(DIM, 9)), r"x_proj has shape \[6, 9\], expected \[6, 10\]"),
+    ("step-xz-odd", raw_step(xz=zeros(BATCH, 2 * DIM - 1)), r"its last axis must be 2 \* d_inner"),
+    ("step-ssm-bf16", raw_step(ssm_state=zeros(BATCH, DIM, N, dtype=BF16)), r"ssm_state has dtype bf16, expected f32"),
+    ("step-pool-not-aliased", raw_step(state_indices=jnp.asarray([2, 0], jnp.int32), rows=3),
+     r"with state_indices the new conv_state must alias conv_state"),
 ]
 
 
@@ -326,7 +345,7 @@ def test_cpp_handler_checks(call, pattern):
 def test_cpp_handler_accepts_consistent_raw_call():
     """The raw-call builders above are right when nothing is changed: the errors come from the change."""
     cpu = jax.devices("cpu")[0]
-    for target, args, outs, attrs in (raw_scan(), raw_update(), raw_conv(), raw_conv_update()):
+    for target, args, outs, attrs in (raw_scan(), raw_update(), raw_conv(), raw_conv_update(), raw_step()):
         args = [jax.device_put(a, cpu) for a in args]
         out = jax.jit(lambda *a: jax.ffi.ffi_call(target, outs)(*a, **attrs))(*args)
         assert all(np.all(np.isfinite(np.asarray(o))) for o in out)

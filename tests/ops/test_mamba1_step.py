@@ -20,9 +20,9 @@ from conftest import assert_close, tolerance
 from mamba_jax import ops
 
 F32, BF16, F16 = jnp.float32, jnp.bfloat16, jnp.float16
-# The kernel is CUDA-only: "ffi" runs where it is built (a GPU); None picks per platform (the pure-JAX
-# path on a CPU).
-IMPLS = ["xla", None] + (["ffi"] if jax.default_backend() == "gpu" and ops.cuda_available("mamba1_step") else [])
+# "ffi": the CPU or CUDA kernel of this backend, where built; None: per platform (the same kernel).
+_BUILT = {"cpu": ops.cpu_available("mamba1_step"), "gpu": ops.cuda_available("mamba1_step")}
+IMPLS = ["xla", None] + (["ffi"] if _BUILT.get(jax.default_backend()) else [])
 
 
 @pytest.fixture(params=IMPLS, ids=lambda v: str(v))

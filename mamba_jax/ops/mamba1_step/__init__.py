@@ -4,8 +4,9 @@
     h' = exp(softplus(dt + dt_bias) A) h + softplus(..) B u;  y = (<h', C> + D u) * silu(z)
 
 On a GPU it is three kernel launches (ffi/mamba1_step/) where the unfused step runs a conv update, two
-projections, a state update and the casts and slices between them; elsewhere it is that unfused step in
-pure JAX. Both states are updated in place under donation and may be slot pools (`state_indices`).
+projections, a state update and the casts and slices between them; on a CPU one kernel call; elsewhere
+(and with implementation="xla") that unfused step in pure JAX. Both states are updated in place under
+donation and may be slot pools (`state_indices`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""FFI binding of `mamba1_step` (ffi/mamba1_step/: the CUDA kernels)."""
+"""FFI binding of `mamba1_step` (ffi/mamba1_step/: the CPU and CUDA kernels)."""
 
 from __future__ import annotations
 
