@@ -259,10 +259,11 @@ def _to_ours(arr: np.ndarray, shape: tuple, layout: Optional[str]) -> np.ndarray
     return arr.reshape(shape)
 
 
-def load_weights(model, folder: str) -> None:
+def load_weights(model, folder: str, put=None) -> None:
     """Fills every parameter of `model` (a MambaLM, possibly abstract from nnx.eval_shape) from the
     checkpoint in `folder`, converting to each parameter's dtype. Raises CheckpointError naming the
-    tensor for a missing, unexpected or misshapen tensor."""
+    tensor for a missing, unexpected or misshapen tensor. put(path, array, dtype) -> device array
+    places each parameter (default: the default device; `sharding.placer` puts it on a mesh)."""
     import jax
     from flax import nnx
 
@@ -291,7 +292,7 @@ def load_weights(model, folder: str) -> None:
                 f"checkpoint tensor {name} has shape {got}, but the model built from config.json expects "
                 f"{wanted[0]} (parameter {'.'.join(map(str, path))}); config.json and the weights disagree")
         arr = _to_ours(tensors.get(name), ours, layout)
-        var.set_value(jax.device_put(arr).astype(cur.dtype))
+        var.set_value(jax.device_put(arr).astype(cur.dtype) if put is None else put(tuple(path), arr, cur.dtype))
         used.update(found)
     leftover = [p for p, v in nnx.iter_graph(model)
                 if isinstance(v, nnx.Variable) and isinstance(v.get_value(), jax.ShapeDtypeStruct)]
@@ -306,11 +307,12 @@ def load_weights(model, folder: str) -> None:
 
 
 def load_model(name, dtype=None, implementation: Optional[str] = None, *, param_dtype=None, precision=None,
-               revision: Optional[str] = None):
+               revision: Optional[str] = None, mesh=None):
     """Resolves a model name (see `resolve_model`) and loads it, as `from_pretrained` does.
 
     Returns:
-      (model, folder, config): the MambaLM, the local folder it came from and its config.json as a dict.
+      (model, folder, config): the MambaLM (a `sharding.ShardedLM` with `mesh`), the local folder it came
+      from and its config.json as a dict.
     """
     import jax.numpy as jnp
     from flax import nnx
@@ -325,13 +327,22 @@ def load_model(name, dtype=None, implementation: Optional[str] = None, *, param_
     # Built abstractly: no random initialisation of weights that are overwritten right after.
     model = nnx.eval_shape(lambda: MambaLM(cfg, dtype=dtype, param_dtype=param_dtype, precision=precision,
                                            implementation=implementation, rngs=nnx.Rngs(0)))
-    load_weights(model, folder)
+    layout = put = None
+    if mesh is not None:
+        from .sharding import placer
+
+        layout, put = placer(cfg, mesh)
+    load_weights(model, folder, put)
     model.tokenizer = load_tokenizer(folder)
+    if mesh is not None:
+        from .sharding import ShardedLM
+
+        model = ShardedLM(model, mesh, layout)
     return model, folder, config
 
 
 def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = None, *, param_dtype=None,
-                    precision=None, revision: Optional[str] = None):
+                    precision=None, revision: Optional[str] = None, mesh=None):
     """Loads a Mamba-1 or Mamba-2 checkpoint into a `mamba_jax.nn.MambaLM`.
 
     Args:
@@ -344,13 +355,16 @@ def from_pretrained(path_or_hub_id, dtype=None, implementation: Optional[str] = 
       param_dtype: dtype the weights are stored in on the device (default: `dtype`).
       precision: matmul precision for the projections and the head (None: HIGHEST for float32).
       revision: hub revision (branch, tag or commit) for a hub id.
+      mesh: a (data, model) mesh from `sharding.make_mesh`: each tensor goes straight from the file to
+        its place on the mesh (one whole tensor on one device at a time), so a checkpoint larger than
+        one device loads; returns a `sharding.ShardedLM` (= `shard_model` of the unsharded model).
 
     Returns:
       MambaLM with ``model.tokenizer`` from `load_tokenizer`. Its logits cover
       ``config.padded_vocab_size`` tokens.
     """
     return load_model(path_or_hub_id, dtype, implementation, param_dtype=param_dtype, precision=precision,
-                      revision=revision)[0]
+                      revision=revision, mesh=mesh)[0]
 
 
 class ByteTokenizer:

@@ -384,6 +384,22 @@ def _relayout_fn(layout, name, sharding, donate):
                    donate_argnums=(0,) if donate else ())
 
 
+def placer(cfg, mesh: Mesh):
+    """(layout, put) for `loading.load_weights`: put(path, host array, dtype) places one parameter of a
+    model of `cfg` on `mesh` in the device-major layout, as `shard_model` would (a parameter whose
+    columns are regrouped passes through one device whole; the others go to their shards directly)."""
+    layout = Layout.of(cfg, int(mesh.shape[MODEL]))
+
+    def put(path, arr, dtype):
+        keys = tuple(path)
+        name, sharding = layout._mixer_name(keys), NamedSharding(mesh, layout.spec(keys))
+        if not layout.changes(name):
+            return jax.device_put(np.asarray(arr).astype(dtype), sharding)
+        return _relayout_fn(layout, name, sharding, False)(jnp.asarray(arr, dtype))
+
+    return layout, put
+
+
 def shard_model(model, mesh: Mesh) -> "ShardedLM":
     """Puts a `MambaLM` on `mesh` (see `make_mesh`): parameters replicated over DATA and split over MODEL
     in the device-major layout. Returns a `ShardedLM` (same interface, same logits up to rounding);

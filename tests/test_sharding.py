@@ -230,6 +230,27 @@ def test_init_model_is_sharded_from_the_start(cfg):
             assert g.addressable_shards[0].data.shape[axis] == g.shape[axis] // tp, keys
 
 
+@multi
+def test_from_pretrained_onto_a_mesh():
+    """from_pretrained(folder, mesh=) puts each tensor of the checkpoint where shard_model puts it: the
+    same values and shardings, the same logits."""
+    import mamba_jax
+
+    mesh = sh.make_mesh(*TP_MESH)
+    got = mamba_jax.from_pretrained("default", mesh=mesh)
+    want = sh.shard_model(mamba_jax.from_pretrained("default"), mesh)
+    assert isinstance(got, sh.ShardedLM) and got.tokenizer is not None
+    g_leaves = jax.tree_util.tree_flatten_with_path(nnx.state(got.model))[0]
+    w_leaves = jax.tree.leaves(nnx.state(want.model))
+    assert len(g_leaves) == len(w_leaves)
+    for (path, g), w in zip(g_leaves, w_leaves):
+        keys = "/".join(map(str, sh._keys(path)))
+        np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=keys)
+        assert g.sharding.spec == w.sharding.spec, keys
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 12)), jnp.int32)
+    np.testing.assert_array_equal(np.asarray(got(ids)), np.asarray(want(ids)))
+
+
 def test_layout_checks():
     """Splits that would cut a head or make a device's heads read two partial groups are refused."""
     with pytest.raises(ValueError, match="nheads"):
