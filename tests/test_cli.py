@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -134,3 +136,29 @@ def test_bench_quick_runs(tmp_path):
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
     assert rows and all(np.isfinite(row["ms_per_token"]) for row in rows if "ms_per_token" in row)
+
+
+def test_side_by_side_table_from_recorded_rows(tmp_path):
+    """benchmarks/bench_side_by_side.py matches our rows with mamba_ssm's by workload and prints the ratio
+    (their ms / ours) per matched row, read back here from recorded files of made-up numbers."""
+    ours = [{"source": "mamba-jax", "bench": "generate", "kind": "decode", "model": "mamba-2.8b", "batch": 1,
+             "implementation": "auto", "dtype": "bfloat16", "median_ms": 2.0},
+            {"source": "mamba-jax", "bench": "generate", "kind": "decode", "model": "mamba-2.8b", "batch": 64,
+             "implementation": "auto", "dtype": "bfloat16", "median_ms": 5.0},
+            {"source": "mamba-jax", "bench": "generate", "kind": "decode", "model": "mamba-130m", "batch": 1,
+             "implementation": "auto", "dtype": "bfloat16", "median_ms": 0.5}]
+    (tmp_path / "ours.json").write_text(json.dumps(ours))
+    lines = ['{"who": "mamba_ssm", "torch": "x", "gpu": "NVIDIA H200"}',
+             '{"who": "mamba_ssm", "what": "decode mamba-2.8b b1", "ms": 3.0}',
+             '{"who": "mamba_ssm", "what": "decode mamba-2.8b b64", "ms": 4.0}']
+    (tmp_path / "theirs.jsonl").write_text("\n".join(lines) + "\n")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_side_by_side.py"
+    r = subprocess.run([sys.executable, str(script), "--ours", str(tmp_path / "ours.json"), "--theirs",
+                        str(tmp_path / "theirs.jsonl"), "--out", str(tmp_path / "both.json")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"decode mamba-2.8b batch 1 \(ms/token\)\s+3\.0000\s+2\.0000\s+1\.50x", r.stdout), r.stdout
+    assert re.search(r"decode mamba-2.8b batch 64 \(ms/token\)\s+4\.0000\s+5\.0000\s+0\.80x", r.stdout), r.stdout
+    assert "2 rows matched, 1 at 1.0x or better, 1 behind" in r.stdout
+    rows = json.loads((tmp_path / "both.json").read_text())
+    assert sum(row["source"] == "mamba_ssm" for row in rows) == 2
