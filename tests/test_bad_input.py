@@ -348,4 +348,6 @@ def test_cpp_handler_accepts_consistent_raw_call():
     for target, args, outs, attrs in (raw_scan(), raw_update(), raw_conv(), raw_conv_update(), raw_step()):
         args = [jax.device_put(a, cpu) for a in args]
         out = jax.jit(lambda *a: jax.ffi.ffi_call(target, outs)(*a, **attrs))(*args)
+        if target == "mamba_jax_mamba1_step":
+            out = out[:-1]  # the last result is the kernel's scratch: parts of it are never written
         assert all(np.all(np.isfinite(np.asarray(o))) for o in out)
