@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from .. import shapes
-from . import default_out_path, now_iso, peak_bytes_in_use, provenance, write_rows
+from . import default_out_path, harness, now_iso, peak_bytes_in_use, provenance, write_rows
 
 GPT_NEOX_VOCAB = 50277  # the released Mamba models' vocabulary
 LONG_PREFILL = 8192  # prefill lengths above this are timed only for --long-prefill-impls
@@ -161,13 +161,7 @@ def run_model(name: str, batches: list[int], args, bar=None) -> list[dict]:
 
 
 def add_generation_ratios(rows: list[dict]) -> None:
-    def key(r):
-        return (r["kind"], r["model"], r["batch"], r.get("prompt_len"), r["dtype"])
-
-    xla = {key(r): r["median_ms"] for r in rows if r["implementation"] == "xla"}
-    for r in rows:
-        if key(r) in xla:
-            r["ratio_vs_xla"] = xla[key(r)] / r["median_ms"]
+    harness.add_ratios(rows, key=lambda r: (r["kind"], r["model"], r["batch"], r.get("prompt_len"), r["dtype"]))
 
 
 def format_table(rows: list[dict]) -> str:

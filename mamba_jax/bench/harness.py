@@ -224,9 +224,10 @@ def make_row(case: Case, impl: str, timing: Timing, mode: str, **extra) -> dict[
     return row
 
 
-def add_ratios(rows: list[dict]) -> None:
-    """ratio_vs_xla = median of the "xla" row of the same op/case/dtype/mode / this median (> 1: faster)."""
-    key = lambda r: (r["op"], r["case"], r["dtype"], r["mode"])
+def add_ratios(rows: list[dict], key=None) -> None:
+    """ratio_vs_xla = median of the "xla" row of the same workload / this median (> 1: faster). key(row)
+    names the workload (default: op, case, dtype, mode)."""
+    key = key or (lambda r: (r["op"], r["case"], r["dtype"], r["mode"]))
     xla = {key(r): r["median_ms"] for r in rows if r["implementation"] == "xla"}
     for r in rows:
         if key(r) in xla and r["median_ms"] > 0:
