@@ -12,6 +12,20 @@
 namespace mamba_jax {
 namespace cpu {
 
+// One channel's conv step: the W-1 previous inputs s (oldest first) and the new input xv against the
+// weights w[0..W); writes the shifted window (ending with xv) to ns and returns the output before the
+// activation. Reads run ahead of writes, so s may be ns (the in-place update).
+template <typename T>
+inline float conv_update_channel(const T* s, T* ns, const T xv, const float* w, float bias, int64_t W) {
+  const int64_t S = W - 1;
+  float a = bias;
+  for (int64_t k = 0; k < S; ++k) a += w[k] * to_float(s[k]);
+  a += w[S] * to_float(xv);
+  for (int64_t k = 0; k + 1 < S; ++k) ns[k] = s[k + 1];
+  ns[S - 1] = xv;
+  return a;
+}
+
 // Item = (batch, block): the taps of each channel are contiguous, so the dot products run per
 // channel; the activation runs on the block's results at once.
 template <typename T>
@@ -33,17 +47,8 @@ void causal_conv1d_update(const CausalConv1dUpdateParams& p, int64_t item_begin,
     alignas(64) float acc[kLanes] = {};
     for (int64_t l = 0; l < nv; ++l) {
       const int64_t d = d0 + l;
-      const T* s = sall + (slot * D + d) * S;
-      const float* w = p.weight + d * W;
-      const T xv = xall[b * D + d];
-      float a = p.bias ? p.bias[d] : 0.0f;
-      for (int64_t k = 0; k < S; ++k) a += w[k] * to_float(s[k]);
-      a += w[S] * to_float(xv);
-      acc[l] = a;
-      // Shift the window left by one, in place safe (reads run ahead of writes).
-      T* ns = nsall + (slot * D + d) * S;
-      for (int64_t k = 0; k + 1 < S; ++k) ns[k] = s[k + 1];
-      ns[S - 1] = xv;
+      acc[l] = conv_update_channel(sall + (slot * D + d) * S, nsall + (slot * D + d) * S, xall[b * D + d],
+                                   p.weight + d * W, p.bias ? p.bias[d] : 0.0f, W);
     }
     vf v = simd::load(acc);
     if (p.silu) v = silu_fast(v);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "causal_conv1d_update/causal_conv1d_update.h"
 #include "common/cpu_lanes.h"
 #include "mamba1_step/params.h"
 
@@ -30,15 +31,9 @@ void mamba1_step(const Mamba1StepParams& p, int64_t row_begin, int64_t row_end) 
     float* u = p.workspace + p.batch * (p.blocks * J + J) + row * E;
     float* x_dbl = p.workspace + p.batch * p.blocks * J + row * J;
     for (int64_t c = 0; c < E; ++c) {
-      const T* s = static_cast<const T*>(p.conv_state) + (slot * E + c) * S;
-      T* ns = static_cast<T*>(p.new_conv_state) + (slot * E + c) * S;
-      const float* w = p.conv_weight + c * W;
-      const T xv = xz[c];
-      float a = p.conv_bias ? p.conv_bias[c] : 0.0f;
-      for (int64_t k = 0; k < S; ++k) a += w[k] * to_float(s[k]);
-      a += w[S] * to_float(xv);
-      for (int64_t k = 0; k + 1 < S; ++k) ns[k] = s[k + 1];  // reads run ahead of writes: in place is safe
-      ns[S - 1] = xv;
+      const float a = conv_update_channel(static_cast<const T*>(p.conv_state) + (slot * E + c) * S,
+                                          static_cast<T*>(p.new_conv_state) + (slot * E + c) * S, xz[c],
+                                          p.conv_weight + c * W, p.conv_bias ? p.conv_bias[c] : 0.0f, W);
       u[c] = round_to<T>(silu_fast(a));
     }
     for (int64_t j = 0; j < J; ++j) x_dbl[j] = 0.0f;
