@@ -55,8 +55,14 @@ def tolerance(dtype, quantity: str) -> tuple[float, float]:
     return TOLERANCES[np.dtype(dtype).name][quantity]
 
 
-def assert_close(actual, expected, dtype, quantity: str, what: str = ""):
-    """Compares `actual` (any dtype) to the float64 `expected` with the table's tolerance."""
+def assert_close(actual, expected, dtype, quantity: str, what: str = "", magnitude=None):
+    """Compares `actual` (any dtype) to the float64 `expected` with the table's tolerance.
+
+    `magnitude` (broadcastable to `expected`), where given, replaces |expected| in the relative term
+    when larger: for a sum of terms computed from inputs rounded to the activation dtype, where one
+    ulp of a rounded input (rounded one way by the oracle and the other by a kernel that summed in
+    another order, or not rounded at all by XLA's excess precision) moves every term relatively,
+    the error scales with the sum of the terms' absolute values, not with the sum."""
     rtol, atol = tolerance(dtype, quantity)
     actual = np.asarray(np.asarray(actual).astype(np.float64))
     expected = np.asarray(expected, dtype=np.float64)
@@ -64,7 +70,8 @@ def assert_close(actual, expected, dtype, quantity: str, what: str = ""):
     assert np.all(np.isfinite(actual)), f"{what}: non-finite values"
     scale = max(1.0, float(np.sqrt(np.mean(expected**2)))) if expected.size else 1.0
     err = np.abs(actual - expected)
-    bound = atol * scale + rtol * np.abs(expected)
+    rel = np.abs(expected) if magnitude is None else np.maximum(np.abs(expected), np.asarray(magnitude, np.float64))
+    bound = atol * scale + rtol * rel
     if not np.all(err <= bound):
         i = np.unravel_index(np.argmax(err - bound), err.shape)
         raise AssertionError(

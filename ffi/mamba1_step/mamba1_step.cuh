@@ -5,8 +5,8 @@
 //      rows staged in shared memory once for all its batch rows).
 //   2. xproj_reduce: per batch row, the partial products summed over the channel blocks (a fixed
 //      order: the result does not depend on scheduling).
-//   3. dt_ssm: per (channel block, batch row): dt = dt_proj(dt_low), softplus(dt + dt_bias), the state
-//      update, D skip and silu(z) gate.
+//   3. dt_ssm: per block of kDtChannels channels and kStepRows batch rows: dt = dt_proj(dt_low),
+//      softplus(dt + dt_bias), the state update, D skip and silu(z) gate.
 // u, the x_proj output and dt are rounded to the activation dtype where the unfused path rounds them,
 // so the fused step follows the unfused one up to summation order.
 #pragma once
@@ -19,8 +19,13 @@
 namespace mamba_jax {
 namespace cuda {
 
-constexpr int kStepRows = 4;      // batch rows per block of conv_xproj
-constexpr int kStepThreads = 128;
+constexpr int kStepRows = 4;      // batch rows per block of conv_xproj and dt_ssm
+constexpr int kStepThreads = 128;  // conv_xproj
+// xproj_reduce: kRedCols columns per block, kRedGroups threads per column summing interleaved blocks.
+constexpr int kRedCols = 32, kRedGroups = 8;
+// dt_ssm: kDtChannels channels per block; kDtLanes threads per channel (dt_proj's rows split between
+// them, then the channel's states).
+constexpr int kDtChannels = 32, kDtLanes = 8, kDtThreads = kDtChannels * kDtLanes;
 
 template <typename T>
 MJ_DEVICE float round_to(float x) { return to_f32(from_f32<T>(x)); }
@@ -32,31 +37,37 @@ MJ_DEVICE int64_t step_slot(const Mamba1StepParams& p, int64_t row) {
   return (s < 0 || s >= p.n_slots) ? -1 : s;
 }
 
+// Offsets into the workspace (floats): partial sums, the x_proj output, the conv output u.
+MJ_DEVICE float* step_x_dbl(const Mamba1StepParams& p) { return p.workspace + p.batch * p.blocks * p.cols; }
+MJ_DEVICE float* step_u(const Mamba1StepParams& p) { return p.workspace + p.batch * (p.blocks * p.cols + p.cols); }
+
 template <typename T>
 __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mamba1StepParams p) {
   extern __shared__ float smem[];
   const int64_t E = p.dim, J = p.cols, nb = p.blocks;
   const int64_t blk = blockIdx.x, c0 = blk * kStepChannels, row0 = int64_t(blockIdx.y) * kStepRows;
   const int nc = static_cast<int>(min(kStepChannels, E - c0));
-  float* u_s = smem;                                           // [kStepRows][kStepChannels]
+  const int rows = static_cast<int>(min(int64_t(kStepRows), p.batch - row0));
+  float* u_s = smem;                                                // [kStepRows][kStepChannels]
   T* w_s = reinterpret_cast<T*>(smem + kStepRows * kStepChannels);  // [nc][J]
   const T* w_g = static_cast<const T*>(p.x_proj) + c0 * J;  // the block's rows: nc * J contiguous elements
+  // The block's x_proj rows go to shared memory in the background (all copies in flight at once)
+  // while the conv update runs.
   constexpr int kVec = 16 / sizeof(T);
   if ((reinterpret_cast<uintptr_t>(w_g) & 15u) == 0 && (nc * J) % kVec == 0) {
-    const uint4* src = reinterpret_cast<const uint4*>(w_g);
-    uint4* dst = reinterpret_cast<uint4*>(w_s);
-    for (int64_t i = threadIdx.x; i < nc * J / kVec; i += kStepThreads) dst[i] = src[i];
+    for (int64_t i = threadIdx.x; i < nc * J / kVec; i += kStepThreads) cp_async16(w_s + i * kVec, w_g + i * kVec);
+    cp_async_commit();
   } else {
     for (int64_t i = threadIdx.x; i < nc * J; i += kStepThreads) w_s[i] = w_g[i];
   }
 
   const int W = static_cast<int>(p.width), S = W - 1;
-  float* u_g = p.workspace + p.batch * (nb * J + J);
+  float* u_g = step_u(p);
   for (int i = threadIdx.x; i < kStepRows * kStepChannels; i += kStepThreads) {
     const int r = i / kStepChannels, cl = i % kStepChannels;
     const int64_t row = row0 + r, c = c0 + cl;
     float u = 0.0f;
-    if (row < p.batch && cl < nc) {
+    if (r < rows && cl < nc) {
       const int64_t slot = step_slot(p, row);
       if (slot >= 0) {
         const T* s = static_cast<const T*>(p.conv_state) + (slot * E + c) * S;
@@ -69,83 +80,193 @@ __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mam
     }
     u_s[i] = u;
   }
+  cp_async_wait_all();
   __syncthreads();
 
   float* partial = p.workspace;
-  for (int64_t i = threadIdx.x; i < kStepRows * J; i += kStepThreads) {
+  for (int64_t i = threadIdx.x; i < rows * J; i += kStepThreads) {
     const int r = static_cast<int>(i / J);
-    const int64_t j = i % J, row = row0 + r;
-    if (row >= p.batch) continue;
+    const int64_t j = i - r * J, row = row0 + r;
     const float* u = u_s + r * kStepChannels;
-    float acc = 0.0f;
-    for (int cl = 0; cl < nc; ++cl) acc = fmaf(u[cl], to_f32(w_s[cl * J + j]), acc);
-    partial[(row * nb + blk) * J + j] = acc;
+    const T* w = w_s + j;
+    float a0 = 0.0f, a1 = 0.0f;  // two chains: the FMAs of one output are not all serial
+    if (nc == kStepChannels) {
+#pragma unroll 16
+      for (int cl = 0; cl < kStepChannels; cl += 2) {
+        a0 = fmaf(u[cl], to_f32(w[cl * J]), a0);
+        a1 = fmaf(u[cl + 1], to_f32(w[(cl + 1) * J]), a1);
+      }
+    } else {
+      for (int cl = 0; cl < nc; ++cl) a0 = fmaf(u[cl], to_f32(w[cl * J]), a0);
+    }
+    partial[(row * nb + blk) * J + j] = a0 + a1;
   }
 }
 
+// x_proj's output: the partials of the channel blocks summed in a fixed order (thread g of a column
+// sums blocks g, g + kRedGroups, ...; then the kRedGroups sums in order), rounded to T.
 template <typename T>
-__global__ void __launch_bounds__(kStepThreads) mamba1_step_xproj_reduce(const Mamba1StepParams p) {
+__global__ void __launch_bounds__(kRedCols * kRedGroups) mamba1_step_xproj_reduce(const Mamba1StepParams p) {
+  __shared__ float sums[kRedGroups][kRedCols];
   const int64_t J = p.cols, nb = p.blocks, row = blockIdx.y;
-  const int64_t j = int64_t(blockIdx.x) * kStepThreads + threadIdx.x;
-  if (j >= J) return;
-  const float* partial = p.workspace + row * nb * J + j;
+  const int cl = threadIdx.x % kRedCols, g = threadIdx.x / kRedCols;
+  const int64_t j = int64_t(blockIdx.x) * kRedCols + cl;
   float acc = 0.0f;
-  for (int64_t b = 0; b < nb; ++b) acc += partial[b * J];
-  p.workspace[p.batch * nb * J + row * J + j] = round_to<T>(acc);
+  if (j < J) {
+    const float* src = p.workspace + row * nb * J + j;
+    constexpr int kBatch = 8;  // loads in flight per thread
+    for (int64_t b0 = g; b0 < nb; b0 += kBatch * kRedGroups) {
+      float v[kBatch];
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) {
+        const int64_t b = b0 + k * kRedGroups;
+        v[k] = b < nb ? src[b * J] : 0.0f;
+      }
+#pragma unroll
+      for (int k = 0; k < kBatch; ++k) acc += v[k];
+    }
+  }
+  sums[g][cl] = acc;
+  __syncthreads();
+  if (g == 0 && j < J) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kRedGroups; ++k) s += sums[k][cl];
+    step_x_dbl(p)[row * J + j] = round_to<T>(s);
+  }
 }
 
+// Per block of kDtChannels channels and kStepRows batch rows: dt_proj (each of a channel's kDtLanes
+// threads sums a contiguous part of dt_rank, its weights loaded once for all the block's rows), softplus,
+// then the state update with the channel's kDtLanes threads on interleaved states, D and the gate.
 template <typename T>
-__global__ void __launch_bounds__(kStepThreads) mamba1_step_dt_ssm(const Mamba1StepParams p) {
-  extern __shared__ float dbc[];  // [J]: dt_low, B, C of this row
-  const int64_t E = p.dim, N = p.dstate, R = p.dt_rank, J = p.cols, nb = p.blocks;
-  const int64_t row = blockIdx.y, c = int64_t(blockIdx.x) * kStepThreads + threadIdx.x;
-  const float* x_dbl = p.workspace + p.batch * nb * J + row * J;
-  for (int64_t i = threadIdx.x; i < J; i += kStepThreads) dbc[i] = x_dbl[i];
+__global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1StepParams p) {
+  extern __shared__ float sm[];
+  const int64_t E = p.dim, N = p.dstate, R = p.dt_rank, J = p.cols;
+  const int64_t c0 = int64_t(blockIdx.x) * kDtChannels, row0 = int64_t(blockIdx.y) * kStepRows;
+  const int rows = static_cast<int>(min(int64_t(kStepRows), p.batch - row0));
+  float* dbc = sm;                                     // [kStepRows][J]: dt_low, B, C of the rows
+  float* part = dbc + kStepRows * J;                   // [kDtLanes][kStepRows][kDtChannels]
+  float* dt_s = part + kDtLanes * kStepRows * kDtChannels;  // [kStepRows][kDtChannels]
+  float* u_s = dt_s + kStepRows * kDtChannels;               // [kStepRows][kDtChannels]
+  const int tid = threadIdx.x;
+  const float* x_dbl = step_x_dbl(p) + row0 * J;
+  for (int64_t i = tid; i < rows * J; i += kDtThreads) dbc[i] = x_dbl[i];
+  if (tid < kStepRows * kDtChannels) {
+    const int r = tid / kDtChannels, cl = tid % kDtChannels;
+    if (r < rows && c0 + cl < E) u_s[tid] = step_u(p)[(row0 + r) * E + c0 + cl];
+  }
   __syncthreads();
-  if (c >= E) return;
-  T* y = static_cast<T*>(p.y) + row * E + c;
-  const int64_t slot = step_slot(p, row);
-  if (slot < 0) {
-    *y = from_f32<T>(0.0f);
-    return;
+
+  {  // dt_proj: thread (g, cl) sums dt_rank rows [g * Rg, (g + 1) * Rg) for channel c0 + cl
+    const int cl = tid % kDtChannels, g = tid / kDtChannels;
+    const int64_t c = c0 + cl, Rg = (R + kDtLanes - 1) / kDtLanes;
+    const int64_t r_end = min(R, (g + 1) * Rg);
+    float acc[kStepRows] = {};
+    if (c < E) {
+      const T* w = static_cast<const T*>(p.dt_proj) + c;
+      constexpr int kBatch = 8;  // weight loads in flight per thread
+      for (int64_t r0 = g * Rg; r0 < r_end; r0 += kBatch) {
+        float wv[kBatch];
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) wv[k] = r0 + k < r_end ? to_f32(w[(r0 + k) * E]) : 0.0f;
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          if (r0 + k >= r_end) break;
+#pragma unroll
+          for (int r = 0; r < kStepRows; ++r)
+            if (r < rows) acc[r] = fmaf(dbc[r * J + r0 + k], wv[k], acc[r]);
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) part[(g * kStepRows + r) * kDtChannels + cl] = acc[r];
   }
-  const T* wdt = static_cast<const T*>(p.dt_proj) + c;
-  float dt = 0.0f;
-#pragma unroll 8
-  for (int64_t r = 0; r < R; ++r) dt = fmaf(dbc[r], to_f32(wdt[r * E]), dt);
-  dt = softplus(round_to<T>(dt) + p.dt_bias[c]);
-  const float u = p.workspace[p.batch * (nb * J + J) + row * E + c];
-  const float dt2 = dt * kLog2e, dtu = dt * u;
-  const float* A = p.A + c * N;
-  const float* h_in = p.ssm_state + (slot * E + c) * N;
-  float* h_out = p.new_ssm_state + (slot * E + c) * N;
-  const float* Bv = dbc + R;
-  const float* Cv = dbc + R + N;
-  float acc = 0.0f;
-  for (int64_t n = 0; n < N; ++n) {
-    const float h = fmaf(exp2_decay(dt2 * A[n]), h_in[n], dtu * Bv[n]);
-    h_out[n] = h;
-    acc = fmaf(h, Cv[n], acc);
+  __syncthreads();
+  if (tid < kStepRows * kDtChannels) {
+    const int r = tid / kDtChannels, cl = tid % kDtChannels;
+    const int64_t c = c0 + cl;
+    if (r < rows && c < E) {
+      float s = 0.0f;
+#pragma unroll
+      for (int g = 0; g < kDtLanes; ++g) s += part[(g * kStepRows + r) * kDtChannels + cl];
+      dt_s[r * kDtChannels + cl] = softplus(round_to<T>(s) + p.dt_bias[c]);
+    }
   }
-  if (p.D) acc = fmaf(p.D[c], u, acc);
-  acc *= silu(to_f32(static_cast<const T*>(p.xz)[row * 2 * E + E + c]));
-  *y = from_f32<T>(acc);
+  __syncthreads();
+
+  // The state update: thread (ch, lane) owns states lane, lane + kDtLanes, ... of channel c0 + ch;
+  // the lanes of a channel are kDtLanes consecutive threads of one warp (their <h, C> partials meet
+  // through xor shuffles).
+  const int lane = tid % kDtLanes, ch = tid / kDtLanes;
+  const int64_t c = c0 + ch;
+  const bool live = c < E;
+  const float* A = p.A + (live ? c : 0) * N;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t row = row0 + r, slot = live ? step_slot(p, row) : -1;
+    float ypart = 0.0f, u = 0.0f;
+    if (slot >= 0) {
+      u = u_s[r * kDtChannels + ch];
+      const float dt = dt_s[r * kDtChannels + ch], dt2 = dt * kLog2e, dtu = dt * u;
+      const float* Bv = dbc + r * J + R;
+      const float* Cv = Bv + N;
+      const float* h_in = p.ssm_state + (slot * E + c) * N;
+      float* h_out = p.new_ssm_state + (slot * E + c) * N;  // may be h_in: each state is read, then written
+      constexpr int kBatch = 4;  // states per lane loaded together, before any of them is written
+      for (int64_t n0 = lane; n0 < N; n0 += kBatch * kDtLanes) {
+        float hv[kBatch], av[kBatch];
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          const int64_t n = n0 + k * kDtLanes;
+          hv[k] = n < N ? h_in[n] : 0.0f;
+          av[k] = n < N ? A[n] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          const int64_t n = n0 + k * kDtLanes;
+          if (n >= N) break;
+          const float h = fmaf(exp2_decay(dt2 * av[k]), hv[k], dtu * Bv[n]);
+          h_out[n] = h;
+          ypart = fmaf(h, Cv[n], ypart);
+        }
+      }
+    }
+#pragma unroll
+    for (int off = kDtLanes / 2; off > 0; off >>= 1) ypart += __shfl_xor_sync(0xffffffffu, ypart, off);
+    if (live && lane == 0) {
+      T* y = static_cast<T*>(p.y) + row * E + c;
+      if (slot < 0) {
+        *y = from_f32<T>(0.0f);
+      } else {
+        float acc = p.D ? fmaf(p.D[c], u, ypart) : ypart;
+        acc *= silu(to_f32(static_cast<const T*>(p.xz)[row * 2 * E + E + c]));
+        *y = from_f32<T>(acc);
+      }
+    }
+  }
+}
+
+inline size_t mamba1_step_dt_ssm_smem(int64_t J) {
+  return sizeof(float) * (kStepRows * J + (kDtLanes + 2) * kStepRows * kDtChannels);
 }
 
 template <typename T>
 cudaError_t launch_mamba1_step(const Mamba1StepParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   const int64_t J = p.cols, nb = p.blocks;
+  const unsigned row_blocks = static_cast<unsigned>((p.batch + kStepRows - 1) / kStepRows);
   const size_t smem1 = sizeof(float) * kStepRows * kStepChannels + sizeof(T) * kStepChannels * J;
   cudaError_t e = cudaFuncSetAttribute(mamba1_step_conv_xproj<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem1));
   if (e != cudaSuccess) return e;
-  const dim3 g1(static_cast<unsigned>(nb), static_cast<unsigned>((p.batch + kStepRows - 1) / kStepRows));
-  mamba1_step_conv_xproj<T><<<g1, kStepThreads, smem1, stream>>>(p);
-  const dim3 g2(static_cast<unsigned>((J + kStepThreads - 1) / kStepThreads), static_cast<unsigned>(p.batch));
-  mamba1_step_xproj_reduce<T><<<g2, kStepThreads, 0, stream>>>(p);
-  const dim3 g3(static_cast<unsigned>((p.dim + kStepThreads - 1) / kStepThreads), static_cast<unsigned>(p.batch));
-  mamba1_step_dt_ssm<T><<<g3, kStepThreads, sizeof(float) * J, stream>>>(p);
+  const size_t smem3 = mamba1_step_dt_ssm_smem(J);
+  e = cudaFuncSetAttribute(mamba1_step_dt_ssm<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem3));
+  if (e != cudaSuccess) return e;
+  mamba1_step_conv_xproj<T><<<dim3(static_cast<unsigned>(nb), row_blocks), kStepThreads, smem1, stream>>>(p);
+  const dim3 g2(static_cast<unsigned>((J + kRedCols - 1) / kRedCols), static_cast<unsigned>(p.batch));
+  mamba1_step_xproj_reduce<T><<<g2, kRedCols * kRedGroups, 0, stream>>>(p);
+  const dim3 g3(static_cast<unsigned>((p.dim + kDtChannels - 1) / kDtChannels), row_blocks);
+  mamba1_step_dt_ssm<T><<<g3, kDtThreads, smem3, stream>>>(p);
   return cudaGetLastError();
 }
 

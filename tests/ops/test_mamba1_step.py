@@ -56,6 +56,7 @@ CASES = [
     Case(batch=2, dim=1536, dstate=16, dt_rank=48, dtype=BF16),   # mamba-790m's layer
     Case(batch=5, dim=130, dstate=8, dt_rank=9, width=3, dtype=F16),
     Case(batch=2, dim=200, dtype=BF16, width=8),
+    Case(batch=9, dim=5120, dstate=16, dt_rank=160, dtype=BF16),  # mamba-2.8b's layer; a partial row block
 ]
 
 
@@ -77,7 +78,10 @@ def _round(x, dtype):
 
 
 def oracle_step(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj, dt_proj, dt_bias, A, D):
-    """float64, with the op's rounding points. Returns (y, new_conv_state, new_ssm_state)."""
+    """float64, with the op's rounding points. Returns (y, new_conv_state, new_ssm_state, y_magnitude,
+    state_magnitude): the last two are the sums of the absolute values of the terms that make y and the
+    new state (assert_close's `magnitude`: u, x_proj's output and dt are rounded sums, and a one-ulp
+    difference in one of them moves every term of y and of the state)."""
     act = xz.dtype
     xz64 = np.asarray(xz, np.float64)
     e = xz64.shape[1] // 2
@@ -86,18 +90,27 @@ def oracle_step(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj, dt_pr
     u = _round(u, act)
     x_dbl = _round(u @ np.asarray(x_proj, np.float64), act)
     dt = _round(x_dbl[:, :r] @ np.asarray(dt_proj, np.float64), act)
-    y, new_ssm = oracle.selective_state_update(ssm_state, u, dt, A, x_dbl[:, r:r + n], x_dbl[:, r + n:], D,
-                                               xz64[:, e:], dt_bias, dt_softplus=True)
-    return y, new_conv, new_ssm
+    B, C = x_dbl[:, r:r + n], x_dbl[:, r + n:]
+    y, new_ssm = oracle.selective_state_update(ssm_state, u, dt, A, B, C, D, xz64[:, e:], dt_bias, dt_softplus=True)
+    # The same update on absolute values (the decay exp(dt A) is positive): |decay h| + |dt u B| per state.
+    state_mag = oracle.selective_state_update(np.abs(np.asarray(ssm_state, np.float64)), np.abs(u), dt, A,
+                                              np.abs(B), np.abs(C), dt_bias=dt_bias, dt_softplus=True)[1]
+    z = xz64[:, e:]
+    y_mag = np.sum(state_mag * np.abs(C)[:, None, :], axis=-1)
+    if D is not None:
+        y_mag = y_mag + np.abs(np.asarray(D, np.float64)) * np.abs(u)
+    y_mag = y_mag * np.abs(z / (1.0 + np.exp(-z)))
+    return y, new_conv, new_ssm, y_mag, state_mag
 
 
 def check(c, impl, got, want, what=""):
     y, conv, ssm = got
     assert y.dtype == c.dtype and conv.dtype == c.dtype and ssm.dtype == F32
-    assert_close(y, want[0], c.dtype, "out", f"{impl} y {what}")
+    assert_close(y, want[0], c.dtype, "out", f"{impl} y {what}", magnitude=want[3])
     assert_close(conv, want[1], c.dtype, "conv_state", f"{impl} new_conv_state {what}")
     # The state takes dt and B from x_proj's rounded output: float32 math on rounded inputs.
-    assert_close(ssm, want[2], c.dtype, "state" if c.dtype == F32 else "out", f"{impl} new_ssm_state {what}")
+    assert_close(ssm, want[2], c.dtype, "state" if c.dtype == F32 else "out", f"{impl} new_ssm_state {what}",
+                 magnitude=want[4])
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -121,13 +134,16 @@ def test_slot_pool(case, impl, rng):
     rows["conv_state"] = np.asarray(x["conv_state"])[np.where(ok, slots, 0)]
     rows["ssm_state"] = np.asarray(x["ssm_state"])[np.where(ok, slots, 0)]
     want = oracle_step(**{k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in rows.items()})
-    assert_close(np.asarray(y)[ok], want[0][ok], case.dtype, "out", f"{impl} pooled y")
+    assert_close(np.asarray(y)[ok], want[0][ok], case.dtype, "out", f"{impl} pooled y", magnitude=want[3][ok])
     assert not np.any(np.asarray(y, np.float32)[~ok]), "an out-of-range slot must give y = 0"
     conv_w, ssm_w = np.asarray(x["conv_state"], np.float64), np.asarray(x["ssm_state"], np.float64)
+    ssm_mag = np.zeros_like(ssm_w)  # slots no row updates: the plain tolerance
     conv_w[slots[ok]] = want[1][ok]
     ssm_w[slots[ok]] = want[2][ok]
+    ssm_mag[slots[ok]] = want[4][ok]
     assert_close(conv, conv_w, case.dtype, "conv_state", f"{impl} conv pool")
-    assert_close(ssm, ssm_w, case.dtype, "state" if case.dtype == F32 else "out", f"{impl} ssm pool")
+    assert_close(ssm, ssm_w, case.dtype, "state" if case.dtype == F32 else "out", f"{impl} ssm pool",
+                 magnitude=ssm_mag)
     with pytest.raises(ValueError, match="state_indices"):  # concrete values are checked
         ops.mamba1_step(**x, state_indices=jnp.asarray(slots), implementation=impl)
 
@@ -157,7 +173,7 @@ def test_gradients(impl, rng):
         return jnp.sum(y * wy) + jnp.sum(s * ws)
 
     def loss_ref(**kw):
-        y, _, s = oracle_step(**{k: (v if k in diff else x[k]) for k, v in kw.items()})
+        y, _, s = oracle_step(**{k: (v if k in diff else x[k]) for k, v in kw.items()})[:3]
         return float(np.sum(y * wy) + np.sum(s * ws))
 
     grads = jax.jit(jax.grad(lambda d: loss(**{**x, **d})))({k: x[k] for k in diff})
