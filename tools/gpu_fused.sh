@@ -23,7 +23,7 @@ for tool in memcheck racecheck; do
     tests/ops/test_mamba1_step.py -k "ffi and (B3 or slot_pool)" > "$OUT/$tool-mamba1-step.log" 2>&1
   echo "$tool exit $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$OUT/$tool-mamba1-step.log" | tail -2
 done
-for b in 1 64; do
+for b in ${PROFILE_BATCHES:-1 8}; do
   stamp "profile of the fused decode step, mamba-2.8b batch $b"
   MAMBA_JAX_FUSED_STEP=1 timeout 120 python3 benchmarks/profile_decode.py --model mamba-2.8b --batch $b \
     > "$OUT/profile-fused-b$b.log" 2>&1
@@ -32,7 +32,7 @@ done
 for flag in 0 1; do
   stamp "decode with MAMBA_JAX_FUSED_STEP=$flag"
   MAMBA_JAX_FUSED_STEP=$flag timeout ${GEN_TIMEOUT:-200} python3 -m mamba_jax.cli bench generate \
-    --cases ${CASES:-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64} --impls auto --prefill-lens 2048 \
+    --cases ${CASES:-mamba-2.8b:1,mamba-2.8b:4,mamba-2.8b:8,mamba-2.8b:16,mamba-130m:1,mamba-130m:8} --impls auto --prefill-lens '' \
     --out "$OUT/generate-fused$flag.json" > "$OUT/genbench-fused$flag.log" 2>&1
   echo "exit $?"; tail -8 "$OUT/genbench-fused$flag.log"
 done
