@@ -29,7 +29,7 @@ from mamba_jax.bench import anchors, harness
 HERE = Path(__file__).resolve().parent
 OPS = "selective_scan,causal_conv1d,selective_state_update,causal_conv1d_update,ssd_scan,ssd_state_update"
 GEN_CASES = "mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64,mamba2-2.7b:1,mamba2-2.7b:16"
-GEN_MODELS = "mamba-130m mamba-2.8b mamba2-2.7b"
+GEN_MODELS = "mamba-130m,mamba-2.8b,mamba2-2.7b"
 
 
 def table(ours: list[dict], theirs: list[dict]) -> list[str]:
@@ -90,7 +90,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
             for what in args.what.split(","):
                 cmd = [sys.executable, str(Path(args.anchors) / "bench_mamba_ssm.py"), *what.split()]
                 if what == "gen":
-                    cmd += GEN_MODELS.split()
+                    cmd += args.gen_models.split(",")
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
                 lines += out.stdout.splitlines()
                 if out.returncode:
@@ -105,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--what", default="ops,ops2,gen", help="mamba_ssm benchmarks to run (bench_mamba_ssm.py modes)")
     p.add_argument("--ops", default=OPS, help="our ops to time ('' for none)")
     p.add_argument("--gen-cases", default=GEN_CASES, help="our decode cases, model:batch ('' for none)")
+    p.add_argument("--gen-models", default=GEN_MODELS, help="mamba_ssm's generation models (comma-separated)")
     p.add_argument("--timeout", type=int, default=300, help="seconds for each step")
     p.add_argument("--work", default=None, help="folder for the logs and intermediate files")
     p.add_argument("--ours", nargs="*", default=None, help="recorded rows of ours (JSON lists): print the table only")

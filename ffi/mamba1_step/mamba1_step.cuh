@@ -20,16 +20,12 @@ namespace mamba_jax {
 namespace cuda {
 
 constexpr int kStepRows = 4;      // batch rows per block of conv_xproj and dt_ssm
-constexpr int kStepThreads = 256;  // conv_xproj
-constexpr int kXSplit = 4;         // conv_xproj: each x_proj partial summed in kXSplit channel slices
+constexpr int kStepThreads = 128;  // conv_xproj
 // xproj_reduce: kRedCols columns per block, kRedGroups threads per column summing interleaved blocks.
 constexpr int kRedCols = 32, kRedGroups = 8;
 // dt_ssm: kDtChannels channels per block; kDtLanes threads per channel (dt_proj's rows split between
 // them, then the channel's states).
 constexpr int kDtChannels = 32, kDtLanes = 8, kDtThreads = kDtChannels * kDtLanes;
-// dt_ssm's register-held loads: dt_proj weights per thread (dt_rank <= 8 * 24 in one round) and states
-// per lane and row (dstate <= 8 * 4 in one round); larger sizes take the rest in later rounds.
-constexpr int kDtWeights = 24, kDtStates = 4;
 
 template <typename T>
 MJ_DEVICE float round_to(float x) { return to_f32(from_f32<T>(x)); }
@@ -87,36 +83,23 @@ __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mam
   cp_async_wait_all();
   __syncthreads();
 
-  // Partial products: item (r, q, j) sums channels [q * kSlice, (q + 1) * kSlice) of column j for row
-  // r (short chains, many items in flight); then the kXSplit slices of each (r, j) in order.
-  constexpr int kSlice = kStepChannels / kXSplit;
-  float* xs = u_s + kStepRows * kStepChannels + (sizeof(T) * kStepChannels * J + 3) / 4;  // [rows][kXSplit][J]
-  for (int64_t i = threadIdx.x; i < rows * kXSplit * J; i += kStepThreads) {
-    const int64_t rq = i / J, j = i - rq * J;
-    const int r = static_cast<int>(rq / kXSplit), q = static_cast<int>(rq % kXSplit);
-    const float* u = u_s + r * kStepChannels + q * kSlice;
-    const T* w = w_s + int64_t(q) * kSlice * J + j;
-    const int n = min(kSlice, nc - q * kSlice);
-    float a0 = 0.0f, a1 = 0.0f;
-    if (n == kSlice) {
-#pragma unroll
-      for (int cl = 0; cl < kSlice; cl += 2) {
+  float* partial = p.workspace;
+  for (int64_t i = threadIdx.x; i < rows * J; i += kStepThreads) {
+    const int r = static_cast<int>(i / J);
+    const int64_t j = i - r * J, row = row0 + r;
+    const float* u = u_s + r * kStepChannels;
+    const T* w = w_s + j;
+    float a0 = 0.0f, a1 = 0.0f;  // two chains: the FMAs of one output are not all serial
+    if (nc == kStepChannels) {
+#pragma unroll 16
+      for (int cl = 0; cl < kStepChannels; cl += 2) {
         a0 = fmaf(u[cl], to_f32(w[cl * J]), a0);
         a1 = fmaf(u[cl + 1], to_f32(w[(cl + 1) * J]), a1);
       }
     } else {
-      for (int cl = 0; cl < n; ++cl) a0 = fmaf(u[cl], to_f32(w[cl * J]), a0);
+      for (int cl = 0; cl < nc; ++cl) a0 = fmaf(u[cl], to_f32(w[cl * J]), a0);
     }
-    xs[i] = a0 + a1;
-  }
-  __syncthreads();
-  float* partial = p.workspace;
-  for (int64_t i = threadIdx.x; i < rows * J; i += kStepThreads) {
-    const int64_t r = i / J, j = i - r * J;
-    float acc = 0.0f;
-#pragma unroll
-    for (int q = 0; q < kXSplit; ++q) acc += xs[(r * kXSplit + q) * J + j];
-    partial[((row0 + r) * nb + blk) * J + j] = acc;
+    partial[(row * nb + blk) * J + j] = a0 + a1;
   }
 }
 
@@ -156,73 +139,44 @@ __global__ void __launch_bounds__(kRedCols * kRedGroups) mamba1_step_xproj_reduc
 // Per block of kDtChannels channels and kStepRows batch rows: dt_proj (each of a channel's kDtLanes
 // threads sums a contiguous part of dt_rank, its weights loaded once for all the block's rows), softplus,
 // then the state update with the channel's kDtLanes threads on interleaved states, D and the gate.
-// Every load that does not need another's result is issued first, together (the weights, x_proj's
-// output, u, A and the first kDtStates states per lane of each row): at small batch the kernel is a few
-// memory latencies long, so the number of dependent rounds is its time.
 template <typename T>
 __global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1StepParams p) {
   extern __shared__ float sm[];
   const int64_t E = p.dim, N = p.dstate, R = p.dt_rank, J = p.cols;
   const int64_t c0 = int64_t(blockIdx.x) * kDtChannels, row0 = int64_t(blockIdx.y) * kStepRows;
   const int rows = static_cast<int>(min(int64_t(kStepRows), p.batch - row0));
-  float* dbc = sm;                                          // [kStepRows][J]: dt_low, B, C of the rows
-  float* part = dbc + kStepRows * J;                        // [kDtLanes][kStepRows][kDtChannels]
+  float* dbc = sm;                                     // [kStepRows][J]: dt_low, B, C of the rows
+  float* part = dbc + kStepRows * J;                   // [kDtLanes][kStepRows][kDtChannels]
   float* dt_s = part + kDtLanes * kStepRows * kDtChannels;  // [kStepRows][kDtChannels]
-  float* u_s = dt_s + kStepRows * kDtChannels;              // [kStepRows][kDtChannels]
+  float* u_s = dt_s + kStepRows * kDtChannels;               // [kStepRows][kDtChannels]
   const int tid = threadIdx.x;
-
-  // dt_proj role: thread (g, cl) sums dt_rank rows [r_begin, r_end) for channel c0 + cl.
-  const int cl = tid % kDtChannels, g = tid / kDtChannels;
-  const int64_t cw = c0 + cl, Rg = (R + kDtLanes - 1) / kDtLanes;
-  const int64_t r_begin = g * Rg, r_end = min(R, r_begin + Rg);
-  const T* wcol = static_cast<const T*>(p.dt_proj) + (cw < E ? cw : 0);
-  float wv[kDtWeights];
-#pragma unroll
-  for (int k = 0; k < kDtWeights; ++k)
-    wv[k] = (cw < E && r_begin + k < r_end) ? to_f32(wcol[(r_begin + k) * E]) : 0.0f;
-
   const float* x_dbl = step_x_dbl(p) + row0 * J;
   for (int64_t i = tid; i < rows * J; i += kDtThreads) dbc[i] = x_dbl[i];
   if (tid < kStepRows * kDtChannels) {
-    const int r = tid / kDtChannels, q = tid % kDtChannels;
-    if (r < rows && c0 + q < E) u_s[tid] = step_u(p)[(row0 + r) * E + c0 + q];
-  }
-
-  // State role: thread (ch, lane) owns states lane, lane + kDtLanes, ... of channel c0 + ch; the lanes
-  // of a channel are kDtLanes consecutive threads of one warp.
-  const int lane = tid % kDtLanes, ch = tid / kDtLanes;
-  const int64_t c = c0 + ch;
-  const bool live = c < E;
-  const float* A = p.A + (live ? c : 0) * N;
-  int64_t slot[kStepRows];
-  float av[kDtStates], hv[kStepRows][kDtStates];
-#pragma unroll
-  for (int r = 0; r < kStepRows; ++r) slot[r] = (live && r < rows) ? step_slot(p, row0 + r) : -1;
-#pragma unroll
-  for (int k = 0; k < kDtStates; ++k) {
-    const int64_t n = lane + k * kDtLanes;
-    av[k] = (live && n < N) ? A[n] : 0.0f;
-#pragma unroll
-    for (int r = 0; r < kStepRows; ++r)
-      hv[r][k] = (slot[r] >= 0 && n < N) ? p.ssm_state[(slot[r] * E + c) * N + n] : 0.0f;
+    const int r = tid / kDtChannels, cl = tid % kDtChannels;
+    if (r < rows && c0 + cl < E) u_s[tid] = step_u(p)[(row0 + r) * E + c0 + cl];
   }
   __syncthreads();
 
-  {
+  {  // dt_proj: thread (g, cl) sums dt_rank rows [g * Rg, (g + 1) * Rg) for channel c0 + cl
+    const int cl = tid % kDtChannels, g = tid / kDtChannels;
+    const int64_t c = c0 + cl, Rg = (R + kDtLanes - 1) / kDtLanes;
+    const int64_t r_end = min(R, (g + 1) * Rg);
     float acc[kStepRows] = {};
+    if (c < E) {
+      const T* w = static_cast<const T*>(p.dt_proj) + c;
+      constexpr int kBatch = 8;  // weight loads in flight per thread
+      for (int64_t r0 = g * Rg; r0 < r_end; r0 += kBatch) {
+        float wv[kBatch];
 #pragma unroll
-    for (int k = 0; k < kDtWeights; ++k) {
-      if (r_begin + k >= r_end) break;
+        for (int k = 0; k < kBatch; ++k) wv[k] = r0 + k < r_end ? to_f32(w[(r0 + k) * E]) : 0.0f;
 #pragma unroll
-      for (int r = 0; r < kStepRows; ++r)
-        if (r < rows) acc[r] = fmaf(dbc[r * J + r_begin + k], wv[k], acc[r]);
-    }
-    if (cw < E) {  // dt_rank rows beyond the registers' kDtWeights (dt_rank > kDtLanes * kDtWeights)
-      for (int64_t rr = r_begin + kDtWeights; rr < r_end; ++rr) {
-        const float w = to_f32(wcol[rr * E]);
+        for (int k = 0; k < kBatch; ++k) {
+          if (r0 + k >= r_end) break;
 #pragma unroll
-        for (int r = 0; r < kStepRows; ++r)
-          if (r < rows) acc[r] = fmaf(dbc[r * J + rr], w, acc[r]);
+          for (int r = 0; r < kStepRows; ++r)
+            if (r < rows) acc[r] = fmaf(dbc[r * J + r0 + k], wv[k], acc[r]);
+        }
       }
     }
 #pragma unroll
@@ -230,47 +184,58 @@ __global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1Ste
   }
   __syncthreads();
   if (tid < kStepRows * kDtChannels) {
-    const int r = tid / kDtChannels, q = tid % kDtChannels;
-    if (r < rows && c0 + q < E) {
-      float sum = 0.0f;
+    const int r = tid / kDtChannels, cl = tid % kDtChannels;
+    const int64_t c = c0 + cl;
+    if (r < rows && c < E) {
+      float s = 0.0f;
 #pragma unroll
-      for (int k = 0; k < kDtLanes; ++k) sum += part[(k * kStepRows + r) * kDtChannels + q];
-      dt_s[tid] = softplus(round_to<T>(sum) + p.dt_bias[c0 + q]);
+      for (int g = 0; g < kDtLanes; ++g) s += part[(g * kStepRows + r) * kDtChannels + cl];
+      dt_s[r * kDtChannels + cl] = softplus(round_to<T>(s) + p.dt_bias[c]);
     }
   }
   __syncthreads();
 
-#pragma unroll
-  for (int r = 0; r < kStepRows; ++r) {
-    if (r >= rows) break;  // uniform over the block
-    const int64_t row = row0 + r;
+  // The state update: thread (ch, lane) owns states lane, lane + kDtLanes, ... of channel c0 + ch;
+  // the lanes of a channel are kDtLanes consecutive threads of one warp (their <h, C> partials meet
+  // through xor shuffles).
+  const int lane = tid % kDtLanes, ch = tid / kDtLanes;
+  const int64_t c = c0 + ch;
+  const bool live = c < E;
+  const float* A = p.A + (live ? c : 0) * N;
+  for (int r = 0; r < rows; ++r) {
+    const int64_t row = row0 + r, slot = live ? step_slot(p, row) : -1;
     float ypart = 0.0f, u = 0.0f;
-    if (slot[r] >= 0) {
+    if (slot >= 0) {
       u = u_s[r * kDtChannels + ch];
       const float dt = dt_s[r * kDtChannels + ch], dt2 = dt * kLog2e, dtu = dt * u;
       const float* Bv = dbc + r * J + R;
       const float* Cv = Bv + N;
-      const float* h_in = p.ssm_state + (slot[r] * E + c) * N;
-      float* h_out = p.new_ssm_state + (slot[r] * E + c) * N;  // may be h_in: each state is read, then written
+      const float* h_in = p.ssm_state + (slot * E + c) * N;
+      float* h_out = p.new_ssm_state + (slot * E + c) * N;  // may be h_in: each state is read, then written
+      constexpr int kBatch = 4;  // states per lane loaded together, before any of them is written
+      for (int64_t n0 = lane; n0 < N; n0 += kBatch * kDtLanes) {
+        float hv[kBatch], av[kBatch];
 #pragma unroll
-      for (int k = 0; k < kDtStates; ++k) {
-        const int64_t n = lane + k * kDtLanes;
-        if (n >= N) break;
-        const float h = fmaf(exp2_decay(dt2 * av[k]), hv[r][k], dtu * Bv[n]);
-        h_out[n] = h;
-        ypart = fmaf(h, Cv[n], ypart);
-      }
-      for (int64_t n = lane + kDtStates * kDtLanes; n < N; n += kDtLanes) {  // dstate > kDtLanes * kDtStates
-        const float h = fmaf(exp2_decay(dt2 * A[n]), h_in[n], dtu * Bv[n]);
-        h_out[n] = h;
-        ypart = fmaf(h, Cv[n], ypart);
+        for (int k = 0; k < kBatch; ++k) {
+          const int64_t n = n0 + k * kDtLanes;
+          hv[k] = n < N ? h_in[n] : 0.0f;
+          av[k] = n < N ? A[n] : 0.0f;
+        }
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          const int64_t n = n0 + k * kDtLanes;
+          if (n >= N) break;
+          const float h = fmaf(exp2_decay(dt2 * av[k]), hv[k], dtu * Bv[n]);
+          h_out[n] = h;
+          ypart = fmaf(h, Cv[n], ypart);
+        }
       }
     }
 #pragma unroll
     for (int off = kDtLanes / 2; off > 0; off >>= 1) ypart += __shfl_xor_sync(0xffffffffu, ypart, off);
     if (live && lane == 0) {
       T* y = static_cast<T*>(p.y) + row * E + c;
-      if (slot[r] < 0) {
+      if (slot < 0) {
         *y = from_f32<T>(0.0f);
       } else {
         float acc = p.D ? fmaf(p.D[c], u, ypart) : ypart;
@@ -279,10 +244,6 @@ __global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1Ste
       }
     }
   }
-}
-
-inline size_t mamba1_step_conv_xproj_smem(int64_t J, size_t act_bytes) {
-  return sizeof(float) * (kStepRows * kStepChannels + (act_bytes * kStepChannels * J + 3) / 4 + kStepRows * kXSplit * J);
 }
 
 inline size_t mamba1_step_dt_ssm_smem(int64_t J) {
@@ -294,7 +255,7 @@ cudaError_t launch_mamba1_step(const Mamba1StepParams& p, cudaStream_t stream) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   const int64_t J = p.cols, nb = p.blocks;
   const unsigned row_blocks = static_cast<unsigned>((p.batch + kStepRows - 1) / kStepRows);
-  const size_t smem1 = mamba1_step_conv_xproj_smem(J, sizeof(T));
+  const size_t smem1 = sizeof(float) * kStepRows * kStepChannels + sizeof(T) * kStepChannels * J;
   cudaError_t e = cudaFuncSetAttribute(mamba1_step_conv_xproj<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem1));
   if (e != cudaSuccess) return e;

@@ -141,27 +141,17 @@ class MixerBase(nnx.Module):
         return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
 
 
-# The fused step's batch limit under MAMBA_JAX_FUSED_STEP=auto: its kernels are latency-bound and win
-# at small batch; from there on the unfused step's GEMMs (x_proj, dt_proj on tensor cores) win
-# (H200, mamba-2.8b: benchmarks/NOTES-cuda.md, "The fused Mamba-1 decode step").
-FUSED_STEP_MAX_BATCH = 8
-
-
-def use_fused_step(batch: int, impl) -> bool:
+def use_fused_step(impl) -> bool:
     """Whether `MambaMixer.step` runs `ops.mamba1_step` (the fused decode step) instead of its unfused ops.
 
-    The environment variable MAMBA_JAX_FUSED_STEP, read when the step is traced: "auto" (the default)
-    fuses on CUDA at batch <= FUSED_STEP_MAX_BATCH, "1" fuses wherever a kernel is not excluded by
-    `implementation="xla"`, "0" never fuses."""
-    mode = os.environ.get("MAMBA_JAX_FUSED_STEP", "auto")
-    if mode not in ("auto", "0", "1"):
-        raise ValueError(f"MAMBA_JAX_FUSED_STEP must be auto, 0 or 1, got {mode!r}")
-    if impl == "xla" or mode == "0":
-        return False
-    if mode == "1":
-        return True
-    return (batch <= FUSED_STEP_MAX_BATCH and jax.default_backend() == "gpu"
-            and ops.cuda_available("mamba1_step"))
+    The environment variable MAMBA_JAX_FUSED_STEP, read when the step is traced: "0" (the default) runs
+    the unfused ops, "1" the fused op wherever `implementation` is not "xla". Off by default: on the
+    H200 its kernels are not faster than the unfused step (benchmarks/NOTES-cuda.md, "The fused Mamba-1
+    decode step")."""
+    mode = os.environ.get("MAMBA_JAX_FUSED_STEP", "0")
+    if mode not in ("0", "1"):
+        raise ValueError(f"MAMBA_JAX_FUSED_STEP must be 0 or 1, got {mode!r}")
+    return mode == "1" and impl != "xla"
 
 
 class MambaMixer(MixerBase):
@@ -295,7 +285,7 @@ class MambaMixer(MixerBase):
         impl = self._impl(implementation)
         A, w, b = self.step_constants() if constants is None else constants
         proj = self._decode_linear(impl)
-        if self.tp_axis is None and use_fused_step(x.shape[0], impl):
+        if self.tp_axis is None and use_fused_step(impl):
             xz = self._project(x, proj)
             act_dtype = xz.dtype
             y, conv_state, ssm_state = ops.mamba1_step(
