@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 13's fused Mamba-1 decode step (ops.mamba1_step, ffi/mamba1_step/) on the GPU host, in one call:
 # build, its tests (float64 oracle, pools, vmap, grads, fused == unfused model step), compute-sanitizer
-# memcheck and racecheck over its small cases, then decode ms/token with MAMBA_JAX_FUSED_STEP=0 and =1 in
-# the same call (mamba-2.8b and mamba-130m, batches 1..64). Logs and JSON go to $OUT.
+# memcheck and racecheck over its small cases, Nsight Compute on its three kernels (a mamba-2.8b layer),
+# profiles of the fused decode step, then decode ms/token with MAMBA_JAX_FUSED_STEP=0 and =1 in the same
+# call (mamba-2.8b and mamba-130m, batches 1..16). Logs and JSON go to $OUT.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -23,6 +24,28 @@ for tool in memcheck racecheck; do
     tests/ops/test_mamba1_step.py -k "ffi and (B3 or slot_pool)" > "$OUT/$tool-mamba1-step.log" 2>&1
   echo "$tool exit $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$OUT/$tool-mamba1-step.log" | tail -2
 done
+if command -v ncu > /dev/null; then
+  for b in ${NCU_BATCHES:-1}; do
+    stamp "ncu on the three kernels, a mamba-2.8b layer, batch $b"
+    B=$b timeout 200 ncu --clock-control none -k regex:mamba1_step -c 6 --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section WarpStateStats \
+      python3 -c "
+import os, jax, jax.numpy as jnp
+from mamba_jax import ops
+b, e, n, r, w = int(os.environ['B']), 5120, 16, 160, 4
+k = iter(jax.random.split(jax.random.key(0), 12))
+a = lambda s, sc=1.0: (jax.random.normal(next(k), s) * sc).astype(jnp.bfloat16)
+f = lambda s, sc=1.0: jax.random.normal(next(k), s) * sc
+x = dict(xz=a((b, 2 * e)), conv_state=a((b, e, w - 1)), ssm_state=f((b, e, n)), conv_weight=f((e, w), 0.5),
+         conv_bias=f((e,), 0.5), x_proj=a((e, r + 2 * n), e ** -0.5), dt_proj=a((r, e), r ** -0.5),
+         dt_bias=f((e,), 0.1) - 4.0, A=-jnp.exp(f((e, n), 0.5)), D=f((e,)))
+step = jax.jit(lambda kw: ops.mamba1_step(**kw, implementation='ffi'))
+for _ in range(2): jax.block_until_ready(step(x))
+" > "$OUT/ncu-mamba1-step-b$b.txt" 2>&1
+    echo "exit $?"; grep -E "mamba1_step_|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued" \
+      "$OUT/ncu-mamba1-step-b$b.txt" | head -24
+  done
+fi
 for b in ${PROFILE_BATCHES:-1 8}; do
   stamp "profile of the fused decode step, mamba-2.8b batch $b"
   MAMBA_JAX_FUSED_STEP=1 timeout 120 python3 benchmarks/profile_decode.py --model mamba-2.8b --batch $b \
