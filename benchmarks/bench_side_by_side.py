@@ -1,6 +1,7 @@
 """mamba-jax and mamba_ssm on the same shapes in one call, on one GPU: the ratio table of issue 13.
 
     python3 benchmarks/bench_side_by_side.py [--anchors .anchors] [--what ops,ops2,gen] [--out FILE]
+    python3 benchmarks/bench_side_by_side.py --ops '' --gen-cases mamba-2.8b:1 --prefill-lens 2048,65536 --what prefill
     python3 benchmarks/bench_side_by_side.py --ours A.json B.json --theirs mamba_ssm.jsonl   # table only
 
 The first form runs, in this order: mamba_ssm's build (../shared/anchors/build.py, carried into the
@@ -78,7 +79,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
             ours += json.loads((work / "ours-ops.json").read_text())
     if args.gen_cases:
         rc = _run([sys.executable, "-m", "mamba_jax.cli", "bench", "generate", "--cases", args.gen_cases, "--impls",
-                   "auto", "--prefill-lens", "2048", "--no-plots", "--no-progress", "--out", str(work / "ours-gen.json")],
+                   "auto", "--prefill-lens", args.prefill_lens, "--no-plots", "--no-progress", "--out", str(work / "ours-gen.json")],
                   work / "ours-gen.log", args.timeout)
         if rc == 0:
             ours += json.loads((work / "ours-gen.json").read_text())
@@ -105,6 +106,9 @@ def main(argv=None) -> int:
     p.add_argument("--what", default="ops,ops2,gen", help="mamba_ssm benchmarks to run (bench_mamba_ssm.py modes)")
     p.add_argument("--ops", default=OPS, help="our ops to time ('' for none)")
     p.add_argument("--gen-cases", default=GEN_CASES, help="our decode cases, model:batch ('' for none)")
+    p.add_argument("--prefill-lens", default="2048",
+                   help="our prefill prompt lengths at batch 1 (mamba_ssm's `prefill` mode, in --what, times "
+                        "mamba-2.8b at 2048 and 65536)")
     p.add_argument("--gen-models", default=GEN_MODELS, help="mamba_ssm's generation models (comma-separated)")
     p.add_argument("--timeout", type=int, default=300, help="seconds for each step")
     p.add_argument("--work", default=None, help="folder for the logs and intermediate files")

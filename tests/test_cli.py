@@ -162,3 +162,19 @@ def test_side_by_side_table_from_recorded_rows(tmp_path):
     assert "2 rows matched, 1 at 1.0x or better, 1 behind" in r.stdout
     rows = json.loads((tmp_path / "both.json").read_text())
     assert sum(row["source"] == "mamba_ssm" for row in rows) == 2
+
+
+def test_profile_ops_rows(tmp_path):
+    """benchmarks/profile_ops.py runs the op benchmark's decode-loop program and writes one row per case
+    and implementation: the untraced per-call time everywhere, and on a GPU the kernel time per call
+    from the trace."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "profile_ops.py"
+    out = tmp_path / "p.json"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--op", "causal_conv1d_update", "--impls", "xla",
+                        "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert rows and all(row["op"] == "causal_conv1d_update" and row["implementation"] == "xla" for row in rows)
+    assert all(row["wall_us_per_call"] > 0 and row["calls"] == 4 for row in rows)
+    if jax.default_backend() == "gpu":
+        assert all(0 < row["kernel_us_per_call"] for row in rows), rows

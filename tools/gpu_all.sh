@@ -10,7 +10,7 @@
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu opprof decodeprof
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
@@ -99,6 +99,13 @@ if has ncu; then
       > "$OUT/ncu-$k.txt" 2>&1
     grep -E "Duration|Memory Throughput|DRAM Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Issue Slots Busy|No Eligible|Warp Cycles Per Issued|Theoretical Occupancy|Stall" "$OUT/ncu-$k.txt" | head -20 | sed "s/^/[$k] /"
   done
+fi
+
+if has opprof; then
+  stamp "op programs under the profiler: kernel time vs per-call time (benchmarks/profile_ops.py)"
+  timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_ops.py --op "${PROF_OPS:-selective_state_update,causal_conv1d_update}" \
+    --batches "${PROF_BATCHES:-1,64}" --out "$OUT/profile-ops.json" > "$OUT/profile-ops.log" 2>&1
+  echo "exit $?"; grep -E "^==|module" "$OUT/profile-ops.log" | head -20
 fi
 
 if has decodeprof; then
