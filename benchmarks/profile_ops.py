@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -62,7 +63,8 @@ def profile_case(case, impl: str, k: int, reps: int) -> dict:
         walls.append((time.perf_counter() - t0) * 1e3)
     wall_us = statistics.median(walls) / k * 1e3
     row = {"op": case.op, "case": case.name, "dtype": case.dtype, "implementation": impl, "calls": k,
-           "wall_us_per_call": round(wall_us, 3), **harness.provenance(), "date": harness.now_iso()}
+           "wall_us_per_call": round(wall_us, 3), "xla_flags": os.environ.get("XLA_FLAGS", ""),
+           **harness.provenance(), "date": harness.now_iso()}
     print(f"\n== {case.op} {case.name} {case.dtype} [{impl}]: {k} calls, {wall_us:.2f} us per call untraced", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         from jax.profiler import ProfileData

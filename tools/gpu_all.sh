@@ -102,10 +102,16 @@ if has ncu; then
 fi
 
 if has opprof; then
-  stamp "op programs under the profiler: kernel time vs per-call time (benchmarks/profile_ops.py)"
-  timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_ops.py --op "${PROF_OPS:-selective_state_update,causal_conv1d_update}" \
-    --batches "${PROF_BATCHES:-1,64}" --out "$OUT/profile-ops.json" > "$OUT/profile-ops.log" 2>&1
-  echo "exit $?"; grep -E "^==|module" "$OUT/profile-ops.log" | head -20
+  # Each XLA_FLAGS variant in its own process: the default command buffers, custom calls left out of
+  # them, and none at all (does a donated loop re-record its custom calls every execution?).
+  for flags in "" "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUDNN" "--xla_gpu_enable_command_buffer="; do
+    tag=$(echo "$flags" | md5sum | cut -c1-6)
+    stamp "op programs under the profiler, XLA_FLAGS='$flags' (benchmarks/profile_ops.py)"
+    XLA_FLAGS="$flags" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_ops.py \
+      --op "${PROF_OPS:-selective_state_update,causal_conv1d_update}" --batches "${PROF_BATCHES:-1,64}" \
+      --out "$OUT/profile-ops-$tag.json" > "$OUT/profile-ops-$tag.log" 2>&1
+    echo "exit $?"; grep -E "^==|module" "$OUT/profile-ops-$tag.log" | head -16
+  done
 fi
 
 if has decodeprof; then
