@@ -57,6 +57,7 @@ CASES = [
     Case(batch=5, dim=130, dstate=8, dt_rank=9, width=3, dtype=F16),
     Case(batch=2, dim=200, dtype=BF16, width=8),
     Case(batch=9, dim=5120, dstate=16, dt_rank=160, dtype=BF16),  # mamba-2.8b's layer; a partial row block
+    Case(batch=64, dim=5120, dstate=16, dt_rank=160, dtype=BF16),  # 16 row blocks
 ]
 
 
@@ -185,20 +186,22 @@ def test_gradients(impl, rng):
                 modes=["rev"], atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32", "bf16"])
-def test_model_fused_step_equals_unfused(dtype, monkeypatch):
+@pytest.mark.parametrize("dtype,d_model,d_state,batch", [(F32, 48, 8, 2), (BF16, 48, 8, 2), (BF16, 2560, 16, 5)],
+                         ids=["f32", "bf16", "bf16-mamba-2.8b-layer"])
+def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeypatch):
     """MambaMixer.step with MAMBA_JAX_FUSED_STEP=1 (ops.mamba1_step) == the unfused ops (=0, the default),
-    three steps; other values are refused."""
+    three steps, up to a mamba-2.8b layer; other values are refused."""
     from flax import nnx
     from mamba_jax.nn import MambaMixer
 
-    mixer = MambaMixer(48, d_state=8, d_conv=4, expand=2, dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
+    mixer = MambaMixer(d_model, d_state=d_state, d_conv=4, expand=2, dtype=dtype, param_dtype=dtype,
+                       rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
-    xs = jnp.asarray(rng.standard_normal((3, 2, 48)), dtype)
+    xs = jnp.asarray(rng.standard_normal((3, batch, d_model)), dtype)
 
     def run(flag):
         monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", flag)
-        conv, ssm = mixer.init_state(2, dtype)
+        conv, ssm = mixer.init_state(batch, dtype)
         step = jax.jit(lambda x, c, s: mixer.step(x, c, s))
         ys = []
         for x in xs:
