@@ -506,6 +506,20 @@ static int run_kernel_times() {
       }
     }
   }
+  {  // causal_conv1d_update B1 / B64 / B256 D5120 W4 silu, in place
+    const int64_t D = 5120, W = 4;
+    for (int64_t B : {int64_t(1), int64_t(64), int64_t(256)}) {
+      DevBuf<bf> x(B * D), st(B * D * (W - 1)), y(B * D);
+      DevBuf<float> w(D * W), bias(D);
+      fill_uniform(x, -1, 1); fill_uniform(st, -1, 1); fill_uniform(w, -1, 1); fill_uniform(bias, -1, 1);
+      CausalConv1dUpdateParams p{};
+      p.batch = B; p.dim = D; p.width = W; p.x = x.p; p.conv_state = st.p; p.new_conv_state = st.p;
+      p.weight = w.p; p.bias = bias.p; p.y = y.p; p.silu = true;
+      const float ms = time_ms([&] { return launch_causal_conv1d_update<bf>(p, 0); }, 50);
+      std::printf("kernel causal_conv1d_update B%lld D5120 W4 bf16: %.4f ms, %.0f GB/s (x, state r+w, y)\n",
+                  (long long)B, ms, B * D * 2.0 * (2 + 2 * (W - 1)) / (ms * 1e-3) / 1e9);
+    }
+  }
   {  // linear (decode GEMV) at the decode projections of mamba-130m and mamba-2.8b, batch 1
     struct G { const char* what; int64_t K, N; };
     for (G g : {G{"130m in_proj", 768, 3072}, G{"130m x_proj", 1536, 80}, G{"130m dt_proj", 48, 1536},
