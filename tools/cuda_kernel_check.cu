@@ -185,7 +185,7 @@ static void check_scan(const ScanCase& c) {
 
 // selective_state_update
 template <typename T>
-static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place) {
+static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int hoist = 1) {
   HostArr<T> x, dt, z, Bm, Cm;
   x.fill(B * D, normal, 1.0); dt.fill(B * D, normal, 1.0); z.fill(B * D, normal, 1.0);
   Bm.fill(B * G * N, normal, 1.0); Cm.fill(B * G * N, normal, 1.0);
@@ -214,11 +214,11 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   p.batch = B; p.dim = D; p.dstate = N; p.ngroups = G;
   p.state = dst.p; p.new_state = in_place ? dst.p : dns.p; p.x = dx.p; p.dt = ddt.p; p.A = dA.p;
   p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p; p.dt_bias = dbias.p; p.y = dy.p; p.dt_softplus = true;
-  CK(launch_selective_state_update<T>(p, 0));
+  CK(launch_selective_state_update<T>(p, 0, hoist));
   CK(cudaDeviceSynchronize());
   char id[160];
-  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s", (long long)B, (long long)D, (long long)N,
-                (long long)G, tname<T>(), in_place ? "-inplace" : "");
+  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-hoist%d", (long long)B, (long long)D, (long long)N,
+                (long long)G, tname<T>(), in_place ? "-inplace" : "", hoist);
   compare<T>("ssu y", id, dy.get(), y, tol<T>());
   compare<float>("ssu h", id, in_place ? dst.get() : dns.get(), ns, 2e-4);
 }
@@ -352,6 +352,15 @@ static int run_checks() {
   check_update<__half>(1, 70, 128, 1, true);         // rows kernel, 32 lanes per row
   check_update<float>(3, 13, 8, 1, true);
   check_update<__nv_bfloat16>(1, 24, 12, 1, false);  // dstate % 4 == 0 but not a power of two: generic
+  // The vector kernel with two float4s loaded before the first store (kHoist = 2): odd lane counts,
+  // a lane with one float4 (the second slot empty), in place and not.
+  check_update<__nv_bfloat16>(3, 40, 16, 1, true, 2);
+  check_update<__nv_bfloat16>(3, 40, 16, 1, false, 2);
+  check_update<__half>(1, 24, 256, 4, true, 2);
+  check_update<__nv_bfloat16>(5, 34, 32, 2, true, 2);
+  check_update<__half>(1, 70, 128, 1, true, 2);
+  check_update<__nv_bfloat16>(1, 24, 12, 1, false, 2);
+  check_update<float>(2, 100, 4, 1, false, 2);
   std::printf("causal_conv1d\n");
   check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true);
   check_conv<__nv_bfloat16>(1, 2048, 24, 4, false, true);
@@ -488,9 +497,15 @@ static int run_kernel_times() {
     p.batch = B; p.dim = D; p.dstate = N; p.ngroups = 1; p.state = st.p; p.new_state = st.p; p.x = x.p;
     p.dt = dt.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p; p.z = z.p; p.dt_bias = bias.p;
     p.y = y.p; p.dt_softplus = true;
-    const float ms = time_ms([&] { return launch_selective_state_update<bf>(p, 0); });
-    std::printf("kernel selective_state_update B256 D5120 N16 bf16: %.4f ms, %.0f GB/s (state r+w)\n", ms,
-                2.0 * B * D * N * 4 / (ms * 1e-3) / 1e9);
+    for (int64_t b : {int64_t(256), int64_t(64), int64_t(1)}) {
+      SelectiveStateUpdateParams q = p;
+      q.batch = b;
+      for (int hoist : {1, 2}) {
+        const float ms = time_ms([&] { return launch_selective_state_update<bf>(q, 0, hoist); }, 50);
+        std::printf("kernel selective_state_update B%lld D5120 N16 bf16 (hoist %d): %.4f ms, %.0f GB/s (state r+w)\n",
+                    (long long)b, hoist, ms, 2.0 * b * D * N * 4 / (ms * 1e-3) / 1e9);
+      }
+    }
     for (int64_t b : {int64_t(256), int64_t(1)}) {
       SelectiveStateUpdateParams q = p;
       q.batch = b;

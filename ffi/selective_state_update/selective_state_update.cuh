@@ -15,7 +15,11 @@ namespace cuda {
 
 constexpr int kUpdateThreads = 256;
 
-template <typename T, bool kVec>
+// kHoist (vector path): float4s of state a lane loads before it writes any. The state may be updated in
+// place, so the compiler keeps each load behind the previous store: with kHoist = 1 a lane has one
+// 16-byte load in flight at a time; kHoist = 2 issues two together (each element is still read before
+// the same thread writes it).
+template <typename T, bool kVec, int kHoist = 1>
 __global__ void __launch_bounds__(kUpdateThreads)
 selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) {
   const int tpc = 1 << tpc_log2;
@@ -47,6 +51,36 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
     if (p.dt_softplus) dt = softplus(dt);
     const float dt2 = dt * kLog2e, dtx = dt * xv;
     if (pooled_out) {
+    } else if constexpr (kVec && kHoist > 1) {
+      using V4 = Vec<T, 4>;
+      const int64_t nq = N / 4;
+      for (int64_t q0 = j; q0 < nq; q0 += int64_t(kHoist) * tpc) {
+        float4 hs[kHoist], a[kHoist];
+        V4 bq[kHoist], cq[kHoist];
+#pragma unroll
+        for (int i = 0; i < kHoist; ++i) {
+          const int64_t q = q0 + int64_t(i) * tpc;
+          if (q < nq) {
+            hs[i] = __ldcs(reinterpret_cast<const float4*>(s_in) + q);
+            a[i] = __ldg(reinterpret_cast<const float4*>(A) + q);
+            bq[i] = load_vec<T, 4>(Bp + 4 * q);
+            cq[i] = load_vec<T, 4>(Cp + 4 * q);
+          }
+        }
+#pragma unroll
+        for (int i = 0; i < kHoist; ++i) {
+          const int64_t q = q0 + int64_t(i) * tpc;
+          if (q >= nq) break;
+          float hv[4] = {hs[i].x, hs[i].y, hs[i].z, hs[i].w};
+          const float av[4] = {a[i].x, a[i].y, a[i].z, a[i].w};
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            hv[e] = fmaf(exp2_decay(dt2 * av[e]), hv[e], dtx * to_f32(bq[i].v[e]));
+            ypart = fmaf(hv[e], to_f32(cq[i].v[e]), ypart);
+          }
+          __stcs(reinterpret_cast<float4*>(s_out) + q, make_float4(hv[0], hv[1], hv[2], hv[3]));
+        }
+      }
     } else if constexpr (kVec) {
       using V4 = Vec<T, 4>;
 #pragma unroll 4
@@ -80,8 +114,9 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   }
 }
 
+// hoist: kHoist of the vector kernel (1 or 2; the FFI handler uses the default, the checker both).
 template <typename T>
-cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream) {
+cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int hoist = 1) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   auto al = [](const void* q, uintptr_t a) { return (reinterpret_cast<uintptr_t>(q) & (a - 1)) == 0; };
   const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
@@ -96,7 +131,9 @@ cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, c
   while ((int64_t(1) << tpc_log2) * items_per_lane < per_lane_items && tpc_log2 < 5) ++tpc_log2;
   const int64_t threads = rows << tpc_log2;
   const unsigned blocks = static_cast<unsigned>((threads + kUpdateThreads - 1) / kUpdateThreads);
-  if (vec)
+  if (vec && hoist > 1)
+    selective_state_update_kernel<T, true, 2><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
+  else if (vec)
     selective_state_update_kernel<T, true><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
   else
     selective_state_update_kernel<T, false><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
