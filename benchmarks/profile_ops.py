@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_decode import _describe, _gpu_events, _graph_mentions  # noqa: E402  (the trace readers)
+from profile_decode import _aggregate, _describe, _gpu_events, _graph_mentions  # noqa: E402  (the trace readers)
 
 from mamba_jax.bench import harness  # noqa: E402
 from mamba_jax.bench.ops import entry  # noqa: E402
@@ -85,10 +85,7 @@ def profile_case(case, impl: str, k: int, reps: int) -> dict:
     modules = collections.Counter(m for *_, m in events if m)
     mine = modules.most_common(1)[0][0] if modules else ""
     picked = [e for e in events if e[3] == mine] if mine else events
-    agg: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
-    for name, _, dur, _ in picked:
-        agg[name][0] += 1
-        agg[name][1] += dur
+    agg = _aggregate(picked)
     kernel_us = sum(t for _, t in agg.values()) / k / 1e3
     span_us = (max(s + d for _, s, d, _ in picked) - min(s for _, s, _, _ in picked)) / k / 1e3 if picked else 0.0
     row.update(activities_per_call=round(sum(c for c, _ in agg.values()) / k, 2), kernel_us_per_call=round(kernel_us, 3),
