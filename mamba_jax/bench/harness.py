@@ -154,14 +154,14 @@ def time_impl(case: Case, call, sets, *, quick: bool) -> tuple[Timing, str, dict
         # Each timing donates a state of its own (the first is consumed by the call that takes it).
         t1, t2 = (measure(_loop(call, k), (jnp.array(case.carry0(sets[0]), copy=True), sets[0]), warmup=3, reps=reps,
                           max_seconds=max_s, carry=(0, 0)) for k in (k1, k2))
-        mode, extra = f"loop{k2}", {"loop": [k1, k2]}
+        form, mode = "loop", f"loop{k2}"
     else:
         k1, k2 = (1, 3) if quick else (2, 12)
         c0 = case.carry0(sets[0])
         t1, t2 = (measure(_chain(call, k), (sets, c0), warmup=2, reps=reps, max_seconds=max_s) for k in (k1, k2))
-        mode, extra = "chain", {"chain": [k1, k2]}
+        form = mode = "chain"
     slope = Timing([(s - t1.median_ms) / (k2 - k1) for s in t2.samples_ms])
-    return slope, mode, {**extra, f"{mode.rstrip('0123456789')}_medians_ms": [t1.median_ms, t2.median_ms]}
+    return slope, mode, {form: [k1, k2], f"{form}_medians_ms": [t1.median_ms, t2.median_ms]}
 
 
 def _max_abs_diff(a, b) -> float:
