@@ -37,9 +37,6 @@ MJ_DEVICE int64_t step_slot(const Mamba1StepParams& p, int64_t row) {
   return (s < 0 || s >= p.n_slots) ? -1 : s;
 }
 
-// Offsets into the workspace (floats): partial sums, the x_proj output, the conv output u.
-MJ_DEVICE float* step_x_dbl(const Mamba1StepParams& p) { return p.workspace + p.batch * p.blocks * p.cols; }
-MJ_DEVICE float* step_u(const Mamba1StepParams& p) { return p.workspace + p.batch * (p.blocks * p.cols + p.cols); }
 
 template <typename T>
 __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mamba1StepParams p) {
@@ -62,7 +59,7 @@ __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mam
   }
 
   const int W = static_cast<int>(p.width), S = W - 1;
-  float* u_g = step_u(p);
+  float* u_g = p.u();
   for (int i = threadIdx.x; i < kStepRows * kStepChannels; i += kStepThreads) {
     const int r = i / kStepChannels, cl = i % kStepChannels;
     const int64_t row = row0 + r, c = c0 + cl;
@@ -132,7 +129,7 @@ __global__ void __launch_bounds__(kRedCols * kRedGroups) mamba1_step_xproj_reduc
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < kRedGroups; ++k) s += sums[k][cl];
-    step_x_dbl(p)[row * J + j] = round_to<T>(s);
+    p.x_dbl()[row * J + j] = round_to<T>(s);
   }
 }
 
@@ -150,11 +147,11 @@ __global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1Ste
   float* dt_s = part + kDtLanes * kStepRows * kDtChannels;  // [kStepRows][kDtChannels]
   float* u_s = dt_s + kStepRows * kDtChannels;               // [kStepRows][kDtChannels]
   const int tid = threadIdx.x;
-  const float* x_dbl = step_x_dbl(p) + row0 * J;
+  const float* x_dbl = p.x_dbl() + row0 * J;
   for (int64_t i = tid; i < rows * J; i += kDtThreads) dbc[i] = x_dbl[i];
   if (tid < kStepRows * kDtChannels) {
     const int r = tid / kDtChannels, cl = tid % kDtChannels;
-    if (r < rows && c0 + cl < E) u_s[tid] = step_u(p)[(row0 + r) * E + c0 + cl];
+    if (r < rows && c0 + cl < E) u_s[tid] = p.u()[(row0 + r) * E + c0 + cl];
   }
   __syncthreads();
 

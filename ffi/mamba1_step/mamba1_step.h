@@ -28,8 +28,8 @@ void mamba1_step(const Mamba1StepParams& p, int64_t row_begin, int64_t row_end) 
       continue;
     }
     const T* xz = static_cast<const T*>(p.xz) + row * 2 * E;
-    float* u = p.workspace + p.batch * (p.blocks * J + J) + row * E;
-    float* x_dbl = p.workspace + p.batch * p.blocks * J + row * J;
+    float* u = p.u() + row * E;
+    float* x_dbl = p.x_dbl() + row * J;
     for (int64_t c = 0; c < E; ++c) {
       const float a = conv_update_channel(static_cast<const T*>(p.conv_state) + (slot * E + c) * S,
                                           static_cast<T*>(p.new_conv_state) + (slot * E + c) * S, xz[c],

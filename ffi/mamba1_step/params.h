@@ -7,6 +7,12 @@
 
 #include <cstdint>
 
+#ifdef __CUDACC__
+#define MJ_STEP_HD __host__ __device__
+#else
+#define MJ_STEP_HD
+#endif
+
 namespace mamba_jax {
 
 // Channels per block of the fused step's kernels; the workspace holds one x_proj partial sum per block.
@@ -41,6 +47,10 @@ struct Mamba1StepParams {
   float* new_ssm_state;
   void* y;
   float* workspace;
+
+  // The workspace's parts (see above), for both kernels: x_proj's output [B, J] and the conv output [B, E].
+  MJ_STEP_HD float* x_dbl() const { return workspace + batch * blocks * cols; }
+  MJ_STEP_HD float* u() const { return workspace + batch * (blocks * cols + cols); }
 
   static int64_t workspace_floats(int64_t batch, int64_t dim, int64_t dstate, int64_t dt_rank) {
     const int64_t j = dt_rank + 2 * dstate, nb = (dim + kStepChannels - 1) / kStepChannels;
