@@ -167,17 +167,19 @@ static void check_scan(const ScanCase& c) {
   p.u = du.p; p.delta = ddl.p; p.A = dA.p; p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p;
   p.delta_bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.last_state = dlast.p;
   p.delta_softplus = c.softplus;
-  // The launcher's pick, and at dstate 9..16 also the register-capped kernel it takes for large grids.
-  for (int variant = 0; variant < (N > 8 && N <= 16 ? 2 : 1); ++variant) {
+  // The launcher's pick (which splits the sequence of a small grid), the same without the split, and at
+  // dstate 9..16 also the register-capped kernel it takes for large grids.
+  for (int variant = 0; variant < (N > 8 && N <= 16 ? 3 : 2); ++variant) {
     dy.poison(); dlast.poison();
     if (variant == 0) CK(launch_selective_scan<T>(p, 0));
+    else if (variant == 1) CK(launch_selective_scan<T>(p, 0, false));
     else CK((launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, 0)));
     CK(cudaDeviceSynchronize());
     char id[160];
     std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s%s", (long long)B, (long long)L,
                   (long long)D, (long long)N, (long long)G, tname<T>(), c.has_D ? "+D" : "", c.has_z ? "+z" : "",
                   c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "",
-                  variant ? "-mb4" : "");
+                  variant == 1 ? "-nosplit" : (variant == 2 ? "-mb4" : ""));
     compare<T>("scan y", id, dy.get(), y, tol<T>());
     compare<float>("scan h", id, dlast.get(), last, 2e-4);
   }
@@ -185,7 +187,8 @@ static void check_scan(const ScanCase& c) {
 
 // selective_state_update
 template <typename T>
-static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int hoist = 1) {
+static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int hoist = 1, int tl = -1,
+                         int block = 0, int minb = 1) {
   HostArr<T> x, dt, z, Bm, Cm;
   x.fill(B * D, normal, 1.0); dt.fill(B * D, normal, 1.0); z.fill(B * D, normal, 1.0);
   Bm.fill(B * G * N, normal, 1.0); Cm.fill(B * G * N, normal, 1.0);
@@ -214,11 +217,11 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   p.batch = B; p.dim = D; p.dstate = N; p.ngroups = G;
   p.state = dst.p; p.new_state = in_place ? dst.p : dns.p; p.x = dx.p; p.dt = ddt.p; p.A = dA.p;
   p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p; p.dt_bias = dbias.p; p.y = dy.p; p.dt_softplus = true;
-  CK(launch_selective_state_update<T>(p, 0, hoist));
+  CK(launch_selective_state_update<T>(p, 0, hoist, tl, block, minb));
   CK(cudaDeviceSynchronize());
   char id[160];
-  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-hoist%d", (long long)B, (long long)D, (long long)N,
-                (long long)G, tname<T>(), in_place ? "-inplace" : "", hoist);
+  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-hoist%d-tl%d-block%d-minb%d", (long long)B,
+                (long long)D, (long long)N, (long long)G, tname<T>(), in_place ? "-inplace" : "", hoist, tl, block, minb);
   compare<T>("ssu y", id, dy.get(), y, tol<T>());
   compare<float>("ssu h", id, in_place ? dst.get() : dns.get(), ns, 2e-4);
 }
@@ -269,7 +272,7 @@ static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init
 }
 
 template <typename T>
-static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place) {
+static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place, int block = 0) {
   const int64_t S = W - 1;
   HostArr<T> x, st;
   x.fill(B * D, normal, 1.0);
@@ -294,7 +297,7 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place) {
   p.batch = B; p.dim = D; p.width = W;
   p.x = dx.p; p.conv_state = dst.p; p.new_conv_state = in_place ? dst.p : dns.p; p.weight = dw.p;
   p.bias = dbias.p; p.y = dy.p; p.silu = true;
-  CK(launch_causal_conv1d_update<T>(p, 0));
+  CK(launch_causal_conv1d_update<T>(p, 0, block));
   CK(cudaDeviceSynchronize());
   char id[160];
   std::snprintf(id, sizeof id, "B%lld-D%lld-W%lld-%s%s", (long long)B, (long long)D, (long long)W, tname<T>(),
@@ -341,6 +344,14 @@ static int run_checks() {
   check_scan<__nv_bfloat16>({1, 70, 48, 16, 2, true, true, true, true, false});  // group of 24: launch per group
   check_scan<__nv_bfloat16>({3, 70, 2128, 16, 1, true, true, true, true, true});  // 399 blocks: > 3 per SM on 132 SMs
   check_scan<float>({1, 64, 32, 4, 1, true, true, true, true, true});            // dstate 4 = one f32 vector
+  // the sequence split (small grids, D % 16 == 0): pieces of a multiple of the staging chunk, the last
+  // piece longer; with and without an initial state, two groups in one launch, dstate 8 and 64
+  check_scan<__nv_bfloat16>({1, 1000, 64, 16, 1, true, true, true, true, true});
+  check_scan<__nv_bfloat16>({2, 777, 32, 16, 1, true, true, true, true, false});
+  check_scan<float>({1, 517, 64, 16, 2, true, false, true, true, true});
+  check_scan<__half>({1, 700, 48, 8, 1, true, true, true, true, true});
+  check_scan<float>({1, 400, 16, 64, 1, true, true, true, false, true});
+  check_scan<__nv_bfloat16>({1, 2048, 1536, 16, 1, true, true, true, true, true});  // the benchmark's D1536
   std::printf("selective_state_update\n");
   check_update<__nv_bfloat16>(3, 40, 16, 1, false);
   check_update<__nv_bfloat16>(3, 40, 16, 1, true);
@@ -361,6 +372,17 @@ static int run_checks() {
   check_update<__half>(1, 70, 128, 1, true, 2);
   check_update<__nv_bfloat16>(1, 24, 12, 1, false, 2);
   check_update<float>(2, 100, 4, 1, false, 2);
+  // the lane and block choices the kernels mode sweeps
+  for (int tl : {0, 1, 2})
+    for (int block : {64, 128})
+      for (int hoist : {0, 1, 2}) check_update<__nv_bfloat16>(3, 72, 16, 1, true, hoist, tl, block, hoist == 0 ? 8 : 1);
+  for (int minb : {1, 8}) {  // one float4 per lane at dstate 8, 64, 128; dstate 12 falls back
+    check_update<float>(2, 40, 8, 2, false, 0, -1, 0, minb);
+    check_update<__half>(3, 24, 64, 1, true, 0, -1, 0, minb);
+    check_update<__nv_bfloat16>(1, 33, 128, 1, true, 0, -1, 64, minb);
+    check_update<__nv_bfloat16>(1, 24, 12, 1, false, 0, -1, 0, minb);
+  }
+  check_update<float>(2, 40, 64, 2, false, 1, -1, 0, 8);
   std::printf("causal_conv1d\n");
   check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true);
   check_conv<__nv_bfloat16>(1, 2048, 24, 4, false, true);
@@ -386,6 +408,7 @@ static int run_checks() {
   check_conv_update<__nv_bfloat16>(2, 50, 4, true);
   check_conv_update<float>(3, 17, 8, false);
   check_conv_update<__half>(1, 9, 2, true);
+  for (int block : {32, 64, 128}) check_conv_update<__nv_bfloat16>(3, 50, 4, true, block);
   std::printf("%s: %d failing comparison(s)\n", g_failures ? "FAILED" : "PASSED", g_failures);
   return g_failures ? 1 : 0;
 }
@@ -460,6 +483,16 @@ static float time_ms(F launch, int reps = 20) {
   return ms[reps / 2];
 }
 
+// per launch of `n` back-to-back launches between two events (what a graph or a loop sees; a single
+// launch timed alone adds the launch latency), median of `reps`.
+template <typename F>
+static float time_burst_ms(F launch, int n = 64, int reps = 15) {
+  return time_ms([&] {
+    for (int i = 0; i < n - 1; ++i) CK(launch());
+    return launch();
+  }, reps) / n;
+}
+
 template <typename E>
 static void fill_uniform(DevBuf<E>& buf, double lo, double hi) {
   std::vector<E> h(buf.n);
@@ -486,10 +519,12 @@ static int run_kernel_times() {
       report("2 stages", want, time_ms([&] { return launch_causal_conv1d<bf, 2, 0>(p, 0, want); }, 50));
     }
   }
-  {  // selective_state_update B256 D5120 N16, in place
-    const int64_t B = 256, D = 5120, N = 16;
+  {  // selective_state_update D5120 N16, in place. At B64 / B256 the launches rotate over state copies
+     // (>= 320 MB in all) so that each reads its state from DRAM, as in a program (one copy of 42 MB
+     // at B64 stays partly in the 50 MB L2); at B1 one copy, L2-resident as in a chain of calls.
+    const int64_t B = 256, D = 5120, N = 16, copies = 8;
     DevBuf<bf> x(B * D), dt(B * D), z(B * D), Bm(B * N), Cm(B * N), y(B * D);
-    DevBuf<float> st(B * D * N), A(D * N), Dk(D), bias(D);
+    DevBuf<float> st(copies * B * D * N), A(D * N), Dk(D), bias(D);
     fill_uniform(x, -1, 1); fill_uniform(dt, -1, 1); fill_uniform(z, -1, 1); fill_uniform(Bm, -1, 1);
     fill_uniform(Cm, -1, 1); fill_uniform(st, -1, 1); fill_uniform(A, -2, -0.1); fill_uniform(Dk, -1, 1);
     fill_uniform(bias, -5, -2);
@@ -497,28 +532,31 @@ static int run_kernel_times() {
     p.batch = B; p.dim = D; p.dstate = N; p.ngroups = 1; p.state = st.p; p.new_state = st.p; p.x = x.p;
     p.dt = dt.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p; p.z = z.p; p.dt_bias = bias.p;
     p.y = y.p; p.dt_softplus = true;
+    // default launch, then the sweep: hoist x min blocks x lanes per row x threads per block, per launch
+    // of 64 back to back
     for (int64_t b : {int64_t(256), int64_t(64), int64_t(1)}) {
-      SelectiveStateUpdateParams q = p;
-      q.batch = b;
-      for (int hoist : {1, 2}) {
-        const float ms = time_ms([&] { return launch_selective_state_update<bf>(q, 0, hoist); }, 50);
-        std::printf("kernel selective_state_update B%lld D5120 N16 bf16 (hoist %d): %.4f ms, %.0f GB/s (state r+w)\n",
-                    (long long)b, hoist, ms, 2.0 * b * D * N * 4 / (ms * 1e-3) / 1e9);
-      }
-    }
-    for (int64_t b : {int64_t(256), int64_t(1)}) {
-      SelectiveStateUpdateParams q = p;
-      q.batch = b;
+      const int64_t per = b * D * N, ncopy = b == 1 ? 1 : (320LL << 20) / (per * 4) + 1;
+      int i = 0;
+      auto at = [&](SelectiveStateUpdateParams q) {
+        q.batch = b;
+        q.state = q.new_state = st.p + (i++ % ncopy) * per;
+        return q;
+      };
       const double gb = 2.0 * b * D * N * 4 / 1e9;
-      for (int tl : {2, 1, 0}) {  // 4, 2 or 1 lanes per (batch, channel) row
-        const unsigned blocks = static_cast<unsigned>((b * D << tl) + kUpdateThreads - 1) / kUpdateThreads;
-        const float t = time_ms([&] {
-          selective_state_update_kernel<bf, true><<<blocks, kUpdateThreads>>>(q, tl);
-          return cudaGetLastError();
-        }, 50);
-        std::printf("kernel selective_state_update B%lld %d lanes per row: %.4f ms, %.0f GB/s\n", (long long)b, 1 << tl, t,
-                    gb / (t * 1e-3));
-      }
+      const float ms = time_ms([&] { return launch_selective_state_update<bf>(at(p), 0); }, 50);
+      const float burst = time_burst_ms([&] { return launch_selective_state_update<bf>(at(p), 0); });
+      std::printf("kernel selective_state_update B%lld D5120 N16 bf16 (default, %lld state copies): %.4f ms alone, "
+                  "%.4f ms per launch of 64, %.0f GB/s (state r+w)\n", (long long)b, (long long)ncopy, ms, burst,
+                  gb / (burst * 1e-3));
+      for (int hoist : {0, 1, 2})
+        for (int minb : (hoist == 0 ? std::vector<int>{1, 8} : std::vector<int>{1}))
+          for (int tl : (hoist == 0 ? std::vector<int>{2} : std::vector<int>{0, 1, 2}))
+            for (int block : {128, 256}) {
+              const float t = time_burst_ms(
+                  [&] { return launch_selective_state_update<bf>(at(p), 0, hoist, tl, block, minb); });
+              std::printf("sweep selective_state_update B%lld hoist %d minb %d lanes %d block %d: %.4f ms, %.0f GB/s\n",
+                          (long long)b, hoist, minb, 1 << tl, block, t, gb / (t * 1e-3));
+            }
     }
   }
   {  // causal_conv1d_update B1 / B64 / B256 D5120 W4 silu, in place
@@ -533,6 +571,11 @@ static int run_kernel_times() {
       const float ms = time_ms([&] { return launch_causal_conv1d_update<bf>(p, 0); }, 50);
       std::printf("kernel causal_conv1d_update B%lld D5120 W4 bf16: %.4f ms, %.0f GB/s (x, state r+w, y)\n",
                   (long long)B, ms, B * D * 2.0 * (2 + 2 * (W - 1)) / (ms * 1e-3) / 1e9);
+      for (int block : {32, 64, 128, 256}) {
+        const float t = time_burst_ms([&] { return launch_causal_conv1d_update<bf>(p, 0, block); });
+        std::printf("sweep causal_conv1d_update B%lld block %d: %.4f ms per launch of 64, %.0f GB/s\n", (long long)B,
+                    block, t, B * D * 2.0 * (2 + 2 * (W - 1)) / (t * 1e-3) / 1e9);
+      }
     }
   }
   {  // linear (decode GEMV) at the decode projections of mamba-130m and mamba-2.8b, batch 1
@@ -570,8 +613,9 @@ static int run_kernel_times() {
       p.z = z.p; p.delta_bias = bias.p; p.initial_state = nullptr; p.y = y.p; p.last_state = last.p;
       p.delta_softplus = true;
       const float ms = time_ms([&] { return launch_selective_scan<bf>(p, 0); });
-      std::printf("kernel selective_scan B%lld L%lld D%lld N16 bf16: %.4f ms\n", (long long)B, (long long)L,
-                  (long long)D, ms);
+      const float whole = time_ms([&] { return launch_selective_scan<bf>(p, 0, false); });
+      std::printf("kernel selective_scan B%lld L%lld D%lld N16 bf16: %.4f ms (without the sequence split %.4f)\n",
+                  (long long)B, (long long)L, (long long)D, ms, whole);
     }
   }
   return 0;

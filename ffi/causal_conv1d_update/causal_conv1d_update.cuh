@@ -53,11 +53,13 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalC
   static_cast<T*>(p.y)[bd] = from_f32<T>(p.silu ? silu(acc) : acc);
 }
 
+// block: threads per block (0: 256; the checker sweeps it).
 template <typename T>
-cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaStream_t stream) {
+cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaStream_t stream, int block = 0) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+  if (block <= 0) block = 256;
   const int64_t n = p.batch * p.dim;
-  causal_conv1d_update_kernel<T><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p);
+  causal_conv1d_update_kernel<T><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

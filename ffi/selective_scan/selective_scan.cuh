@@ -18,6 +18,8 @@
 //   4. y goes through shared memory and out as 16-byte row stores.
 #pragma once
 
+#include <algorithm>
+
 #include "common/cuda_common.cuh"
 #include "selective_scan/params.h"
 
@@ -25,12 +27,56 @@ namespace mamba_jax {
 namespace cuda {
 
 // What one launch covers: channels [d_begin, d_end), all in groups of `per_group` channels.
+// Sequence split (a grid too small for the chip): blockIdx.y is a piece of chunk_len steps (the last
+// piece takes the rest). Pass kScanEnd runs pieces 0 .. P-2 from a zero state and leaves each one's end
+// state and sum of dt in the next piece's "band" of y; scan_carry_kernel turns those into the state
+// entering each piece; pass kScanFinal runs every piece from that state and writes y over the band.
+// A block's band is y[b, piece start + r, d0 .. d0 + K) for the first rows r: only that block writes
+// there, after reading it.
+enum ScanPass : int { kScanWhole = 0, kScanEnd = 1, kScanFinal = 2 };
 struct ScanLaunch {
   int64_t d_begin, d_end, per_group;
   int64_t channel_blocks;  // ceil((d_end - d_begin) / kChannels)
   bool vec_act;            // u/delta/z/y rows of a block are 16-byte aligned vectors
   bool vec_bc;             // B/C rows are 16-byte aligned vectors and dstate is the padded size
+  int pass;                // ScanPass
+  int64_t chunk_len, pieces;  // the split (pass != kScanWhole)
 };
+
+// Float f of the band of the block at channels d0 .. d0 + K of batch row b and the piece starting at
+// step t0: K * sizeof(T) / 4 floats per y row. Slot c * (N + 1) + n holds channel c's state n, slot
+// c * (N + 1) + N its sum of dt.
+template <typename T, int K>
+MJ_DEVICE float* scan_band(const SelectiveScanParams& p, int64_t b, int64_t t0, int64_t d0, int64_t f) {
+  constexpr int kFpr = K * static_cast<int>(sizeof(T)) / 4;
+  return reinterpret_cast<float*>(static_cast<T*>(p.y) + b * p.u_batch_stride + (t0 + f / kFpr) * p.dim + d0) +
+         f % kFpr;
+}
+
+// Rows of y a band takes.
+template <typename T, int K>
+constexpr int64_t scan_band_rows(int64_t dstate) {
+  return (K * (dstate + 1) + K * int64_t(sizeof(T)) / 4 - 1) / (K * int64_t(sizeof(T)) / 4);
+}
+
+// One thread per (b, d, n): the state entering piece q = exp(A * sum dt of piece q-1) * the state entering
+// q-1 + piece q-1's end state from zero, written over the latter in piece q's band.
+template <typename T, int K>
+__global__ void __launch_bounds__(256) scan_carry_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t N = p.dstate, D = p.dim;
+  if (i >= p.batch * D * N) return;
+  const int64_t n = i % N, d = (i / N) % D, b = i / (N * D);
+  const int64_t d0 = d - d % K, c = d % K;
+  const float a2 = p.A[d * N + n] * kLog2e;
+  float h = p.initial_state ? p.initial_state[i] : 0.0f;
+  for (int64_t q = 1; q < ln.pieces; ++q) {
+    float* slot = scan_band<T, K>(p, b, q * ln.chunk_len, d0, c * (N + 1) + n);
+    const float sdt = *scan_band<T, K>(p, b, q * ln.chunk_len, d0, c * (N + 1) + N);
+    h = fmaf(exp2f(a2 * sdt), h, *slot);
+    *slot = h;
+  }
+}
 
 // S states per lane, G lanes per channel (S * G = padded dstate), K channels per block.
 template <int S, int G, int K>
@@ -141,15 +187,21 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
   const int64_t b = blockIdx.x / ln.channel_blocks;
   const int64_t d0 = ln.d_begin + (blockIdx.x % ln.channel_blocks) * K;
   const int nch = static_cast<int>(ln.d_end - d0 < K ? ln.d_end - d0 : K);
-  const int64_t L = p.seqlen, D = p.dim, N = p.dstate;
+  const int64_t D = p.dim, N = p.dstate;
   const int64_t grp = d0 / ln.per_group;
+  // This block's piece of the sequence: steps [t_begin, t_begin + L).
+  const int64_t piece = blockIdx.y;
+  const bool split = ln.pass != kScanWhole, end_only = ln.pass == kScanEnd;
+  const bool last_piece = !split || piece == ln.pieces - 1;
+  const int64_t t_begin = split ? piece * ln.chunk_len : 0;
+  const int64_t L = last_piece ? p.seqlen - t_begin : ln.chunk_len;
 
-  const int64_t act_off = b * p.u_batch_stride + d0;
+  const int64_t act_off = b * p.u_batch_stride + t_begin * D + d0;
   const T* u_g = static_cast<const T*>(p.u) + act_off;
   const T* dl_g = static_cast<const T*>(p.delta) + act_off;
-  const T* z_g = p.z ? static_cast<const T*>(p.z) + act_off : nullptr;
+  const T* z_g = (p.z && !end_only) ? static_cast<const T*>(p.z) + act_off : nullptr;
   T* y_g = static_cast<T*>(p.y) + act_off;
-  const int64_t bc_off = b * p.bc_batch_stride + grp * p.bc_group_stride;
+  const int64_t bc_off = b * p.bc_batch_stride + t_begin * p.bc_seq_stride + grp * p.bc_group_stride;
   const T* B_g = static_cast<const T*>(p.Bm) + bc_off;
   const T* C_g = static_cast<const T*>(p.Cm) + bc_off;
 
@@ -162,8 +214,12 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     const int64_t n = int64_t(j) * S + s;
     const bool ok = chan_ok && n < N;
     A2[s] = ok ? p.A[d * N + n] * kLog2e : 0.0f;
-    h[s] = (ok && p.initial_state) ? p.initial_state[(b * D + d) * N + n] : 0.0f;
+    if (piece > 0)  // kScanFinal: the carried state in this piece's band; kScanEnd: zero
+      h[s] = (ok && !end_only) ? *scan_band<T, K>(p, b, t_begin, d0, c * (N + 1) + n) : 0.0f;
+    else
+      h[s] = (ok && p.initial_state) ? p.initial_state[(b * D + d) * N + n] : 0.0f;
   }
+  float sum_dt = 0.0f;  // kScanEnd: this channel's sum of dt over the piece
   const float dskip = (chan_ok && p.Dskip) ? p.Dskip[d] : 0.0f;
   // In "prepare", thread tid always handles channel tid % K (NT is a multiple of K).
   const int pc = tid % K;
@@ -279,6 +335,17 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
 
   auto compute = [&](int st) {
     const T* ra = raw_act + st * 3 * TC * K;
+    if (end_only) {  // the recurrence alone (no y)
+      for (int t = 0; t < TC; ++t) {
+        const float2 dd = s_dtdu[t * K + c];
+        float bc[2 * S];
+        load_lane_floats<2 * S>(s_BC + (t * G + j) * (2 * S), bc);
+#pragma unroll
+        for (int s = 0; s < S; ++s) h[s] = fmaf(exp2_decay(dd.x * A2[s]), h[s], dd.y * bc[s]);
+        sum_dt += dd.x;
+      }
+      return;
+    }
 #pragma unroll UNR
     for (int tb = 0; tb < TC; tb += G) {
       float part[G];
@@ -311,18 +378,28 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     cp_async_wait_all();
     __syncthreads();  // chunk k landed; chunk k-1's compute is done with s_* and stage st^1
     if (k + 1 < nchunks) load_chunk(k + 1, st ^ 1);
-    if (k > 0) store_y(k - 1);
+    if (k > 0 && !end_only) store_y(k - 1);
     prepare(k, st);
     __syncthreads();
     compute(st);
   }
   __syncthreads();
-  if (nchunks > 0) store_y(nchunks - 1);
+  if (nchunks > 0 && !end_only) store_y(nchunks - 1);
 
+  if (end_only) {  // into the next piece's band (the split needs D % K == 0: every channel is there)
+    const int64_t t_next = t_begin + L;
 #pragma unroll
-  for (int s = 0; s < S; ++s) {
-    const int64_t n = int64_t(j) * S + s;
-    if (chan_ok && n < N) p.last_state[(b * D + d) * N + n] = h[s];
+    for (int s = 0; s < S; ++s) {
+      const int64_t n = int64_t(j) * S + s;
+      if (n < N) *scan_band<T, K>(p, b, t_next, d0, c * (N + 1) + n) = h[s];
+    }
+    if (j == 0) *scan_band<T, K>(p, b, t_next, d0, c * (N + 1) + N) = sum_dt;
+  } else if (last_piece) {
+#pragma unroll
+    for (int s = 0; s < S; ++s) {
+      const int64_t n = int64_t(j) * S + s;
+      if (chan_ok && n < N) p.last_state[(b * D + d) * N + n] = h[s];
+    }
   }
 }
 
@@ -341,8 +418,11 @@ selective_scan_kernel_mb(const SelectiveScanParams p, const ScanLaunch ln) {
 // MB: 0 = only the block size is declared (ptxas gives the S2xG8 kernel 142 registers at K = 16, 3
 // blocks/SM; in v4, at K = 8, declaring "at least 1 block" instead let it take 204 registers and made it
 // 1.6x slower at B1 D5120); MB > 0 asks for MB resident blocks per SM (registers capped, may spill).
+constexpr int64_t kMaxScanPieces = 16;
+
+// split_ok: the sequence may be split when the grid is small (see ScanLaunch).
 template <typename T, int S, int G, int K = 16, int UNR = 1, int MB = 0>
-cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
+cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream, bool split_ok = true) {
   using Cfg = ScanCfg<S, G, K>;
   constexpr int EV = 16 / sizeof(T);
   const size_t smem = Cfg::template smem_bytes<T>();
@@ -372,8 +452,38 @@ cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
     // Row vectors only when every block is K whole channels (no vector may straddle a block edge).
     ln.vec_act = ptrs_act && p.dim % EV == 0 && ln.d_begin % EV == 0 && (ln.d_end - ln.d_begin) % K == 0;
     ln.vec_bc = vec_bc;
+    ln.pass = kScanWhole;
+    ln.chunk_len = p.seqlen;
+    ln.pieces = 1;
     const int64_t blocks = ln.channel_blocks * p.batch;
-    kernel<<<dim3(static_cast<unsigned>(blocks)), Cfg::kThreads, smem, stream>>>(p, ln);
+    // Sequence split when the grid fills at most half of the blocks the chip holds at once: P pieces
+    // of >= `band` steps (a multiple of the staging chunk), P * blocks about the resident blocks.
+    if (one_launch && ln.vec_act && p.dim % K == 0 && split_ok) {
+      int sms = 0, per_sm = 0;
+      cudaError_t e = current_device_attribute(cudaDevAttrMultiProcessorCount, &sms);
+      if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, Cfg::kThreads, smem);
+      if (e != cudaSuccess) return e;
+      const int64_t want = std::min<int64_t>(kMaxScanPieces, int64_t(sms) * per_sm / blocks);
+      if (want >= 2) {
+        const int64_t band = scan_band_rows<T, K>(p.dstate);
+        int64_t len = std::max<int64_t>((p.seqlen + want - 1) / want, band);
+        len = (len + Cfg::kChunk - 1) / Cfg::kChunk * Cfg::kChunk;
+        if (p.seqlen / len >= 2) {
+          ln.chunk_len = len;
+          ln.pieces = p.seqlen / len;  // the last piece takes the rest (>= len steps)
+        }
+      }
+    }
+    if (ln.pieces > 1) {
+      ln.pass = kScanEnd;
+      kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(ln.pieces - 1)), Cfg::kThreads, smem,
+               stream>>>(p, ln);
+      const int64_t n = p.batch * p.dim * p.dstate;
+      scan_carry_kernel<T, K><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p, ln);
+      ln.pass = kScanFinal;
+    }
+    kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(ln.pieces)), Cfg::kThreads, smem, stream>>>(
+        p, ln);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
@@ -387,23 +497,23 @@ cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream) {
 // SM (several waves) takes the register-capped kernel (4 blocks/SM instead of 3): 0.668 -> 0.621 ms
 // at B4; with fewer blocks the cap only costs (0.197 -> 0.207 at B1, 0.758 -> 0.797 at L8192).
 template <typename T>
-cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream) {
+cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream, bool split_ok = true) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   const int64_t n = p.dstate;
-  if (n <= 4) return launch_scan_cfg<T, 1, 4, 16>(p, stream);
-  if (n <= 8) return launch_scan_cfg<T, 2, 4, 16>(p, stream);
+  if (n <= 4) return launch_scan_cfg<T, 1, 4, 16>(p, stream, split_ok);
+  if (n <= 8) return launch_scan_cfg<T, 2, 4, 16>(p, stream, split_ok);
   if (n <= 16) {
     int sms = 0;
     const cudaError_t e = current_device_attribute(cudaDevAttrMultiProcessorCount, &sms);
     if (e != cudaSuccess) return e;
     const int64_t blocks = p.batch * ((p.dim + 15) / 16);
-    return blocks > 3 * int64_t(sms) ? launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, stream)
-                                     : launch_scan_cfg<T, 2, 8, 16>(p, stream);
+    return blocks > 3 * int64_t(sms) ? launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, stream, split_ok)
+                                     : launch_scan_cfg<T, 2, 8, 16>(p, stream, split_ok);
   }
-  if (n <= 32) return launch_scan_cfg<T, 2, 16, 16>(p, stream);
-  if (n <= 64) return launch_scan_cfg<T, 4, 16, 16>(p, stream);
-  if (n <= 128) return launch_scan_cfg<T, 8, 16, 16>(p, stream);
-  return launch_scan_cfg<T, 16, 16, 16>(p, stream);
+  if (n <= 32) return launch_scan_cfg<T, 2, 16, 16>(p, stream, split_ok);
+  if (n <= 64) return launch_scan_cfg<T, 4, 16, 16>(p, stream, split_ok);
+  if (n <= 128) return launch_scan_cfg<T, 8, 16, 16>(p, stream, split_ok);
+  return launch_scan_cfg<T, 16, 16, 16>(p, stream, split_ok);
 }
 
 }  // namespace cuda

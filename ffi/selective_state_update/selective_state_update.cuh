@@ -18,9 +18,10 @@ constexpr int kUpdateThreads = 256;
 // kHoist (vector path): float4s of state a lane loads before it writes any. The state may be updated in
 // place, so the compiler keeps each load behind the previous store: with kHoist = 1 a lane has one
 // 16-byte load in flight at a time; kHoist = 2 issues two together (each element is still read before
-// the same thread writes it).
-template <typename T, bool kVec, int kHoist = 1>
-__global__ void __launch_bounds__(kUpdateThreads)
+// the same thread writes it). kMinBlocks: resident blocks of kUpdateThreads asked of the register
+// allocator (8 caps a thread at 32 registers: full occupancy, more loads in flight per SM).
+template <typename T, bool kVec, int kHoist = 1, int kMinBlocks = 1>
+__global__ void __launch_bounds__(kUpdateThreads, kMinBlocks)
 selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) {
   const int tpc = 1 << tpc_log2;
   const int64_t gid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -51,6 +52,19 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
     if (p.dt_softplus) dt = softplus(dt);
     const float dt2 = dt * kLog2e, dtx = dt * xv;
     if (pooled_out) {
+    } else if constexpr (kVec && kHoist == 0) {  // one float4 per lane: the launcher sets tpc = dstate / 4
+      const float4 hs = __ldcs(reinterpret_cast<const float4*>(s_in) + j);
+      const float4 a = __ldg(reinterpret_cast<const float4*>(A) + j);
+      const Vec<T, 4> bq = load_vec<T, 4>(Bp + 4 * j);
+      const Vec<T, 4> cq = load_vec<T, 4>(Cp + 4 * j);
+      float hv[4] = {hs.x, hs.y, hs.z, hs.w};
+      const float av[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        hv[e] = fmaf(exp2_decay(dt2 * av[e]), hv[e], dtx * to_f32(bq.v[e]));
+        ypart = fmaf(hv[e], to_f32(cq.v[e]), ypart);
+      }
+      __stcs(reinterpret_cast<float4*>(s_out) + j, make_float4(hv[0], hv[1], hv[2], hv[3]));
     } else if constexpr (kVec && kHoist > 1) {
       using V4 = Vec<T, 4>;
       const int64_t nq = N / 4;
@@ -114,9 +128,12 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   }
 }
 
-// hoist: kHoist of the vector kernel (1 or 2; the FFI handler uses the default, the checker both).
+// hoist: kHoist of the vector kernel (0, 1 or 2); min_blocks: its kMinBlocks (1 or 8) with hoist 0 (with
+// 1 or 2 a 32-register cap spills). tpc_log2 / block: lanes
+// per (batch, channel) row and threads per block, picked here when negative / 0 (the checker sweeps them).
 template <typename T>
-cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int hoist = 1) {
+cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int hoist = 1,
+                                          int tpc_log2 = -1, int block = 0, int min_blocks = 1) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   auto al = [](const void* q, uintptr_t a) { return (reinterpret_cast<uintptr_t>(q) & (a - 1)) == 0; };
   const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
@@ -125,18 +142,33 @@ cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, c
   // Vector path: two float4 of state per lane where dstate allows (measured on the H200 at B256 D5120
   // N16: 1, 2, 4 lanes per row = 2.20, 2.74, 1.88 TB/s; two independent 16-byte loads in flight per
   // thread beat one, and beat four at the occupancy those registers leave).
-  const int64_t per_lane_items = vec ? p.dstate / 4 : p.dstate;
-  const int64_t items_per_lane = vec ? 2 : 1;
-  int tpc_log2 = 0;
-  while ((int64_t(1) << tpc_log2) * items_per_lane < per_lane_items && tpc_log2 < 5) ++tpc_log2;
+  if (tpc_log2 < 0) {
+    const int64_t per_lane_items = vec ? p.dstate / 4 : p.dstate;
+    const int64_t items_per_lane = vec ? 2 : 1;
+    tpc_log2 = 0;
+    while ((int64_t(1) << tpc_log2) * items_per_lane < per_lane_items && tpc_log2 < 5) ++tpc_log2;
+  }
+  if (block <= 0 || block > kUpdateThreads) block = kUpdateThreads;
   const int64_t threads = rows << tpc_log2;
-  const unsigned blocks = static_cast<unsigned>((threads + kUpdateThreads - 1) / kUpdateThreads);
+  const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
+  // hoist 0: one float4 per lane, when dstate / 4 lanes (a power of two, <= 32) cover the row
+  const int64_t nq = p.dstate / 4;
+  if (vec && hoist == 0 && nq <= 32 && (nq & (nq - 1)) == 0) {
+    tpc_log2 = 0;
+    while ((int64_t(1) << tpc_log2) < nq) ++tpc_log2;
+    const unsigned blocks0 = static_cast<unsigned>(((rows << tpc_log2) + block - 1) / block);
+    if (min_blocks > 1)
+      selective_state_update_kernel<T, true, 0, 8><<<blocks0, block, 0, stream>>>(p, tpc_log2);
+    else
+      selective_state_update_kernel<T, true, 0><<<blocks0, block, 0, stream>>>(p, tpc_log2);
+    return cudaGetLastError();
+  }
   if (vec && hoist > 1)
-    selective_state_update_kernel<T, true, 2><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
+    selective_state_update_kernel<T, true, 2><<<blocks, block, 0, stream>>>(p, tpc_log2);
   else if (vec)
-    selective_state_update_kernel<T, true><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
+    selective_state_update_kernel<T, true><<<blocks, block, 0, stream>>>(p, tpc_log2);
   else
-    selective_state_update_kernel<T, false><<<blocks, kUpdateThreads, 0, stream>>>(p, tpc_log2);
+    selective_state_update_kernel<T, false><<<blocks, block, 0, stream>>>(p, tpc_log2);
   return cudaGetLastError();
 }
 
