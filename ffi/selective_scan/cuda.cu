@@ -11,9 +11,9 @@ using namespace mamba_jax::ffi_util;
 namespace mamba_jax {
 namespace cuda {
 // Instantiated in cuda_{f32,bf16,f16}.cu.
-extern template cudaError_t launch_selective_scan<float>(const SelectiveScanParams&, cudaStream_t);
-extern template cudaError_t launch_selective_scan<__nv_bfloat16>(const SelectiveScanParams&, cudaStream_t);
-extern template cudaError_t launch_selective_scan<__half>(const SelectiveScanParams&, cudaStream_t);
+extern template cudaError_t launch_selective_scan<float>(const SelectiveScanParams&, cudaStream_t, bool);
+extern template cudaError_t launch_selective_scan<__nv_bfloat16>(const SelectiveScanParams&, cudaStream_t, bool);
+extern template cudaError_t launch_selective_scan<__half>(const SelectiveScanParams&, cudaStream_t, bool);
 }  // namespace cuda
 }  // namespace mamba_jax
 

@@ -4,6 +4,6 @@
 
 namespace mamba_jax {
 namespace cuda {
-template cudaError_t launch_selective_scan<__nv_bfloat16>(const SelectiveScanParams&, cudaStream_t);
+template cudaError_t launch_selective_scan<__nv_bfloat16>(const SelectiveScanParams&, cudaStream_t, bool);
 }  // namespace cuda
 }  // namespace mamba_jax

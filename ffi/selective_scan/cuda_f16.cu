@@ -4,6 +4,6 @@
 
 namespace mamba_jax {
 namespace cuda {
-template cudaError_t launch_selective_scan<__half>(const SelectiveScanParams&, cudaStream_t);
+template cudaError_t launch_selective_scan<__half>(const SelectiveScanParams&, cudaStream_t, bool);
 }  // namespace cuda
 }  // namespace mamba_jax
