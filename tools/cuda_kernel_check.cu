@@ -187,8 +187,7 @@ static void check_scan(const ScanCase& c) {
 
 // selective_state_update
 template <typename T>
-static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int hoist = 1, int tl = -1,
-                         int block = 0, int minb = 1) {
+static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int tl = -1, int block = 0) {
   HostArr<T> x, dt, z, Bm, Cm;
   x.fill(B * D, normal, 1.0); dt.fill(B * D, normal, 1.0); z.fill(B * D, normal, 1.0);
   Bm.fill(B * G * N, normal, 1.0); Cm.fill(B * G * N, normal, 1.0);
@@ -217,11 +216,11 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   p.batch = B; p.dim = D; p.dstate = N; p.ngroups = G;
   p.state = dst.p; p.new_state = in_place ? dst.p : dns.p; p.x = dx.p; p.dt = ddt.p; p.A = dA.p;
   p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p; p.dt_bias = dbias.p; p.y = dy.p; p.dt_softplus = true;
-  CK(launch_selective_state_update<T>(p, 0, hoist, tl, block, minb));
+  CK(launch_selective_state_update<T>(p, 0, tl, block));
   CK(cudaDeviceSynchronize());
   char id[160];
-  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-hoist%d-tl%d-block%d-minb%d", (long long)B,
-                (long long)D, (long long)N, (long long)G, tname<T>(), in_place ? "-inplace" : "", hoist, tl, block, minb);
+  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-tl%d-block%d", (long long)B, (long long)D,
+                (long long)N, (long long)G, tname<T>(), in_place ? "-inplace" : "", tl, block);
   compare<T>("ssu y", id, dy.get(), y, tol<T>());
   compare<float>("ssu h", id, in_place ? dst.get() : dns.get(), ns, 2e-4);
 }
@@ -363,26 +362,10 @@ static int run_checks() {
   check_update<__half>(1, 70, 128, 1, true);         // rows kernel, 32 lanes per row
   check_update<float>(3, 13, 8, 1, true);
   check_update<__nv_bfloat16>(1, 24, 12, 1, false);  // dstate % 4 == 0 but not a power of two: generic
-  // The vector kernel with two float4s loaded before the first store (kHoist = 2): odd lane counts,
-  // a lane with one float4 (the second slot empty), in place and not.
-  check_update<__nv_bfloat16>(3, 40, 16, 1, true, 2);
-  check_update<__nv_bfloat16>(3, 40, 16, 1, false, 2);
-  check_update<__half>(1, 24, 256, 4, true, 2);
-  check_update<__nv_bfloat16>(5, 34, 32, 2, true, 2);
-  check_update<__half>(1, 70, 128, 1, true, 2);
-  check_update<__nv_bfloat16>(1, 24, 12, 1, false, 2);
-  check_update<float>(2, 100, 4, 1, false, 2);
-  // the lane and block choices the kernels mode sweeps
+  // the lane and block choices the kernels mode sweeps (256 threads: the largest the kernel declares)
   for (int tl : {0, 1, 2})
-    for (int block : {64, 128})
-      for (int hoist : {0, 1, 2}) check_update<__nv_bfloat16>(3, 72, 16, 1, true, hoist, tl, block, hoist == 0 ? 8 : 1);
-  for (int minb : {1, 8}) {  // one float4 per lane at dstate 8, 64, 128; dstate 12 falls back
-    check_update<float>(2, 40, 8, 2, false, 0, -1, 0, minb);
-    check_update<__half>(3, 24, 64, 1, true, 0, -1, 0, minb);
-    check_update<__nv_bfloat16>(1, 33, 128, 1, true, 0, -1, 64, minb);
-    check_update<__nv_bfloat16>(1, 24, 12, 1, false, 0, -1, 0, minb);
-  }
-  check_update<float>(2, 40, 64, 2, false, 1, -1, 0, 8);
+    for (int block : {64, 256}) check_update<__nv_bfloat16>(3, 72, 16, 1, true, tl, block);
+  check_update<float>(2, 40, 64, 2, false, 3, 64);
   std::printf("causal_conv1d\n");
   check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true);
   check_conv<__nv_bfloat16>(1, 2048, 24, 4, false, true);
@@ -532,7 +515,7 @@ static int run_kernel_times() {
     p.batch = B; p.dim = D; p.dstate = N; p.ngroups = 1; p.state = st.p; p.new_state = st.p; p.x = x.p;
     p.dt = dt.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p; p.z = z.p; p.dt_bias = bias.p;
     p.y = y.p; p.dt_softplus = true;
-    // default launch, then the sweep: hoist x min blocks x lanes per row x threads per block, per launch
+    // default launch, then the sweep: lanes per row x threads per block, per launch
     // of 64 back to back
     for (int64_t b : {int64_t(256), int64_t(64), int64_t(1)}) {
       const int64_t per = b * D * N, ncopy = b == 1 ? 1 : (320LL << 20) / (per * 4) + 1;
@@ -548,15 +531,12 @@ static int run_kernel_times() {
       std::printf("kernel selective_state_update B%lld D5120 N16 bf16 (default, %lld state copies): %.4f ms alone, "
                   "%.4f ms per launch of 64, %.0f GB/s (state r+w)\n", (long long)b, (long long)ncopy, ms, burst,
                   gb / (burst * 1e-3));
-      for (int hoist : {0, 1, 2})
-        for (int minb : (hoist == 0 ? std::vector<int>{1, 8} : std::vector<int>{1}))
-          for (int tl : (hoist == 0 ? std::vector<int>{2} : std::vector<int>{0, 1, 2}))
-            for (int block : {128, 256}) {
-              const float t = time_burst_ms(
-                  [&] { return launch_selective_state_update<bf>(at(p), 0, hoist, tl, block, minb); });
-              std::printf("sweep selective_state_update B%lld hoist %d minb %d lanes %d block %d: %.4f ms, %.0f GB/s\n",
-                          (long long)b, hoist, minb, 1 << tl, block, t, gb / (t * 1e-3));
-            }
+      for (int tl : {0, 1, 2})
+        for (int block : {128, 256}) {
+          const float t = time_burst_ms([&] { return launch_selective_state_update<bf>(at(p), 0, tl, block); });
+          std::printf("sweep selective_state_update B%lld lanes %d block %d: %.4f ms, %.0f GB/s\n", (long long)b,
+                      1 << tl, block, t, gb / (t * 1e-3));
+        }
     }
   }
   {  // causal_conv1d_update B1 / B64 / B256 D5120 W4 silu, in place

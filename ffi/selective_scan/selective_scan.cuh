@@ -214,8 +214,10 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     const int64_t n = int64_t(j) * S + s;
     const bool ok = chan_ok && n < N;
     A2[s] = ok ? p.A[d * N + n] * kLog2e : 0.0f;
-    if (piece > 0)  // kScanFinal: the carried state in this piece's band; kScanEnd: zero
-      h[s] = (ok && !end_only) ? *scan_band<T, K>(p, b, t_begin, d0, c * (N + 1) + n) : 0.0f;
+    if (end_only)  // every piece from zero (scan_carry_kernel adds the initial state)
+      h[s] = 0.0f;
+    else if (piece > 0)  // the carried state in this piece's band
+      h[s] = ok ? *scan_band<T, K>(p, b, t_begin, d0, c * (N + 1) + n) : 0.0f;
     else
       h[s] = (ok && p.initial_state) ? p.initial_state[(b * D + d) * N + n] : 0.0f;
   }

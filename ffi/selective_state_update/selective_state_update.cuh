@@ -15,13 +15,8 @@ namespace cuda {
 
 constexpr int kUpdateThreads = 256;
 
-// kHoist (vector path): float4s of state a lane loads before it writes any. The state may be updated in
-// place, so the compiler keeps each load behind the previous store: with kHoist = 1 a lane has one
-// 16-byte load in flight at a time; kHoist = 2 issues two together (each element is still read before
-// the same thread writes it). kMinBlocks: resident blocks of kUpdateThreads asked of the register
-// allocator (8 caps a thread at 32 registers: full occupancy, more loads in flight per SM).
-template <typename T, bool kVec, int kHoist = 1, int kMinBlocks = 1>
-__global__ void __launch_bounds__(kUpdateThreads, kMinBlocks)
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(kUpdateThreads)
 selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) {
   const int tpc = 1 << tpc_log2;
   const int64_t gid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -52,49 +47,6 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
     if (p.dt_softplus) dt = softplus(dt);
     const float dt2 = dt * kLog2e, dtx = dt * xv;
     if (pooled_out) {
-    } else if constexpr (kVec && kHoist == 0) {  // one float4 per lane: the launcher sets tpc = dstate / 4
-      const float4 hs = __ldcs(reinterpret_cast<const float4*>(s_in) + j);
-      const float4 a = __ldg(reinterpret_cast<const float4*>(A) + j);
-      const Vec<T, 4> bq = load_vec<T, 4>(Bp + 4 * j);
-      const Vec<T, 4> cq = load_vec<T, 4>(Cp + 4 * j);
-      float hv[4] = {hs.x, hs.y, hs.z, hs.w};
-      const float av[4] = {a.x, a.y, a.z, a.w};
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        hv[e] = fmaf(exp2_decay(dt2 * av[e]), hv[e], dtx * to_f32(bq.v[e]));
-        ypart = fmaf(hv[e], to_f32(cq.v[e]), ypart);
-      }
-      __stcs(reinterpret_cast<float4*>(s_out) + j, make_float4(hv[0], hv[1], hv[2], hv[3]));
-    } else if constexpr (kVec && kHoist > 1) {
-      using V4 = Vec<T, 4>;
-      const int64_t nq = N / 4;
-      for (int64_t q0 = j; q0 < nq; q0 += int64_t(kHoist) * tpc) {
-        float4 hs[kHoist], a[kHoist];
-        V4 bq[kHoist], cq[kHoist];
-#pragma unroll
-        for (int i = 0; i < kHoist; ++i) {
-          const int64_t q = q0 + int64_t(i) * tpc;
-          if (q < nq) {
-            hs[i] = __ldcs(reinterpret_cast<const float4*>(s_in) + q);
-            a[i] = __ldg(reinterpret_cast<const float4*>(A) + q);
-            bq[i] = load_vec<T, 4>(Bp + 4 * q);
-            cq[i] = load_vec<T, 4>(Cp + 4 * q);
-          }
-        }
-#pragma unroll
-        for (int i = 0; i < kHoist; ++i) {
-          const int64_t q = q0 + int64_t(i) * tpc;
-          if (q >= nq) break;
-          float hv[4] = {hs[i].x, hs[i].y, hs[i].z, hs[i].w};
-          const float av[4] = {a[i].x, a[i].y, a[i].z, a[i].w};
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            hv[e] = fmaf(exp2_decay(dt2 * av[e]), hv[e], dtx * to_f32(bq[i].v[e]));
-            ypart = fmaf(hv[e], to_f32(cq[i].v[e]), ypart);
-          }
-          __stcs(reinterpret_cast<float4*>(s_out) + q, make_float4(hv[0], hv[1], hv[2], hv[3]));
-        }
-      }
     } else if constexpr (kVec) {
       using V4 = Vec<T, 4>;
 #pragma unroll 4
@@ -128,44 +80,32 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   }
 }
 
-// hoist: kHoist of the vector kernel (0, 1 or 2); min_blocks: its kMinBlocks (1 or 8) with hoist 0 (with
-// 1 or 2 a 32-register cap spills). tpc_log2 / block: lanes
-// per (batch, channel) row and threads per block, picked here when negative / 0 (the checker sweeps them).
+// tpc_log2 / block: lanes per (batch, channel) row and threads per block, picked here when negative / 0
+// (the checker sweeps them).
 template <typename T>
-cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int hoist = 1,
-                                          int tpc_log2 = -1, int block = 0, int min_blocks = 1) {
+cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int tpc_log2 = -1,
+                                          int block = 0) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   auto al = [](const void* q, uintptr_t a) { return (reinterpret_cast<uintptr_t>(q) & (a - 1)) == 0; };
   const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
                    al(p.Bm, 4 * sizeof(T)) && al(p.Cm, 4 * sizeof(T));
   const int64_t rows = p.batch * p.dim;
   // Vector path: two float4 of state per lane where dstate allows (measured on the H200 at B256 D5120
-  // N16: 1, 2, 4 lanes per row = 2.20, 2.74, 1.88 TB/s; two independent 16-byte loads in flight per
-  // thread beat one, and beat four at the occupancy those registers leave).
+  // N16, state from DRAM, 128-thread blocks: 1, 2, 4 lanes per row = 70.3, 53.0, 81.3 us. Two variants
+  // measured slower and removed (benchmarks/NOTES-cuda.md): a lane loading both float4s before its first
+  // store, 58.2 us; one float4 per lane with 32 registers (full occupancy), 65.0 us).
   if (tpc_log2 < 0) {
     const int64_t per_lane_items = vec ? p.dstate / 4 : p.dstate;
     const int64_t items_per_lane = vec ? 2 : 1;
     tpc_log2 = 0;
     while ((int64_t(1) << tpc_log2) * items_per_lane < per_lane_items && tpc_log2 < 5) ++tpc_log2;
   }
-  if (block <= 0 || block > kUpdateThreads) block = kUpdateThreads;
+  // 128 threads per block: measured on the H200 (checker, state from DRAM, D5120 N16, 2 lanes per row)
+  // 53.0 us at B256 and 16.0 us at B64 against 57.3 and 17.1 with 256.
+  if (block <= 0 || block > kUpdateThreads) block = 128;
   const int64_t threads = rows << tpc_log2;
   const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
-  // hoist 0: one float4 per lane, when dstate / 4 lanes (a power of two, <= 32) cover the row
-  const int64_t nq = p.dstate / 4;
-  if (vec && hoist == 0 && nq <= 32 && (nq & (nq - 1)) == 0) {
-    tpc_log2 = 0;
-    while ((int64_t(1) << tpc_log2) < nq) ++tpc_log2;
-    const unsigned blocks0 = static_cast<unsigned>(((rows << tpc_log2) + block - 1) / block);
-    if (min_blocks > 1)
-      selective_state_update_kernel<T, true, 0, 8><<<blocks0, block, 0, stream>>>(p, tpc_log2);
-    else
-      selective_state_update_kernel<T, true, 0><<<blocks0, block, 0, stream>>>(p, tpc_log2);
-    return cudaGetLastError();
-  }
-  if (vec && hoist > 1)
-    selective_state_update_kernel<T, true, 2><<<blocks, block, 0, stream>>>(p, tpc_log2);
-  else if (vec)
+  if (vec)
     selective_state_update_kernel<T, true><<<blocks, block, 0, stream>>>(p, tpc_log2);
   else
     selective_state_update_kernel<T, false><<<blocks, block, 0, stream>>>(p, tpc_log2);
