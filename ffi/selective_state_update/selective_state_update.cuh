@@ -51,7 +51,7 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
       using V4 = Vec<T, 4>;
 #pragma unroll 4
       for (int64_t q = j; q < N / 4; q += tpc) {
-        const float4 hs = reinterpret_cast<const float4*>(s_in)[q];
+        const float4 hs = __ldcs(reinterpret_cast<const float4*>(s_in) + q);
         const float4 a = __ldg(reinterpret_cast<const float4*>(A) + q);
         const V4 bq = load_vec<T, 4>(Bp + 4 * q);
         const V4 cq = load_vec<T, 4>(Cp + 4 * q);
@@ -62,7 +62,7 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
           hv[i] = fmaf(exp2_decay(dt2 * av[i]), hv[i], dtx * to_f32(bq.v[i]));
           ypart = fmaf(hv[i], to_f32(cq.v[i]), ypart);
         }
-        reinterpret_cast<float4*>(s_out)[q] = make_float4(hv[0], hv[1], hv[2], hv[3]);
+        __stcs(reinterpret_cast<float4*>(s_out) + q, make_float4(hv[0], hv[1], hv[2], hv[3]));
       }
     } else {
       for (int64_t n = j; n < N; n += tpc) {
