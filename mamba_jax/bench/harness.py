@@ -34,7 +34,11 @@ import jax.numpy as jnp
 from mamba_jax.bench import default_out_path, now_iso, provenance, write_rows  # noqa: F401  (re-exported)
 
 NSETS = 4
-LOOP = 64
+# Decode ops: per-call time = slope between programs of LOOP // 4 and LOOP donated steps. A program's fixed
+# cost (dispatch, donation, sync: ~0.2 ms on the H200) varies by ~0.05-0.1 ms between runs; with 64 steps
+# the 48-step difference (~0.1 ms at 2 us a step) was within that noise (slopes below the kernel's own
+# time, 2026-11-30), with 256 it is ~4x larger.
+LOOP = 256
 
 # Letters of the case names, as the test ids spell shapes (B2-L113-H3-P16-N16).
 _LETTER = {"batch": "B", "seqlen": "L", "dim": "D", "nheads": "H", "headdim": "P", "ngroups": "G",
