@@ -108,6 +108,21 @@ def _gpu_events(planes) -> list[tuple[str, int, int, str]] | None:
     return out
 
 
+def _host_events(planes) -> list[tuple[str, int, int, str]]:
+    """(name, start_ns, duration_ns, line) of the host planes' events, Python frames ("$...") left out.
+    Events nest (an executable's run holds its thunks), so their durations overlap."""
+    out = []
+    for pl in planes:
+        if not _name(pl).startswith("/host:"):
+            continue
+        for ln in getattr(pl, "lines", ()):
+            for ev in getattr(ln, "events", ()):
+                if not _name(ev).startswith("$"):
+                    out.append((_name(ev), int(getattr(ev, "start_ns", 0)), int(getattr(ev, "duration_ns", 0)),
+                                _name(ln)))
+    return out
+
+
 def _graph_mentions(planes) -> None:
     hits = collections.Counter()
     for pl in planes:

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_decode import _aggregate, _describe, _gpu_events, _graph_mentions  # noqa: E402  (the trace readers)
+from profile_decode import _aggregate, _describe, _gpu_events, _graph_mentions, _host_events  # noqa: E402  (the trace readers)
 
 from mamba_jax.bench import harness  # noqa: E402
 from mamba_jax.bench.ops import entry  # noqa: E402
@@ -49,6 +49,18 @@ def _run(fn, args, carry):
     out = jax.block_until_ready(fn(*args))
     if carry:
         args[carry[0]] = out[carry[1]]
+
+
+def _host_summary(planes, k: int, row: dict, top: int = 12) -> None:
+    """The host events of the traced execution by total time (inclusive: they nest), per call: where the
+    per-call time beyond the kernels goes on the host (buffer allocation, command-buffer recording or
+    updates, thunk execution). Adds row["host_top"] = [[name, count per call, us per call], ...]."""
+    agg = _aggregate(_host_events(planes))
+    ranked = sorted(agg.items(), key=lambda kv: -kv[1][1])[:top]
+    row["host_top"] = [[name[:120], round(c / k, 2), round(t / k / 1e3, 3)] for name, (c, t) in ranked]
+    print(f"  host events (inclusive, per call of {k}):")
+    for name, c, us in row["host_top"]:
+        print(f"    {us:9.2f} us/call  x{c:6.2f}  {name[:100]}")
 
 
 def profile_case(case, impl: str, k: int, reps: int) -> dict:
@@ -76,10 +88,11 @@ def profile_case(case, impl: str, k: int, reps: int) -> dict:
             print("no trace written")
             return row
         planes = list(ProfileData.from_file(str(paths[-1])).planes)
+    _host_summary(planes, k, row)
     events = _gpu_events(planes)
     if events is None:
         _describe(planes)
-        print(f"no GPU plane (backend {jax.default_backend()}): untraced time only")
+        print(f"no GPU plane (backend {jax.default_backend()}): untraced time and host events only")
         return row
     _graph_mentions(planes)
     modules = collections.Counter(m for *_, m in events if m)

@@ -176,5 +176,9 @@ def test_profile_ops_rows(tmp_path):
     rows = json.loads(out.read_text())
     assert rows and all(row["op"] == "causal_conv1d_update" and row["implementation"] == "xla" for row in rows)
     assert all(row["wall_us_per_call"] > 0 and row["calls"] == 4 for row in rows)
+    # the host events of the traced execution, ranked by time (every backend has a host plane)
+    for row in rows:
+        times = [us for _, _, us in row["host_top"]]
+        assert times and times == sorted(times, reverse=True) and times[0] > 0, row["host_top"]
     if jax.default_backend() == "gpu":
         assert all(0 < row["kernel_us_per_call"] for row in rows), rows
