@@ -59,7 +59,7 @@ gpu-fused:
 gpu-side-by-side: gpu-build
 	python3 benchmarks/bench_side_by_side.py --ops selective_scan,causal_conv1d,selective_state_update,causal_conv1d_update \
 	  --gen-cases mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64 --what ops,gen \
-	  --gen-models mamba-130m,mamba-2.8b --timeout 170 --work $(or $(OUT),gpu-out)/sbs \
+	  --gen-models mamba-130m,mamba-2.8b --timeout 170 --profile --work $(or $(OUT),gpu-out)/sbs \
 	  --out $(or $(OUT),gpu-out)/side-by-side.json
 
 clean:

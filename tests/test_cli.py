@@ -146,22 +146,34 @@ def test_side_by_side_table_from_recorded_rows(tmp_path):
             {"source": "mamba-jax", "bench": "generate", "kind": "decode", "model": "mamba-2.8b", "batch": 64,
              "implementation": "auto", "dtype": "bfloat16", "median_ms": 5.0},
             {"source": "mamba-jax", "bench": "generate", "kind": "decode", "model": "mamba-130m", "batch": 1,
-             "implementation": "auto", "dtype": "bfloat16", "median_ms": 0.5}]
+             "implementation": "auto", "dtype": "bfloat16", "median_ms": 0.5},
+            {"source": "mamba-jax", "op": "selective_state_update", "case": "B64-D5120-N16", "implementation": "ffi",
+             "dtype": "bfloat16", "median_ms": 0.02}]
     (tmp_path / "ours.json").write_text(json.dumps(ours))
+    profile = [{"op": "selective_state_update", "case": "B64-D5120-N16", "implementation": "ffi",
+                "kernel_us_per_call": 17.0}]
+    (tmp_path / "profile.json").write_text(json.dumps(profile))
     lines = ['{"who": "mamba_ssm", "torch": "x", "gpu": "NVIDIA H200"}',
              '{"who": "mamba_ssm", "what": "decode mamba-2.8b b1", "ms": 3.0}',
-             '{"who": "mamba_ssm", "what": "decode mamba-2.8b b64", "ms": 4.0}']
+             '{"who": "mamba_ssm", "what": "decode mamba-2.8b b64", "ms": 4.0}',
+             '{"who": "mamba_ssm", "what": "ssu b64 d5120 n16", "ms": 0.0133}']
     (tmp_path / "theirs.jsonl").write_text("\n".join(lines) + "\n")
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_side_by_side.py"
     r = subprocess.run([sys.executable, str(script), "--ours", str(tmp_path / "ours.json"), "--theirs",
-                        str(tmp_path / "theirs.jsonl"), "--out", str(tmp_path / "both.json")],
+                        str(tmp_path / "theirs.jsonl"), "--profiles", str(tmp_path / "profile.json"),
+                        "--out", str(tmp_path / "both.json")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert re.search(r"decode mamba-2.8b batch 1 \(ms/token\)\s+3\.0000\s+2\.0000\s+1\.50x", r.stdout), r.stdout
     assert re.search(r"decode mamba-2.8b batch 64 \(ms/token\)\s+4\.0000\s+5\.0000\s+0\.80x", r.stdout), r.stdout
-    assert "2 rows matched, 1 at 1.0x or better, 1 behind" in r.stdout
+    # an op row with the kernel time from the profile; decode rows have none
+    assert re.search(r"selective_state_update B64-D5120-N16 \[ffi\] \(ms\)\s+0\.0133\s+0\.0200\s+0\.66x\s+0\.0170",
+                     r.stdout), r.stdout
+    assert re.search(r"decode mamba-2.8b batch 1 \(ms/token\).*1\.50x\s+-", r.stdout), r.stdout
+    assert "3 rows matched, 1 at 1.0x or better, 2 behind" in r.stdout
     rows = json.loads((tmp_path / "both.json").read_text())
-    assert sum(row["source"] == "mamba_ssm" for row in rows) == 2
+    assert sum(row["source"] == "mamba_ssm" for row in rows) == 3
+    assert [row["kernel_ms"] for row in rows if "kernel_ms" in row] == [0.017]
 
 
 def test_profile_ops_rows(tmp_path):
