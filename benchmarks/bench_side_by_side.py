@@ -94,7 +94,7 @@ def run(args) -> tuple[list[dict], list[dict]]:
         if rc == 0:
             ours += json.loads((work / "ours-ops.json").read_text())
         if args.profile:  # the same programs under the profiler: each call's kernel time
-            rc = _run([sys.executable, str(HERE / "profile_ops.py"), "--op", args.ops, "--impls", "ffi", "--reps", "5",
+            rc = _run([sys.executable, str(HERE / "profile_ops.py"), "--op", args.ops, "--impls", "ffi", "--reps", "5", "--calls", "64",
                        "--out", str(work / "ours-profile.json")], work / "ours-profile.log", args.timeout)
             if rc == 0:
                 add_kernel_times(ours, json.loads((work / "ours-profile.json").read_text()))
