@@ -2,7 +2,7 @@
 
     python3 benchmarks/bench_side_by_side.py [--anchors .anchors] [--what ops,ops2,gen] [--out FILE]
     python3 benchmarks/bench_side_by_side.py --ops '' --gen-cases mamba-2.8b:1 --prefill-lens 2048,65536 --what prefill
-    python3 benchmarks/bench_side_by_side.py --ours A.json B.json --theirs mamba_ssm.jsonl [--profiles P.json]  # table only
+    python3 benchmarks/bench_side_by_side.py --ours A.json --theirs mamba_ssm.jsonl [--profiles P.json]  # table only
 
 The first form runs, in this order: mamba_ssm's build (../shared/anchors/build.py, carried into the
 checkout as .anchors, in the background), our op benchmark (`benchmarks/bench_ops.py --backend gpu`,
@@ -94,8 +94,8 @@ def run(args) -> tuple[list[dict], list[dict]]:
         if rc == 0:
             ours += json.loads((work / "ours-ops.json").read_text())
         if args.profile:  # the same programs under the profiler: each call's kernel time
-            rc = _run([sys.executable, str(HERE / "profile_ops.py"), "--op", args.ops, "--impls", "ffi", "--reps", "5", "--calls", "64",
-                       "--out", str(work / "ours-profile.json")], work / "ours-profile.log", args.timeout)
+            rc = _run([sys.executable, str(HERE / "profile_ops.py"), "--op", args.ops, "--impls", "ffi", "--reps", "5",
+                       "--calls", "64", "--out", str(work / "ours-profile.json")], work / "ours-profile.log", args.timeout)
             if rc == 0:
                 add_kernel_times(ours, json.loads((work / "ours-profile.json").read_text()))
     if args.gen_cases:

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profile_decode import _aggregate, _describe, _gpu_events, _graph_mentions, _host_events  # noqa: E402  (the trace readers)
+from profile_decode import _aggregate, _describe, _gpu_events, _graph_mentions, _host_events  # noqa: E402  (trace readers)
 
 from mamba_jax.bench import harness  # noqa: E402
 from mamba_jax.bench.ops import entry  # noqa: E402
