@@ -115,10 +115,13 @@ def measure(fn: Callable, args: tuple, *, warmup: int, reps: int, max_seconds: f
             carry: tuple[int, int] | None = None) -> Timing:
     """Times `fn(*args)` (jitted). carry=(arg, out): output `out` replaces argument `arg` of the next call."""
     args = list(args)
+    # Each execution's outputs are freed before the next call (`del out`), so that the next one can get the
+    # same buffers back, as a decode loop or a replayed CUDA graph does.
     for _ in range(warmup):
         out = jax.block_until_ready(fn(*args))
         if carry:
             args[carry[0]] = out[carry[1]]
+        del out
     samples, start = [], time.perf_counter()
     while len(samples) < reps and (time.perf_counter() - start < max_seconds or len(samples) < 3):
         t0 = time.perf_counter()
@@ -126,6 +129,7 @@ def measure(fn: Callable, args: tuple, *, warmup: int, reps: int, max_seconds: f
         samples.append((time.perf_counter() - t0) * 1e3)
         if carry:
             args[carry[0]] = out[carry[1]]
+        del out
     return Timing(samples)
 
 
