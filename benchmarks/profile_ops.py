@@ -22,6 +22,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -55,7 +56,8 @@ def _host_summary(planes, k: int, row: dict, top: int = 12) -> None:
     """The host events of the traced execution by total time (inclusive: they nest), per call: where the
     per-call time beyond the kernels goes on the host (buffer allocation, command-buffer recording or
     updates, thunk execution). Adds row["host_top"] = [[name, count per call, us per call], ...]."""
-    agg = _aggregate(_host_events(planes))
+    # one entry per kind of event: XLA's instruction suffixes (ffi_call.57, fusion.3) dropped
+    agg = _aggregate([(re.sub(r"\.\d+$", "", n), s, d, ln) for n, s, d, ln in _host_events(planes)])
     ranked = sorted(agg.items(), key=lambda kv: -kv[1][1])[:top]
     row["host_top"] = [[name[:120], round(c / k, 2), round(t / k / 1e3, 3)] for name, (c, t) in ranked]
     print(f"  host events (inclusive, per call of {k}):")

@@ -10,7 +10,7 @@
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu opprof decodeprof
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu opprof chain decodeprof
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
@@ -111,6 +111,24 @@ if has opprof; then
       --op "${PROF_OPS:-selective_state_update,causal_conv1d_update}" --batches "${PROF_BATCHES:-1,64}" \
       --out "$OUT/profile-ops-$tag.json" > "$OUT/profile-ops-$tag.log" 2>&1
     echo "exit $?"; grep -E "^==|module" "$OUT/profile-ops-$tag.log" | head -16
+  done
+fi
+
+if has chain; then
+  # Where a short chain of prefill-op calls costs more than its kernels (NOTES-cuda.md, session 7): the op
+  # benchmark's chain (K = 2 and 12) and the 12-call program under the profiler with its host events, with
+  # XLA's default command buffers and with them off.
+  for flags in "" "--xla_gpu_enable_command_buffer="; do
+    tag=$(echo "$flags" | md5sum | cut -c1-6)
+    stamp "chained prefill ops, XLA_FLAGS='$flags'"
+    XLA_FLAGS="$flags" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/bench_ops.py --backend gpu \
+      --op "${CHAIN_OPS:-selective_scan,causal_conv1d}" --impls ffi,xla --no-memory --out "$OUT/chain-ops-$tag.json" \
+      > "$OUT/chain-ops-$tag.log" 2>&1
+    echo "exit $?"; sed -n '/^op /,$p' "$OUT/chain-ops-$tag.log" | head -20
+    XLA_FLAGS="$flags" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_ops.py \
+      --op "${CHAIN_OPS:-selective_scan,causal_conv1d}" --impls ffi,xla --calls 12 --reps 10 \
+      --out "$OUT/chain-profile-$tag.json" > "$OUT/chain-profile-$tag.log" 2>&1
+    echo "exit $?"; grep -E "^==|module|us/call  x" "$OUT/chain-profile-$tag.log" | head -40
   done
 fi
 
