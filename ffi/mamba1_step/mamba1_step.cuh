@@ -37,7 +37,6 @@ MJ_DEVICE int64_t step_slot(const Mamba1StepParams& p, int64_t row) {
   return (s < 0 || s >= p.n_slots) ? -1 : s;
 }
 
-
 template <typename T>
 __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mamba1StepParams p) {
   extern __shared__ float smem[];
