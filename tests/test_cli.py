@@ -194,3 +194,27 @@ def test_profile_ops_rows(tmp_path):
         assert times and times == sorted(times, reverse=True) and times[0] > 0, row["host_top"]
     if jax.default_backend() == "gpu":
         assert all(0 < row["kernel_us_per_call"] for row in rows), rows
+
+
+def test_bench_ops_chain_outputs_last(tmp_path):
+    """`bench_ops.py --chain-outputs last`: the chained program returns only the last call's output (the
+    others stay in XLA's temporary buffer) and the rows say so in their mode."""
+    from mamba_jax.bench import harness
+
+    def call(carry, x):
+        return carry + 1.0, x * carry
+
+    sets = [(jax.numpy.full((3,), float(i + 1)),) for i in range(2)]
+    carry, outs = harness._chain(call, 3, "all")(sets, np.float32(1.0))
+    carry_last, out_last = harness._chain(call, 3, "last")(sets, np.float32(1.0))
+    assert len(outs) == 3 and float(carry) == float(carry_last) == 4.0
+    np.testing.assert_array_equal(outs[-1], np.full(3, 3.0))  # call 3: set 0 (ones) x carry 3
+    np.testing.assert_array_equal(out_last, outs[-1])
+    out = tmp_path / "rows.json"
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ops.py"
+    r = subprocess.run([sys.executable, str(script), "--op", "causal_conv1d", "--quick", "--impls", "xla",
+                        "--no-memory", "--chain-outputs", "last", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())
+    assert rows and all(row["mode"] == "chain-last" and np.isfinite(row["median_ms"]) for row in rows), rows

@@ -187,7 +187,8 @@ static void check_scan(const ScanCase& c) {
 
 // selective_state_update
 template <typename T>
-static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int tl = -1, int block = 0) {
+static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int tl = -1, int block = 0,
+                         bool tile_ok = true) {
   HostArr<T> x, dt, z, Bm, Cm;
   x.fill(B * D, normal, 1.0); dt.fill(B * D, normal, 1.0); z.fill(B * D, normal, 1.0);
   Bm.fill(B * G * N, normal, 1.0); Cm.fill(B * G * N, normal, 1.0);
@@ -216,11 +217,12 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   p.batch = B; p.dim = D; p.dstate = N; p.ngroups = G;
   p.state = dst.p; p.new_state = in_place ? dst.p : dns.p; p.x = dx.p; p.dt = ddt.p; p.A = dA.p;
   p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p; p.dt_bias = dbias.p; p.y = dy.p; p.dt_softplus = true;
-  CK(launch_selective_state_update<T>(p, 0, tl, block));
+  CK(launch_selective_state_update<T>(p, 0, tl, block, tile_ok));
   CK(cudaDeviceSynchronize());
   char id[160];
-  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-tl%d-block%d", (long long)B, (long long)D,
-                (long long)N, (long long)G, tname<T>(), in_place ? "-inplace" : "", tl, block);
+  std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-tl%d-block%d%s", (long long)B, (long long)D,
+                (long long)N, (long long)G, tname<T>(), in_place ? "-inplace" : "", tl, block,
+                tile_ok ? "" : "-generic");
   compare<T>("ssu y", id, dy.get(), y, tol<T>());
   compare<float>("ssu h", id, in_place ? dst.get() : dns.get(), ns, 2e-4);
 }
@@ -271,7 +273,7 @@ static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init
 }
 
 template <typename T>
-static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place, int block = 0) {
+static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place, int block = 0, bool vec_ok = true) {
   const int64_t S = W - 1;
   HostArr<T> x, st;
   x.fill(B * D, normal, 1.0);
@@ -296,11 +298,11 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place, in
   p.batch = B; p.dim = D; p.width = W;
   p.x = dx.p; p.conv_state = dst.p; p.new_conv_state = in_place ? dst.p : dns.p; p.weight = dw.p;
   p.bias = dbias.p; p.y = dy.p; p.silu = true;
-  CK(launch_causal_conv1d_update<T>(p, 0, block));
+  CK(launch_causal_conv1d_update<T>(p, 0, block, vec_ok));
   CK(cudaDeviceSynchronize());
   char id[160];
-  std::snprintf(id, sizeof id, "B%lld-D%lld-W%lld-%s%s", (long long)B, (long long)D, (long long)W, tname<T>(),
-                in_place ? "-inplace" : "");
+  std::snprintf(id, sizeof id, "B%lld-D%lld-W%lld-%s%s-block%d%s", (long long)B, (long long)D, (long long)W,
+                tname<T>(), in_place ? "-inplace" : "", block, vec_ok ? "" : "-scalar");
   compare<T>("cupd y", id, dy.get(), y, tol<T>());
   compare<T>("cupd s", id, in_place ? dst.get() : dns.get(), ns, 0.0);
 }
@@ -366,6 +368,14 @@ static int run_checks() {
   for (int tl : {0, 1, 2})
     for (int block : {64, 256}) check_update<__nv_bfloat16>(3, 72, 16, 1, true, tl, block);
   check_update<float>(2, 40, 64, 2, false, 3, 64);
+  // tile kernel: every (lanes, float4s per lane) it instantiates, partial blocks; and the generic kernel
+  for (int tl : {0, 1, 2, 3})
+    for (int64_t n : {int64_t(4), int64_t(8), int64_t(16), int64_t(32), int64_t(64), int64_t(128)})
+      if ((int64_t(4) << tl) <= n && n <= (int64_t(16) << tl)) check_update<__nv_bfloat16>(3, 37, n, 1, true, tl, 128);
+  check_update<__half>(2, 48, 16, 4, false, 2, 64);
+  check_update<float>(5, 30, 32, 2, true, 1, 256);
+  check_update<__nv_bfloat16>(3, 40, 16, 1, true, -1, 0, false);
+  check_update<__nv_bfloat16>(2, 33, 64, 1, false, -1, 0, false);
   std::printf("causal_conv1d\n");
   check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true);
   check_conv<__nv_bfloat16>(1, 2048, 24, 4, false, true);
@@ -392,6 +402,12 @@ static int run_checks() {
   check_conv_update<float>(3, 17, 8, false);
   check_conv_update<__half>(1, 9, 2, true);
   for (int block : {32, 64, 128}) check_conv_update<__nv_bfloat16>(3, 50, 4, true, block);
+  // vector path (dim a multiple of 16 / sizeof(T)): every width, partial blocks, and the scalar kernel
+  for (int64_t w = 2; w <= 8; ++w) check_conv_update<__nv_bfloat16>(3, 40, w, w % 2 == 0, 32);
+  check_conv_update<float>(2, 36, 4, true, 64);
+  check_conv_update<float>(1, 12, 7, false, 0);
+  check_conv_update<__half>(5, 24, 3, true, 128);
+  check_conv_update<__nv_bfloat16>(2, 64, 4, true, 0, false);
   std::printf("%s: %d failing comparison(s)\n", g_failures ? "FAILED" : "PASSED", g_failures);
   return g_failures ? 1 : 0;
 }
@@ -483,8 +499,37 @@ static void fill_uniform(DevBuf<E>& buf, double lo, double hi) {
   CK(cudaMemcpy(buf.p, h.data(), buf.n * sizeof(E), cudaMemcpyHostToDevice));
 }
 
+// Ceiling of the state update's traffic: an in-place read-modify-write of float4s, one per thread,
+// with the streaming (evict-first) hints or plain accesses.
+template <bool kStream>
+__global__ void rmw_kernel(float4* p, int64_t n) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float4 v = kStream ? __ldcs(p + i) : p[i];
+  v.x = fmaf(v.x, 0.5f, 1.0f); v.y = fmaf(v.y, 0.5f, 1.0f); v.z = fmaf(v.z, 0.5f, 1.0f); v.w = fmaf(v.w, 0.5f, 1.0f);
+  if (kStream) __stcs(p + i, v); else p[i] = v;
+}
+
 static int run_kernel_times() {
   using bf = __nv_bfloat16;
+  {  // in-place float4 read-modify-write of one B256 D5120 N16 state (84 MB): rotating over 5 copies / one
+    const int64_t n4 = int64_t(256) * 5120 * 16 / 4, copies = 5;
+    DevBuf<float4> buf(copies * n4);
+    CK(cudaMemset(buf.p, 0, copies * n4 * sizeof(float4)));
+    const double gb = 2.0 * n4 * 16 / 1e9;
+    for (int stream : {1, 0})
+      for (int64_t nc : {copies, int64_t(1)}) {
+        int i = 0;
+        const float t = time_burst_ms([&] {
+          float4* q = buf.p + (i++ % nc) * n4;
+          if (stream) rmw_kernel<true><<<unsigned((n4 + 127) / 128), 128>>>(q, n4);
+          else rmw_kernel<false><<<unsigned((n4 + 127) / 128), 128>>>(q, n4);
+          return cudaGetLastError();
+        });
+        std::printf("ceiling in-place float4 rmw 84 MB (%s, %lld copies): %.4f ms, %.0f GB/s (r+w)\n",
+                    stream ? "streaming hints" : "plain", (long long)nc, t, gb / (t * 1e-3));
+      }
+  }
   {  // causal_conv1d B4 L2048 D5120 W4 silu bias
     const int64_t B = 4, L = 2048, D = 5120, W = 4;
     DevBuf<bf> x(B * L * D), y(B * L * D), fin(B * D * (W - 1));
@@ -520,6 +565,11 @@ static int run_kernel_times() {
     for (int64_t b : {int64_t(256), int64_t(64), int64_t(1)}) {
       const int64_t per = b * D * N, ncopy = b == 1 ? 1 : (320LL << 20) / (per * 4) + 1;
       int i = 0;
+      auto p_at_b = [&](int64_t bb) {
+        SelectiveStateUpdateParams q = p;
+        q.batch = bb;
+        return q;
+      };
       auto at = [&](SelectiveStateUpdateParams q) {
         q.batch = b;
         q.state = q.new_state = st.p + (i++ % ncopy) * per;
@@ -531,11 +581,20 @@ static int run_kernel_times() {
       std::printf("kernel selective_state_update B%lld D5120 N16 bf16 (default, %lld state copies): %.4f ms alone, "
                   "%.4f ms per launch of 64, %.0f GB/s (state r+w)\n", (long long)b, (long long)ncopy, ms, burst,
                   gb / (burst * 1e-3));
-      for (int tl : {0, 1, 2})
-        for (int block : {128, 256}) {
-          const float t = time_burst_ms([&] { return launch_selective_state_update<bf>(at(p), 0, tl, block); });
-          std::printf("sweep selective_state_update B%lld lanes %d block %d: %.4f ms, %.0f GB/s\n", (long long)b,
-                      1 << tl, block, t, gb / (t * 1e-3));
+      for (int tile : {1, 0})
+        for (int tl : {0, 1, 2})
+          for (int block : {128, 256}) {
+            const float t = time_burst_ms(
+                [&] { return launch_selective_state_update<bf>(at(p), 0, tl, block, tile == 1); });
+            std::printf("sweep selective_state_update B%lld %s lanes %d block %d: %.4f ms, %.0f GB/s\n", (long long)b,
+                        tile ? "tile" : "generic", 1 << tl, block, t, gb / (t * 1e-3));
+          }
+      // one state updated in place launch after launch, as a decode loop or the op benchmark's chain does
+      if (b > 1)
+        for (int tile : {1, 0}) {
+          const float t = time_burst_ms([&] { return launch_selective_state_update<bf>(p_at_b(b), 0, -1, 0, tile); });
+          std::printf("sweep selective_state_update B%lld %s default, one state: %.4f ms, %.0f GB/s\n", (long long)b,
+                      tile ? "tile" : "generic", t, gb / (t * 1e-3));
         }
     }
   }
@@ -551,11 +610,12 @@ static int run_kernel_times() {
       const float ms = time_ms([&] { return launch_causal_conv1d_update<bf>(p, 0); }, 50);
       std::printf("kernel causal_conv1d_update B%lld D5120 W4 bf16: %.4f ms, %.0f GB/s (x, state r+w, y)\n",
                   (long long)B, ms, B * D * 2.0 * (2 + 2 * (W - 1)) / (ms * 1e-3) / 1e9);
-      for (int block : {32, 64, 128, 256}) {
-        const float t = time_burst_ms([&] { return launch_causal_conv1d_update<bf>(p, 0, block); });
-        std::printf("sweep causal_conv1d_update B%lld block %d: %.4f ms per launch of 64, %.0f GB/s\n", (long long)B,
-                    block, t, B * D * 2.0 * (2 + 2 * (W - 1)) / (t * 1e-3) / 1e9);
-      }
+      for (int vec : {1, 0})
+        for (int block : {32, 64, 128, 256}) {
+          const float t = time_burst_ms([&] { return launch_causal_conv1d_update<bf>(p, 0, block, vec == 1); });
+          std::printf("sweep causal_conv1d_update B%lld %s block %d: %.4f ms per launch of 64, %.0f GB/s\n",
+                      (long long)B, vec ? "vec" : "scalar", block, t, B * D * 2.0 * (2 + 2 * (W - 1)) / (t * 1e-3) / 1e9);
+        }
     }
   }
   {  // linear (decode GEMV) at the decode projections of mamba-130m and mamba-2.8b, batch 1
@@ -601,6 +661,43 @@ static int run_kernel_times() {
   return 0;
 }
 
+// One launch of each kernel worth a profile, for `ncu` (gpu_all.sh step ncu1): the state update at B256
+// (tile kernel, then the generic 2-lane kernel), the in-place read-modify-write ceiling, conv1d at
+// B4 L2048 D5120, the conv update at B256 (vector, then scalar kernel). Each after one warm-up launch.
+static int run_profile_launches() {
+  using bf = __nv_bfloat16;
+  const int64_t B = 256, D = 5120, N = 16, W = 4;
+  DevBuf<bf> x(B * D), dt(B * D), z(B * D), Bm(B * N), Cm(B * N), y(B * D), cs(B * D * (W - 1));
+  DevBuf<float> st(B * D * N), A(D * N), Dk(D), bias(D), cw(D * W);
+  fill_uniform(x, -1, 1); fill_uniform(dt, -1, 1); fill_uniform(z, -1, 1); fill_uniform(Bm, -1, 1);
+  fill_uniform(Cm, -1, 1); fill_uniform(st, -1, 1); fill_uniform(A, -2, -0.1); fill_uniform(Dk, -1, 1);
+  fill_uniform(bias, -5, -2); fill_uniform(cs, -1, 1); fill_uniform(cw, -1, 1);
+  SelectiveStateUpdateParams p{};
+  p.batch = B; p.dim = D; p.dstate = N; p.ngroups = 1; p.state = st.p; p.new_state = st.p; p.x = x.p;
+  p.dt = dt.p; p.A = A.p; p.Bm = Bm.p; p.Cm = Cm.p; p.Dskip = Dk.p; p.z = z.p; p.dt_bias = bias.p;
+  p.y = y.p; p.dt_softplus = true;
+  for (int i = 0; i < 2; ++i) CK(launch_selective_state_update<bf>(p, 0));
+  for (int i = 0; i < 2; ++i) CK(launch_selective_state_update<bf>(p, 0, 1, 128, false));
+  for (int i = 0; i < 2; ++i) rmw_kernel<true><<<unsigned(B * D * N / 4 / 128), 128>>>(reinterpret_cast<float4*>(st.p), B * D * N / 4);
+  {
+    const int64_t L = 2048, Bc = 4;
+    DevBuf<bf> cx(Bc * L * D), cy(Bc * L * D), fin(Bc * D * (W - 1));
+    fill_uniform(cx, -1, 1);
+    CausalConv1dParams c{};
+    c.batch = Bc; c.seqlen = L; c.dim = D; c.width = W; c.x = cx.p; c.weight = cw.p; c.bias = bias.p;
+    c.initial_state = nullptr; c.y = cy.p; c.final_state = fin.p; c.silu = true;
+    for (int i = 0; i < 2; ++i) CK(launch_causal_conv1d<bf>(c, 0));
+  }
+  CausalConv1dUpdateParams u{};
+  u.batch = B; u.dim = D; u.width = W; u.x = x.p; u.conv_state = cs.p; u.new_conv_state = cs.p; u.weight = cw.p;
+  u.bias = bias.p; u.y = y.p; u.silu = true;
+  for (int i = 0; i < 2; ++i) CK(launch_causal_conv1d_update<bf>(u, 0));
+  for (int i = 0; i < 2; ++i) CK(launch_causal_conv1d_update<bf>(u, 0, 0, false));
+  CK(cudaDeviceSynchronize());
+  std::printf("profile launches done\n");
+  return 0;
+}
+
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "check";
   cudaDeviceProp prop;
@@ -609,6 +706,7 @@ int main(int argc, char** argv) {
   if (mode == "check") return run_checks();
   if (mode == "sweep") return run_sweep();
   if (mode == "kernels") return run_kernel_times();
-  std::fprintf(stderr, "usage: %s check|sweep\n", argv[0]);
+  if (mode == "profile") return run_profile_launches();
+  std::fprintf(stderr, "usage: %s check|sweep|kernels|profile\n", argv[0]);
   return 2;
 }

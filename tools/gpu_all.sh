@@ -10,7 +10,7 @@
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu opprof chain decodeprof
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu ncu1 opprof chain decodeprof
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
@@ -101,6 +101,15 @@ if has ncu; then
   done
 fi
 
+if has ncu1; then
+  stamp "Nsight Compute on the checker's profile launches (state update tile / generic, rmw ceiling, conv1d, conv update)"
+  timeout 240 ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section MemoryWorkloadAnalysis "$CHECKER" profile > "$OUT/ncu-profile.txt" 2>&1
+  echo "ncu exit $?"
+  grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|L2 Cache Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible" \
+    "$OUT/ncu-profile.txt" | head -120
+fi
+
 if has opprof; then
   # Each XLA_FLAGS variant in its own process: the default command buffers, custom calls left out of
   # them, and none at all (does a donated loop re-record its custom calls every execution?).
@@ -116,19 +125,22 @@ fi
 
 if has chain; then
   # Where a short chain of prefill-op calls costs more than its kernels (NOTES-cuda.md, session 7): the op
-  # benchmark's chain (K = 2 and 12) and the 12-call program under the profiler with its host events, with
-  # XLA's default command buffers and with them off.
-  for flags in "" "--xla_gpu_enable_command_buffer="; do
-    tag=$(echo "$flags" | md5sum | cut -c1-6)
-    stamp "chained prefill ops, XLA_FLAGS='$flags'"
-    XLA_FLAGS="$flags" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/bench_ops.py --backend gpu \
-      --op "${CHAIN_OPS:-selective_scan,causal_conv1d}" --impls ffi,xla --no-memory --out "$OUT/chain-ops-$tag.json" \
-      > "$OUT/chain-ops-$tag.log" 2>&1
-    echo "exit $?"; sed -n '/^op /,$p' "$OUT/chain-ops-$tag.log" | head -20
-    XLA_FLAGS="$flags" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_ops.py \
-      --op "${CHAIN_OPS:-selective_scan,causal_conv1d}" --impls ffi,xla --calls 12 --reps 10 \
-      --out "$OUT/chain-profile-$tag.json" > "$OUT/chain-profile-$tag.log" 2>&1
-    echo "exit $?"; grep -E "^==|module|us/call  x" "$OUT/chain-profile-$tag.log" | head -40
+  # benchmark's chain (K = 2 and 12) returning every call's output or only the last one's, and the 12-call
+  # program under the profiler with its host events; CHAIN_FLAGS lists XLA_FLAGS variants ("off" = none).
+  for flags in ${CHAIN_FLAGS:-default}; do
+    xf=; [ "$flags" = off ] && xf="--xla_gpu_enable_command_buffer="
+    for outs in ${CHAIN_OUTPUTS:-all last}; do
+      tag="$flags-$outs"
+      stamp "chained prefill ops, XLA_FLAGS='$xf', chain outputs $outs"
+      XLA_FLAGS="$xf" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/bench_ops.py --backend gpu \
+        --op "${CHAIN_OPS:-selective_scan,causal_conv1d}" --impls "${CHAIN_IMPLS:-ffi,xla}" --no-memory \
+        --chain-outputs "$outs" --out "$OUT/chain-ops-$tag.json" > "$OUT/chain-ops-$tag.log" 2>&1
+      echo "exit $?"; sed -n '/^op /,$p' "$OUT/chain-ops-$tag.log" | head -20
+      XLA_FLAGS="$xf" timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/profile_ops.py \
+        --op "${CHAIN_OPS:-selective_scan,causal_conv1d}" --impls "${CHAIN_IMPLS:-ffi,xla}" --calls 12 --reps 10 \
+        --chain-outputs "$outs" --out "$OUT/chain-profile-$tag.json" > "$OUT/chain-profile-$tag.log" 2>&1
+      echo "exit $?"; grep -E "^==|module|us/call  x" "$OUT/chain-profile-$tag.log" | head -40
+    done
   done
 fi
 

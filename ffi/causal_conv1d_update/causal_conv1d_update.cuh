@@ -53,13 +53,96 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalC
   static_cast<T*>(p.y)[bd] = from_f32<T>(p.silu ? silu(acc) : acc);
 }
 
-// block: threads per block (0: 128; the checker sweeps it). Measured on the H200 (D5120 W4 bf16, per
-// launch of 64 back to back), block 32 / 64 / 128 / 256: B1 4.3 / 4.1 / 4.1 / 4.7 us, B64 8.9 / 6.0 / 4.9 /
-// 4.9 us, B256 27.5 / 15.2 / 12.1 / 12.1 us.
+// Vector path (dim a multiple of VEC = 16 / sizeof(T), 16-byte aligned operands): a thread owns VEC
+// consecutive channels of one row, whose VEC x (W - 1) state values are contiguous, so its state, x, y,
+// weights and bias each travel as whole 16-byte vectors, all loads issued before the arithmetic.
+template <typename T, int W>
+__global__ void __launch_bounds__(256) causal_conv1d_update_vec_kernel(const CausalConv1dUpdateParams p) {
+  constexpr int VEC = 16 / sizeof(T), S = W - 1;
+  using V = Vec<T, VEC>;
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector index
+  const int64_t D = p.dim;
+  if (i * VEC >= p.batch * D) return;
+  const int64_t e = i * VEC;  // b * D + d0
+  const bool small = p.batch * D <= INT32_MAX;
+  const int64_t b = small ? int64_t(uint32_t(e) / uint32_t(D)) : e / D;
+  const int64_t d0 = e - b * D;
+  const int64_t slot = p.state_indices ? p.state_indices[b] : b;
+  if (p.state_indices && (slot < 0 || slot >= p.n_slots)) {  // not a slot of the pool: no state touched, y = 0
+    V zero;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) zero.v[v] = from_f32<T>(0.0f);
+    store_vec<T, VEC>(static_cast<T*>(p.y) + e, zero);
+    return;
+  }
+  // st[k] holds the flat state values k * VEC ... (k + 1) * VEC - 1: value (channel v, tap q) is v * S + q.
+  const T* s = static_cast<const T*>(p.conv_state) + (slot * D + d0) * S;
+  V st[S];
+#pragma unroll
+  for (int k = 0; k < S; ++k) st[k] = load_vec<T, VEC>(s + k * VEC);
+  const V xv = load_vec<T, VEC>(static_cast<const T*>(p.x) + e);
+  float4 w4[VEC * W / 4], b4[VEC / 4 > 0 ? VEC / 4 : 1];
+  const float4* wp = reinterpret_cast<const float4*>(p.weight + d0 * W);
+#pragma unroll
+  for (int k = 0; k < VEC * W / 4; ++k) w4[k] = __ldg(wp + k);
+  if (p.bias) {
+#pragma unroll
+    for (int k = 0; k < VEC / 4; ++k) b4[k] = __ldg(reinterpret_cast<const float4*>(p.bias + d0) + k);
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC / 4; ++k) b4[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+  const float* w = reinterpret_cast<const float*>(w4);
+  const float* bias = reinterpret_cast<const float*>(b4);
+  V out, ns[S];
+#pragma unroll
+  for (int v = 0; v < VEC; ++v) {
+    float acc = bias[v];
+#pragma unroll
+    for (int q = 0; q < S; ++q) acc = fmaf(w[v * W + q], to_f32(st[(v * S + q) / VEC].v[(v * S + q) % VEC]), acc);
+    acc = fmaf(w[v * W + S], to_f32(xv.v[v]), acc);
+    out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
+#pragma unroll
+    for (int q = 0; q < S; ++q) {
+      const int f = v * S + q;
+      ns[f / VEC].v[f % VEC] = q + 1 < S ? st[(f + 1) / VEC].v[(f + 1) % VEC] : xv.v[v];
+    }
+  }
+  T* nsp = static_cast<T*>(p.new_conv_state) + (slot * D + d0) * S;
+#pragma unroll
+  for (int k = 0; k < S; ++k) store_vec<T, VEC>(nsp + k * VEC, ns[k]);
+  store_vec<T, VEC>(static_cast<T*>(p.y) + e, out);
+}
+
+template <typename T, int W>
+cudaError_t launch_conv_update_vec(const CausalConv1dUpdateParams& p, cudaStream_t stream, int block) {
+  const int64_t n = p.batch * p.dim / (16 / sizeof(T));
+  causal_conv1d_update_vec_kernel<T, W><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
+  return cudaGetLastError();
+}
+
+// block: threads per block (0: 128; the checker sweeps it); vec_ok = false keeps the one-channel kernel.
+// The one-channel kernel, measured on the H200 (D5120 W4 bf16, per launch of 64 back to back), block
+// 32 / 64 / 128 / 256: B1 4.3 / 4.1 / 4.1 / 4.7 us, B64 8.9 / 6.0 / 4.9 / 4.9 us, B256 27.5 / 15.2 / 12.1 / 12.1 us.
 template <typename T>
-cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaStream_t stream, int block = 0) {
+cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaStream_t stream, int block = 0,
+                                        bool vec_ok = true) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   if (block <= 0) block = 128;
+  constexpr int64_t VEC = 16 / sizeof(T);
+  if (vec_ok && p.dim % VEC == 0 && aligned16_host(p.x) && aligned16_host(p.y) && aligned16_host(p.conv_state) &&
+      aligned16_host(p.new_conv_state) && aligned16_host(p.weight) && (p.bias == nullptr || aligned16_host(p.bias))) {
+    switch (p.width) {
+      case 2: return launch_conv_update_vec<T, 2>(p, stream, block);
+      case 3: return launch_conv_update_vec<T, 3>(p, stream, block);
+      case 4: return launch_conv_update_vec<T, 4>(p, stream, block);
+      case 5: return launch_conv_update_vec<T, 5>(p, stream, block);
+      case 6: return launch_conv_update_vec<T, 6>(p, stream, block);
+      case 7: return launch_conv_update_vec<T, 7>(p, stream, block);
+      case 8: return launch_conv_update_vec<T, 8>(p, stream, block);
+      default: break;
+    }
+  }
   const int64_t n = p.batch * p.dim;
   causal_conv1d_update_kernel<T><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
   return cudaGetLastError();

@@ -6,7 +6,9 @@ Python dispatch (tens of microseconds, longer than many kernels) does not count:
 
   chain   K calls chained in one jitted function (call i+1 takes call i's state as its initial state,
           inputs rotating over NSETS equal-shaped sets so no call finds its operands hot in cache;
-          every call's output is returned so none can be dropped). The per-call time is the slope
+          every call's output is returned so none can be dropped; with CHAIN_OUTPUTS = "last" only the
+          last call's, the mode is then "chain-last": the other outputs live in XLA's temporary buffer,
+          as in a model, but a pure-JAX implementation may skip computing them). The per-call time is the slope
           (T(K2) - median T(K1)) / (K2 - K1) over the samples of T(K2): the dispatch cancels.
   loopK   K decode steps chained in one jitted function with the state donated and fed back from one
           sample to the next (the in-place update a decode loop runs), an optimization barrier
@@ -39,6 +41,9 @@ NSETS = 4
 # the 48-step difference (~0.1 ms at 2 us a step) was within that noise (slopes below the kernel's own
 # time, 2026-11-30), with 256 it is ~4x larger.
 LOOP = 256
+# "all": a chain returns every call's output (each execution allocates K fresh output buffers); "last": only
+# the last call's (bench_ops.py --chain-outputs).
+CHAIN_OUTPUTS = "all"
 
 # Letters of the case names, as the test ids spell shapes (B2-L113-H3-P16-N16).
 _LETTER = {"batch": "B", "seqlen": "L", "dim": "D", "nheads": "H", "headdim": "P", "ngroups": "G",
@@ -133,13 +138,15 @@ def measure(fn: Callable, args: tuple, *, warmup: int, reps: int, max_seconds: f
     return Timing(samples)
 
 
-def _chain(call, k: int):
+def _chain(call, k: int, outputs: str | None = None):
+    last = (outputs or CHAIN_OUTPUTS) == "last"
+
     def f(sets, carry):
         outs = []
         for i in range(k):
             carry, out = call(carry, *sets[i % len(sets)])
             outs.append(out)
-        return carry, outs
+        return carry, (outs[-1] if last else outs)
     return jax.jit(f)
 
 
@@ -167,7 +174,7 @@ def time_impl(case: Case, call, sets, *, quick: bool) -> tuple[Timing, str, dict
         k1, k2 = (1, 3) if quick else (2, 12)
         c0 = case.carry0(sets[0])
         t1, t2 = (measure(_chain(call, k), (sets, c0), warmup=2, reps=reps, max_seconds=max_s) for k in (k1, k2))
-        form = mode = "chain"
+        form, mode = "chain", ("chain-last" if CHAIN_OUTPUTS == "last" else "chain")
     slope = Timing([(s - t1.median_ms) / (k2 - k1) for s in t2.samples_ms])
     return slope, mode, {form: [k1, k2], f"{form}_medians_ms": [t1.median_ms, t2.median_ms]}
 
