@@ -41,8 +41,9 @@ MJ_DEVICE UpdateRow update_row(const SelectiveStateUpdateParams& p, int64_t bd) 
 
 // Tile kernel: TPC lanes per row, lane j owning float4s j, j + TPC, ..., so a warp's k-th state load
 // covers 32 / TPC rows x 16 TPC contiguous bytes.
-template <typename T, int TPC, int NV>
-__global__ void __launch_bounds__(kUpdateThreads)
+// MINB > 0 asks ptxas for MINB resident blocks of kUpdateThreads per SM (a register cap).
+template <typename T, int TPC, int NV, int MINB>
+__global__ void __launch_bounds__(kUpdateThreads, MINB)
 selective_state_update_tile_kernel(const SelectiveStateUpdateParams p) {
   constexpr int N = 4 * TPC * NV;
   using V4 = Vec<T, 4>;
@@ -160,24 +161,35 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   }
 }
 
-template <typename T, int TPC>
+template <typename T, int TPC, int MINB>
 cudaError_t launch_update_tile(const SelectiveStateUpdateParams& p, cudaStream_t stream, int block) {
   const int64_t threads = p.batch * p.dim * TPC;
   const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
   switch (p.dstate / (4 * TPC)) {
-    case 1: selective_state_update_tile_kernel<T, TPC, 1><<<blocks, block, 0, stream>>>(p); break;
-    case 2: selective_state_update_tile_kernel<T, TPC, 2><<<blocks, block, 0, stream>>>(p); break;
-    case 4: selective_state_update_tile_kernel<T, TPC, 4><<<blocks, block, 0, stream>>>(p); break;
+    case 1: selective_state_update_tile_kernel<T, TPC, 1, MINB><<<blocks, block, 0, stream>>>(p); break;
+    case 2: selective_state_update_tile_kernel<T, TPC, 2, MINB><<<blocks, block, 0, stream>>>(p); break;
+    case 4: selective_state_update_tile_kernel<T, TPC, 4, MINB><<<blocks, block, 0, stream>>>(p); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
 
+template <typename T, int MINB>
+cudaError_t launch_update_tile_lanes(const SelectiveStateUpdateParams& p, cudaStream_t stream, int tl, int block) {
+  switch (tl) {
+    case 0: return launch_update_tile<T, 1, MINB>(p, stream, block);
+    case 1: return launch_update_tile<T, 2, MINB>(p, stream, block);
+    case 2: return launch_update_tile<T, 4, MINB>(p, stream, block);
+    default: return launch_update_tile<T, 8, MINB>(p, stream, block);
+  }
+}
+
 // tpc_log2 / block: lanes per (batch, channel) row and threads per block, picked here when negative / 0;
-// tile_ok = false keeps the generic kernel (the checker sweeps all three).
+// tile_ok = false keeps the generic kernel; capped: the tile kernel at <= 32 registers (8 x 256 threads
+// per SM). The checker sweeps them.
 template <typename T>
 cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int tpc_log2 = -1,
-                                          int block = 0, bool tile_ok = true) {
+                                          int block = 0, bool tile_ok = true, bool capped = false) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   auto al = [](const void* q, uintptr_t a) { return (reinterpret_cast<uintptr_t>(q) & (a - 1)) == 0; };
   const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
@@ -193,12 +205,8 @@ cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, c
     }
     const int64_t tpc = int64_t(1) << tl, nv = q4 / tpc;
     if (tl <= 3 && tpc * nv == q4 && (nv == 1 || nv == 2 || nv == 4)) {
-      switch (tl) {
-        case 0: return launch_update_tile<T, 1>(p, stream, block);
-        case 1: return launch_update_tile<T, 2>(p, stream, block);
-        case 2: return launch_update_tile<T, 4>(p, stream, block);
-        default: return launch_update_tile<T, 8>(p, stream, block);
-      }
+      return capped ? launch_update_tile_lanes<T, 8>(p, stream, tl, block)
+                    : launch_update_tile_lanes<T, 1>(p, stream, tl, block);
     }
   }
   const int64_t rows = p.batch * p.dim;

@@ -5,16 +5,18 @@ written in the op's entry) is timed one of two ways, both inside one jitted prog
 Python dispatch (tens of microseconds, longer than many kernels) does not count:
 
   chain   K calls chained in one jitted function (call i+1 takes call i's state as its initial state,
-          inputs rotating over NSETS equal-shaped sets so no call finds its operands hot in cache;
-          every call's output is returned so none can be dropped; with CHAIN_OUTPUTS = "last" only the
-          last call's, the mode is then "chain-last": the other outputs live in XLA's temporary buffer,
-          as in a model, but a pure-JAX implementation may skip computing them). The per-call time is the slope
+          inputs rotating over NSETS equal-shaped sets so no call finds its operands hot in cache),
+          an optimization barrier on each call's (state, output) so that XLA computes every output and
+          cannot merge calls. Only the last call's output is returned (mode "chain-last"): the others
+          live in XLA's temporary buffer, as in a model and as in a replayed CUDA graph
+          (CHAIN_OUTPUTS = "all" returns them all, mode "chain": each execution then allocates K fresh
+          output buffers). The per-call time is the slope
           (T(K2) - median T(K1)) / (K2 - K1) over the samples of T(K2): the dispatch cancels.
   loopK   K decode steps chained in one jitted function with the state donated and fed back from one
           sample to the next (the in-place update a decode loop runs), an optimization barrier
-          between steps so XLA cannot fuse the K pure-JAX steps into one. The per-step time is the
-          slope between K/4 and K steps, as for chains: the dispatch of the jitted call (tens of
-          microseconds, ~0.5 us per step of 64 when divided) cancels.
+          between steps so XLA cannot fuse the K pure-JAX steps into one; the last step's output is
+          returned. The per-step time is the slope between K/4 and K steps, as for chains: the
+          dispatch of the jitted call (tens of microseconds) cancels.
 
 Each sample is one call ended by `block_until_ready`, after warm-up calls (compilation, caches,
 thread pools); a row keeps the median, 10th and 90th percentiles of the samples. Each
@@ -41,9 +43,11 @@ NSETS = 4
 # the 48-step difference (~0.1 ms at 2 us a step) was within that noise (slopes below the kernel's own
 # time, 2026-11-30), with 256 it is ~4x larger.
 LOOP = 256
-# "all": a chain returns every call's output (each execution allocates K fresh output buffers); "last": only
-# the last call's (bench_ops.py --chain-outputs).
-CHAIN_OUTPUTS = "all"
+# "last": a chain returns only its last call's output (the others stay in XLA's temporary buffer); "all":
+# every call's (each execution allocates K fresh output buffers). bench_ops.py --chain-outputs.
+CHAIN_OUTPUTS = "last"
+# Chain lengths (K1, K2) of the full-sequence ops' slope.
+CHAIN_K = (4, 24)
 
 # Letters of the case names, as the test ids spell shapes (B2-L113-H3-P16-N16).
 _LETTER = {"batch": "B", "seqlen": "L", "dim": "D", "nheads": "H", "headdim": "P", "ngroups": "G",
@@ -144,7 +148,7 @@ def _chain(call, k: int, outputs: str | None = None):
     def f(sets, carry):
         outs = []
         for i in range(k):
-            carry, out = call(carry, *sets[i % len(sets)])
+            carry, out = jax.lax.optimization_barrier(call(carry, *sets[i % len(sets)]))
             outs.append(out)
         return carry, (outs[-1] if last else outs)
     return jax.jit(f)
@@ -152,12 +156,11 @@ def _chain(call, k: int, outputs: str | None = None):
 
 def _loop(call, k: int):
     def f(carry, inputs):
-        outs = []
+        out = None
         for _ in range(k):
             carry, out = call(carry, *inputs)
             carry, out = jax.lax.optimization_barrier((carry, out))
-            outs.append(out)
-        return carry, jnp.stack(outs)
+        return carry, out
     return jax.jit(f, donate_argnums=0)
 
 
@@ -171,7 +174,7 @@ def time_impl(case: Case, call, sets, *, quick: bool) -> tuple[Timing, str, dict
                           max_seconds=max_s, carry=(0, 0)) for k in (k1, k2))
         form, mode = "loop", f"loop{k2}"
     else:
-        k1, k2 = (1, 3) if quick else (2, 12)
+        k1, k2 = (1, 3) if quick else CHAIN_K
         c0 = case.carry0(sets[0])
         t1, t2 = (measure(_chain(call, k), (sets, c0), warmup=2, reps=reps, max_seconds=max_s) for k in (k1, k2))
         form, mode = "chain", ("chain-last" if CHAIN_OUTPUTS == "last" else "chain")
