@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=harness.LOOP, help="calls in the profiled program")
     p.add_argument("--reps", type=int, default=20, help="untraced timings (median)")
     p.add_argument("--quick", action="store_true", help="the entries' small cases, few calls")
-    p.add_argument("--chain-outputs", choices=["all", "last"], default="last",
+    p.add_argument("--chain-outputs", choices=["all", "last"], default="all",
                    help="a chain returns every call's output or only the last one's (as bench_ops.py)")
     p.add_argument("--out", default=None, help="write the rows here (JSON)")
     args = p.parse_args(argv)

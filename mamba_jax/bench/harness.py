@@ -6,17 +6,18 @@ Python dispatch (tens of microseconds, longer than many kernels) does not count:
 
   chain   K calls chained in one jitted function (call i+1 takes call i's state as its initial state,
           inputs rotating over NSETS equal-shaped sets so no call finds its operands hot in cache),
-          an optimization barrier on each call's (state, output) so that XLA computes every output and
-          cannot merge calls. Only the last call's output is returned (mode "chain-last"): the others
-          live in XLA's temporary buffer, as in a model and as in a replayed CUDA graph
-          (CHAIN_OUTPUTS = "all" returns them all, mode "chain": each execution then allocates K fresh
-          output buffers). The per-call time is the slope
+          an optimization barrier on each call's (state, output) so that XLA cannot merge calls; every
+          call's output is returned (as a list: no copy into one array), so XLA cannot skip computing
+          any. CHAIN_OUTPUTS = "last" returns only the last call's (mode "chain-last"): the others then
+          stay in XLA's temporary buffer, but XLA drops the parts of a pure-JAX implementation whose
+          outputs nobody reads (measured on the H200: negative slopes for the pure-JAX conv1d), so only
+          custom-call rows mean anything there. The per-call time is the slope
           (T(K2) - median T(K1)) / (K2 - K1) over the samples of T(K2): the dispatch cancels.
   loopK   K decode steps chained in one jitted function with the state donated and fed back from one
           sample to the next (the in-place update a decode loop runs), an optimization barrier
-          between steps so XLA cannot fuse the K pure-JAX steps into one; the last step's output is
-          returned. The per-step time is the slope between K/4 and K steps, as for chains: the
-          dispatch of the jitted call (tens of microseconds) cancels.
+          between steps so XLA cannot fuse the K pure-JAX steps into one; every step's output is
+          returned as a list. The per-step time is the slope between K/4 and K steps, as for chains:
+          the dispatch of the jitted call (tens of microseconds) cancels.
 
 Each sample is one call ended by `block_until_ready`, after warm-up calls (compilation, caches,
 thread pools); a row keeps the median, 10th and 90th percentiles of the samples. Each
@@ -43,9 +44,9 @@ NSETS = 4
 # the 48-step difference (~0.1 ms at 2 us a step) was within that noise (slopes below the kernel's own
 # time, 2026-11-30), with 256 it is ~4x larger.
 LOOP = 256
-# "last": a chain returns only its last call's output (the others stay in XLA's temporary buffer); "all":
-# every call's (each execution allocates K fresh output buffers). bench_ops.py --chain-outputs.
-CHAIN_OUTPUTS = "last"
+# "all": a chain returns every call's output; "last": only the last call's (custom-call rows only, see
+# above). bench_ops.py --chain-outputs.
+CHAIN_OUTPUTS = "all"
 # Chain lengths (K1, K2) of the full-sequence ops' slope.
 CHAIN_K = (4, 24)
 
@@ -156,11 +157,12 @@ def _chain(call, k: int, outputs: str | None = None):
 
 def _loop(call, k: int):
     def f(carry, inputs):
-        out = None
+        outs = []
         for _ in range(k):
             carry, out = call(carry, *inputs)
             carry, out = jax.lax.optimization_barrier((carry, out))
-        return carry, out
+            outs.append(out)
+        return carry, outs
     return jax.jit(f, donate_argnums=0)
 
 

@@ -80,8 +80,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--sweep", action="store_true", help="also time each op along seqlen and along batch")
     ap.add_argument("--memory-only", action="store_true", help="print the op's peak-memory JSON line and exit")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory measures on gpu")
-    ap.add_argument("--chain-outputs", choices=["all", "last"], default="last",
-                    help="a chain returns only the last call's output (default, mode chain-last) or every call's (mode chain)")
+    ap.add_argument("--chain-outputs", choices=["all", "last"], default="all",
+                    help="a chain returns every call's output (default) or only the last one's (mode chain-last: "
+                         "custom-call rows only, XLA may drop unread pure-JAX work)")
     ap.add_argument("--out", default=None, help="JSON file (default benchmarks/results/ops-<backend>-<date>-<commit>.json)")
 
 
@@ -108,7 +109,7 @@ def run(args, progress: bool | None = None) -> list[dict]:
 
     names = parse_ops(args.op)
     backend = select_backend(args.backend)
-    harness.CHAIN_OUTPUTS = getattr(args, "chain_outputs", "last")
+    harness.CHAIN_OUTPUTS = getattr(args, "chain_outputs", "all")
     info = harness.provenance()
     print(f"# backend {backend} ({info['device_kind']}), jax {info['jax_version']}, commit {info['git_commit']}",
           flush=True)
