@@ -5,8 +5,9 @@
     python3 benchmarks/bench_side_by_side.py --ours A.json --theirs mamba_ssm.jsonl [--profiles P.json]  # table only
 
 The first form runs, in this order: mamba_ssm's build (../shared/anchors/build.py, carried into the
-checkout as .anchors, in the background), our op benchmark (`benchmarks/bench_ops.py --backend gpu`,
-per-call times of K calls inside one jitted program), our generation benchmark (`mamba-jax bench
+checkout as .anchors, in the background), our op benchmark (`benchmarks/bench_ops.py --backend gpu --impls
+ffi --chain-outputs last`: per-call times of K custom calls inside one jitted program, each program
+returning only its last output, as a CUDA graph keeps its outputs in its pool), our generation benchmark (`mamba-jax bench
 generate`, decode ms/token of a jitted while loop), then mamba_ssm's benchmarks of the same shapes
 (`bench_mamba_ssm.py ops|ops2|gen`: per call inside one captured CUDA graph; its own generate with a
 CUDA graph). Launch costs are amortised on both sides. Rows are matched by op and case (or model and
@@ -89,13 +90,17 @@ def run(args) -> tuple[list[dict], list[dict]]:
         print(f"no mamba_ssm anchors at {args.anchors!r}: only our side runs", flush=True)
     ours = []
     if args.ops:
+        # Our custom calls, each chain / loop returning only its last output (the others stay in XLA's
+        # temporary buffer, as a CUDA graph's outputs stay in its pool): harness.py says why.
         rc = _run([sys.executable, str(HERE / "bench_ops.py"), "--backend", "gpu", "--op", args.ops, "--no-memory",
-                   "--out", str(work / "ours-ops.json")], work / "ours-ops.log", args.timeout)
+                   "--impls", "ffi", "--chain-outputs", "last", "--out", str(work / "ours-ops.json")],
+                  work / "ours-ops.log", args.timeout)
         if rc == 0:
             ours += json.loads((work / "ours-ops.json").read_text())
         if args.profile:  # the same programs under the profiler: each call's kernel time
             rc = _run([sys.executable, str(HERE / "profile_ops.py"), "--op", args.ops, "--impls", "ffi", "--reps", "5",
-                       "--calls", "64", "--out", str(work / "ours-profile.json")], work / "ours-profile.log", args.timeout)
+                       "--calls", "64", "--chain-outputs", "last", "--out", str(work / "ours-profile.json")],
+                      work / "ours-profile.log", args.timeout)
             if rc == 0:
                 add_kernel_times(ours, json.loads((work / "ours-profile.json").read_text()))
     if args.gen_cases:

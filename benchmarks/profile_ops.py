@@ -77,7 +77,7 @@ def profile_case(case, impl: str, k: int, reps: int) -> dict:
         walls.append((time.perf_counter() - t0) * 1e3)
     wall_us = statistics.median(walls) / k * 1e3
     row = {"op": case.op, "case": case.name, "dtype": case.dtype, "implementation": impl, "calls": k,
-           "chain_outputs": harness.CHAIN_OUTPUTS if case.kind != "loop" else None,
+           "chain_outputs": harness.CHAIN_OUTPUTS,
            "wall_us_per_call": round(wall_us, 3), "xla_flags": os.environ.get("XLA_FLAGS", ""),
            **harness.provenance(), "date": harness.now_iso()}
     print(f"\n== {case.op} {case.name} {case.dtype} [{impl}]: {k} calls, {wall_us:.2f} us per call untraced", flush=True)
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=20, help="untraced timings (median)")
     p.add_argument("--quick", action="store_true", help="the entries' small cases, few calls")
     p.add_argument("--chain-outputs", choices=["all", "last"], default="all",
-                   help="a chain returns every call's output or only the last one's (as bench_ops.py)")
+                   help="a chain or loop returns every call's output or only the last one's (as bench_ops.py)")
     p.add_argument("--out", default=None, help="write the rows here (JSON)")
     args = p.parse_args(argv)
     harness.CHAIN_OUTPUTS = args.chain_outputs

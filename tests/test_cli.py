@@ -210,6 +210,11 @@ def test_bench_ops_chain_outputs_last(tmp_path):
     assert len(outs) == 3 and float(carry) == float(carry_last) == 4.0
     np.testing.assert_array_equal(outs[-1], np.full(3, 3.0))  # call 3: set 0 (ones) x carry 3
     np.testing.assert_array_equal(out_last, outs[-1])
+    # decode loops the same way: every step's output, or the last one's
+    _, louts = harness._loop(call, 3, "all")(np.float32(1.0), sets[1])
+    _, llast = harness._loop(call, 3, "last")(np.float32(1.0), sets[1])
+    assert len(louts) == 3
+    np.testing.assert_array_equal(llast, np.full(3, 6.0))  # step 3: set 1 (twos) x carry 3
     out = tmp_path / "rows.json"
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_ops.py"
     r = subprocess.run([sys.executable, str(script), "--op", "causal_conv1d", "--quick", "--impls", "xla",

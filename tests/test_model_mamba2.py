@@ -172,6 +172,10 @@ def test_state_spaces_folder_matches_transformers(tmp_path):
     (backbone.embedding, tied lm_head saved too), vocab 100 padded to 104 rows."""
     torch, _ = require_torch()
     fields = dict(CONFIGS2["h6-p8-g2-N16-w3-T3-untied-bias-noconvbias"], tie_word_embeddings=True)
+    if fields["n_groups"] > 1 and not transformers_norm_has_groups():  # as the `case` fixture: no oracle there
+        import transformers
+        pytest.skip(f"transformers {transformers.__version__} normalizes Mamba2's gated RMSNorm over all of "
+                    "d_inner, not per group: no oracle for this ngroups = 2 folder here")
     hf = make_hf_model(21, vocab_size=104, mamba2=True, **fields)
     c = hf.config
     ssm_cfg = dict(layer="Mamba2", d_state=c.state_size, d_conv=c.conv_kernel, expand=c.expand, headdim=c.head_dim,

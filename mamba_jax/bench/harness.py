@@ -16,8 +16,13 @@ Python dispatch (tens of microseconds, longer than many kernels) does not count:
   loopK   K decode steps chained in one jitted function with the state donated and fed back from one
           sample to the next (the in-place update a decode loop runs), an optimization barrier
           between steps so XLA cannot fuse the K pure-JAX steps into one; every step's output is
-          returned as a list. The per-step time is the slope between K/4 and K steps, as for chains:
-          the dispatch of the jitted call (tens of microseconds) cancels.
+          returned as a list (CHAIN_OUTPUTS = "last": only the last step's, mode "loopK-last", with the
+          same caveat as chain-last). The per-step time is the slope between K/4 and K steps, as for
+          chains: the dispatch of the jitted call (tens of microseconds) cancels.
+Returning K outputs costs each execution K output buffers: measured on the H200 (2026-11-30), 2.5-4.6 us
+per decode step (state update B256 51.8 us per step with every output returned, 47.2 with the last
+one), which a replayed CUDA graph does not pay; the side-by-side benchmark therefore times our
+custom calls with "last".
 
 Each sample is one call ended by `block_until_ready`, after warm-up calls (compilation, caches,
 thread pools); a row keeps the median, 10th and 90th percentiles of the samples. Each
@@ -44,8 +49,8 @@ NSETS = 4
 # the 48-step difference (~0.1 ms at 2 us a step) was within that noise (slopes below the kernel's own
 # time, 2026-11-30), with 256 it is ~4x larger.
 LOOP = 256
-# "all": a chain returns every call's output; "last": only the last call's (custom-call rows only, see
-# above). bench_ops.py --chain-outputs.
+# "all": a chain or loop returns every call's output; "last": only the last call's (custom-call rows only,
+# see above). bench_ops.py --chain-outputs.
 CHAIN_OUTPUTS = "all"
 # Chain lengths (K1, K2) of the full-sequence ops' slope.
 CHAIN_K = (4, 24)
@@ -155,14 +160,16 @@ def _chain(call, k: int, outputs: str | None = None):
     return jax.jit(f)
 
 
-def _loop(call, k: int):
+def _loop(call, k: int, outputs: str | None = None):
+    last = (outputs or CHAIN_OUTPUTS) == "last"
+
     def f(carry, inputs):
         outs = []
         for _ in range(k):
             carry, out = call(carry, *inputs)
             carry, out = jax.lax.optimization_barrier((carry, out))
             outs.append(out)
-        return carry, outs
+        return carry, (outs[-1] if last else outs)
     return jax.jit(f, donate_argnums=0)
 
 
@@ -174,7 +181,7 @@ def time_impl(case: Case, call, sets, *, quick: bool) -> tuple[Timing, str, dict
         # Each timing donates a state of its own (the first is consumed by the call that takes it).
         t1, t2 = (measure(_loop(call, k), (jnp.array(case.carry0(sets[0]), copy=True), sets[0]), warmup=3, reps=reps,
                           max_seconds=max_s, carry=(0, 0)) for k in (k1, k2))
-        form, mode = "loop", f"loop{k2}"
+        form, mode = "loop", f"loop{k2}" + ("-last" if CHAIN_OUTPUTS == "last" else "")
     else:
         k1, k2 = (1, 3) if quick else CHAIN_K
         c0 = case.carry0(sets[0])
