@@ -121,7 +121,7 @@ cudaError_t launch_conv_update_vec(const CausalConv1dUpdateParams& p, cudaStream
   return cudaGetLastError();
 }
 
-// block: threads per block (0: 32 for the vector kernel, 128 for the one-channel one; the checker sweeps
+// block: threads per block (0: 64 for the vector kernel, 128 for the one-channel one; the checker sweeps
 // it); vec_ok = false keeps the one-channel kernel.
 // The one-channel kernel, measured on the H200 (D5120 W4 bf16, per launch of 64 back to back), block
 // 32 / 64 / 128 / 256: B1 4.3 / 4.1 / 4.1 / 4.7 us, B64 8.9 / 6.0 / 4.9 / 4.9 us, B256 27.5 / 15.2 / 12.1 / 12.1 us.
@@ -134,7 +134,7 @@ cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaS
       aligned16_host(p.new_conv_state) && aligned16_host(p.weight) && (p.bias == nullptr || aligned16_host(p.bias))) {
     // Measured on the H200 (D5120 W4 bf16, per launch of 64 back to back), block 32 / 64 / 128 / 256: B1 3.4 /
     // 3.3 / 3.3 / 3.8 us, B64 4.3 / 4.6 / 5.2 / 5.8 us, B256 11.4 / 11.1 / 11.3 / 11.4 us.
-    if (block <= 0) block = 32;
+    if (block <= 0) block = 64;
     switch (p.width) {
       case 2: return launch_conv_update_vec<T, 2>(p, stream, block);
       case 3: return launch_conv_update_vec<T, 3>(p, stream, block);
