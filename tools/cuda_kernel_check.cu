@@ -188,7 +188,7 @@ static void check_scan(const ScanCase& c) {
 // selective_state_update
 template <typename T>
 static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_place, int tl = -1, int block = 0,
-                         bool tile_ok = true, bool capped = false) {
+                         bool tile_ok = true) {
   HostArr<T> x, dt, z, Bm, Cm;
   x.fill(B * D, normal, 1.0); dt.fill(B * D, normal, 1.0); z.fill(B * D, normal, 1.0);
   Bm.fill(B * G * N, normal, 1.0); Cm.fill(B * G * N, normal, 1.0);
@@ -217,12 +217,12 @@ static void check_update(int64_t B, int64_t D, int64_t N, int64_t G, bool in_pla
   p.batch = B; p.dim = D; p.dstate = N; p.ngroups = G;
   p.state = dst.p; p.new_state = in_place ? dst.p : dns.p; p.x = dx.p; p.dt = ddt.p; p.A = dA.p;
   p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p; p.dt_bias = dbias.p; p.y = dy.p; p.dt_softplus = true;
-  CK(launch_selective_state_update<T>(p, 0, tl, block, tile_ok, capped));
+  CK(launch_selective_state_update<T>(p, 0, tl, block, tile_ok));
   CK(cudaDeviceSynchronize());
   char id[160];
   std::snprintf(id, sizeof id, "B%lld-D%lld-N%lld-G%lld-%s%s-tl%d-block%d%s", (long long)B, (long long)D,
                 (long long)N, (long long)G, tname<T>(), in_place ? "-inplace" : "", tl, block,
-                tile_ok ? (capped ? "-capped" : "") : "-generic");
+                tile_ok ? "" : "-generic");
   compare<T>("ssu y", id, dy.get(), y, tol<T>());
   compare<float>("ssu h", id, in_place ? dst.get() : dns.get(), ns, 2e-4);
 }
@@ -375,8 +375,6 @@ static int run_checks() {
   check_update<__half>(2, 48, 16, 4, false, 2, 64);
   check_update<float>(5, 30, 32, 2, true, 1, 256);
   check_update<__nv_bfloat16>(3, 40, 16, 1, true, -1, 0, false);
-  for (int tl : {0, 1, 2}) check_update<__nv_bfloat16>(3, 37, 16, 1, true, tl, 128, true, true);  // capped
-  check_update<float>(2, 20, 64, 2, false, 3, 256, true, true);
   check_update<__nv_bfloat16>(2, 33, 64, 1, false, -1, 0, false);
   std::printf("causal_conv1d\n");
   check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true);
@@ -583,21 +581,20 @@ static int run_kernel_times() {
       std::printf("kernel selective_state_update B%lld D5120 N16 bf16 (default, %lld state copies): %.4f ms alone, "
                   "%.4f ms per launch of 64, %.0f GB/s (state r+w)\n", (long long)b, (long long)ncopy, ms, burst,
                   gb / (burst * 1e-3));
-      for (int tile : {2, 1, 0})  // 2: the tile kernel capped at 32 registers
+      for (int tile : {1, 0})
         for (int tl : {0, 1, 2})
           for (int block : {128, 256}) {
             const float t = time_burst_ms(
-                [&] { return launch_selective_state_update<bf>(at(p), 0, tl, block, tile >= 1, tile == 2); });
+                [&] { return launch_selective_state_update<bf>(at(p), 0, tl, block, tile == 1); });
             std::printf("sweep selective_state_update B%lld %s lanes %d block %d: %.4f ms, %.0f GB/s\n", (long long)b,
-                        tile == 2 ? "tile-capped" : (tile ? "tile" : "generic"), 1 << tl, block, t, gb / (t * 1e-3));
+                        tile ? "tile" : "generic", 1 << tl, block, t, gb / (t * 1e-3));
           }
       // one state updated in place launch after launch, as a decode loop or the op benchmark's chain does
       if (b > 1)
-        for (int tile : {2, 1, 0}) {
-          const float t = time_burst_ms(
-              [&] { return launch_selective_state_update<bf>(p_at_b(b), 0, -1, 0, tile >= 1, tile == 2); });
+        for (int tile : {1, 0}) {
+          const float t = time_burst_ms([&] { return launch_selective_state_update<bf>(p_at_b(b), 0, -1, 0, tile == 1); });
           std::printf("sweep selective_state_update B%lld %s default, one state: %.4f ms, %.0f GB/s\n", (long long)b,
-                      tile == 2 ? "tile-capped" : (tile ? "tile" : "generic"), t, gb / (t * 1e-3));
+                      tile ? "tile" : "generic", t, gb / (t * 1e-3));
         }
     }
   }
