@@ -113,6 +113,17 @@ def test_concrete_bad_slots_are_rejected(op, rng):
 
 @requires_ffi
 @pytest.mark.parametrize("op", OPS)
+def test_empty_pool_is_rejected(op, rng):
+    """A pool of 0 slots has none for the batch's rows: a clear error on every path (traced slots could
+    not be checked against it, and the kernels would have no slot to read)."""
+    name, fn, args, state_name, ref = next(c for c in _cases(rng, F32) if c[0] == op)
+    args = dict(args, **{state_name: args[state_name][:0]})
+    for impl in ("ffi", "xla"):
+        with pytest.raises(ValueError, match=rf"{op}: {state_name} is a pool of 0 slots"):
+            jax.jit(functools.partial(fn, implementation=impl))(**args, state_indices=jnp.asarray(SLOTS, jnp.int32))
+
+
+@pytest.mark.parametrize("op", OPS)
 def test_pool_update_in_place_under_donation(op, rng):
     name, fn, args, state_name, ref = next(c for c in _cases(rng, F32) if c[0] == op)
     y_ref, pool_ref = _expected(ref, args, state_name, SLOTS)

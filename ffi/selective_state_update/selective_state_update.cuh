@@ -198,7 +198,9 @@ cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, c
   if (block <= 0 || block > kUpdateThreads) block = 128;
   // Tile kernel: dstate / 4 = TPC x NV with TPC in {1, 2, 4, 8} and NV in {1, 2, 4}.
   const int64_t q4 = p.dstate / 4;
-  if (vec && tile_ok) {
+  // A row outside the pool reads slot 0 in the tile kernel (and writes nothing): an empty pool (refused
+  // in Python) keeps the generic kernel, which reads nothing for such rows.
+  if (vec && tile_ok && !(p.state_indices != nullptr && p.n_slots == 0)) {
     int tl = tpc_log2;
     if (tl < 0) {  // default: 2 float4s per lane where dstate allows
       tl = 0;

@@ -24,6 +24,8 @@ def check_state_indices(op: str, state_indices, batch: int, n_slots: int, state_
     dtype = np.dtype(getattr(state_indices, "dtype", None) or np.asarray(state_indices).dtype)
     if dtype != np.dtype(np.int32):  # the array's own dtype: jnp.result_type would say int32 for int64
         raise TypeError(f"{op}: state_indices has dtype {dtype}, expected int32")
+    if n_slots == 0 and batch > 0:
+        raise ValueError(f"{op}: {state_name} is a pool of 0 slots; state_indices needs slots for its {batch} rows")
     if not isinstance(state_indices, jax.core.Tracer):
         v = np.asarray(state_indices)
         bad = np.nonzero((v < 0) | (v >= n_slots))[0]
