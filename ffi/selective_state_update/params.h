@@ -16,7 +16,8 @@ namespace mamba_jax {
 //   Dskip, dt_bias : [D]   float32 (nullptr when absent)
 // With state_indices ([B] int32, else nullptr), state / new_state are a pool [n_slots, ...] and row b
 // reads and writes slot state_indices[b] in place (new_state must alias state); a row whose slot is
-// outside [0, n_slots) touches no state and gets y = 0.
+// outside [0, n_slots) writes no state and gets y = 0 (the tile kernel reads slot 0's state for it; an
+// empty pool keeps the generic kernel, which reads nothing).
 struct SelectiveStateUpdateParams {
   int64_t batch, dim, dstate, ngroups, n_slots;
   const int32_t* state_indices;

@@ -16,7 +16,7 @@ from . import _checks as ck
 def check_state_indices(op: str, state_indices, batch: int, n_slots: int, state_name: str = "state"):
     """None, or [batch] int32 slots of a pool of n_slots rows. Concrete values (not traced) are checked
     here: each in [0, n_slots), none repeated. Traced values cannot be; the kernels and the pure-JAX
-    path then skip a row whose slot is out of range (no state read or written, y = 0), and a repeated
+    path then skip a row whose slot is out of range (no state written, y = 0), and a repeated
     slot leaves that slot holding one of its rows' results."""
     if state_indices is None:
         return None

@@ -52,7 +52,7 @@ def selective_state_update(state, x, dt, A, B, C, D=None, z=None, dt_bias=None, 
       state_indices: optional [batch] int32: `state` is then a pool [n_slots, dim, dstate] and row b
         updates slot state_indices[b] (in place under donation; the other slots are kept). Slots
         must be distinct and in range: checked when the values are known before the call (a
-        ValueError), else a row with an out-of-range slot touches no state and gets y = 0.
+        ValueError), else a row with an out-of-range slot writes no state and gets y = 0.
 
     Returns:
       (y [batch, dim] in x.dtype, new_state [batch, dim, dstate] (or the pool) float32).
