@@ -125,7 +125,7 @@ fi
 
 if has chain; then
   # Where a short chain of prefill-op calls costs more than its kernels (NOTES-cuda.md, session 7): the op
-  # benchmark's chain (K = 2 and 12) returning every call's output or only the last one's, and the 12-call
+  # benchmark's chains (harness.CHAIN_K) returning every call's output or only the last one's, and the 12-call
   # program under the profiler with its host events; CHAIN_FLAGS lists XLA_FLAGS variants ("off" = none).
   for flags in ${CHAIN_FLAGS:-default}; do
     xf=; [ "$flags" = off ] && xf="--xla_gpu_enable_command_buffer="

@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_vec_kernel(const Cau
 #pragma unroll
   for (int k = 0; k < S; ++k) st[k] = load_vec<T, VEC>(s + k * VEC);
   const V xv = load_vec<T, VEC>(static_cast<const T*>(p.x) + e);
-  float4 w4[VEC * W / 4], b4[VEC / 4 > 0 ? VEC / 4 : 1];
+  float4 w4[VEC * W / 4], b4[VEC / 4];  // VEC is 4 or 8
   const float4* wp = reinterpret_cast<const float4*>(p.weight + d0 * W);
 #pragma unroll
   for (int k = 0; k < VEC * W / 4; ++k) w4[k] = __ldg(wp + k);

@@ -40,10 +40,11 @@ MJ_DEVICE UpdateRow update_row(const SelectiveStateUpdateParams& p, int64_t bd) 
 }
 
 // Tile kernel: TPC lanes per row, lane j owning float4s j, j + TPC, ..., so a warp's k-th state load
-// covers 32 / TPC rows x 16 TPC contiguous bytes.
-// MINB > 0 asks ptxas for MINB resident blocks of kUpdateThreads per SM (a register cap).
-template <typename T, int TPC, int NV, int MINB>
-__global__ void __launch_bounds__(kUpdateThreads, MINB)
+// covers 32 / TPC rows x 16 TPC contiguous bytes. Declared with at least 1 block per SM, as measured on
+// the H200 (ptxas then gives it 48 registers); capped at 32 registers (8 blocks) it was slower (B256
+// 53.6 against 46.0 us).
+template <typename T, int TPC, int NV>
+__global__ void __launch_bounds__(kUpdateThreads, 1)
 selective_state_update_tile_kernel(const SelectiveStateUpdateParams p) {
   constexpr int N = 4 * TPC * NV;
   using V4 = Vec<T, 4>;
@@ -161,33 +162,22 @@ selective_state_update_kernel(const SelectiveStateUpdateParams p, int tpc_log2) 
   }
 }
 
-template <typename T, int TPC, int MINB>
+template <typename T, int TPC>
 cudaError_t launch_update_tile(const SelectiveStateUpdateParams& p, cudaStream_t stream, int block) {
   const int64_t threads = p.batch * p.dim * TPC;
   const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
   switch (p.dstate / (4 * TPC)) {
-    case 1: selective_state_update_tile_kernel<T, TPC, 1, MINB><<<blocks, block, 0, stream>>>(p); break;
-    case 2: selective_state_update_tile_kernel<T, TPC, 2, MINB><<<blocks, block, 0, stream>>>(p); break;
-    case 4: selective_state_update_tile_kernel<T, TPC, 4, MINB><<<blocks, block, 0, stream>>>(p); break;
+    case 1: selective_state_update_tile_kernel<T, TPC, 1><<<blocks, block, 0, stream>>>(p); break;
+    case 2: selective_state_update_tile_kernel<T, TPC, 2><<<blocks, block, 0, stream>>>(p); break;
+    case 4: selective_state_update_tile_kernel<T, TPC, 4><<<blocks, block, 0, stream>>>(p); break;
     default: return cudaErrorInvalidValue;
   }
   return cudaGetLastError();
 }
 
-template <typename T, int MINB>
-cudaError_t launch_update_tile_lanes(const SelectiveStateUpdateParams& p, cudaStream_t stream, int tl, int block) {
-  switch (tl) {
-    case 0: return launch_update_tile<T, 1, MINB>(p, stream, block);
-    case 1: return launch_update_tile<T, 2, MINB>(p, stream, block);
-    case 2: return launch_update_tile<T, 4, MINB>(p, stream, block);
-    default: return launch_update_tile<T, 8, MINB>(p, stream, block);
-  }
-}
 
 // tpc_log2 / block: lanes per (batch, channel) row and threads per block, picked here when negative / 0;
-// tile_ok = false keeps the generic kernel (the checker sweeps them). The tile kernel capped at 32
-// registers (MINB = 8: full occupancy) measured slower on the H200 (B256 53.6 against 46.0 us) and is
-// not instantiated.
+// tile_ok = false keeps the generic kernel (the checker sweeps them).
 template <typename T>
 cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int tpc_log2 = -1,
                                           int block = 0, bool tile_ok = true) {
@@ -208,7 +198,12 @@ cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, c
     }
     const int64_t tpc = int64_t(1) << tl, nv = q4 / tpc;
     if (tl <= 3 && tpc * nv == q4 && (nv == 1 || nv == 2 || nv == 4)) {
-      return launch_update_tile_lanes<T, 1>(p, stream, tl, block);
+      switch (tl) {
+        case 0: return launch_update_tile<T, 1>(p, stream, block);
+        case 1: return launch_update_tile<T, 2>(p, stream, block);
+        case 2: return launch_update_tile<T, 4>(p, stream, block);
+        default: return launch_update_tile<T, 8>(p, stream, block);
+      }
     }
   }
   const int64_t rows = p.batch * p.dim;

@@ -148,8 +148,13 @@ def measure(fn: Callable, args: tuple, *, warmup: int, reps: int, max_seconds: f
     return Timing(samples)
 
 
+def _returns_last(outputs: str | None = None) -> bool:
+    """Whether a chain or loop returns only its last call's output (`outputs`, else CHAIN_OUTPUTS)."""
+    return (outputs or CHAIN_OUTPUTS) == "last"
+
+
 def _chain(call, k: int, outputs: str | None = None):
-    last = (outputs or CHAIN_OUTPUTS) == "last"
+    last = _returns_last(outputs)
 
     def f(sets, carry):
         outs = []
@@ -161,7 +166,7 @@ def _chain(call, k: int, outputs: str | None = None):
 
 
 def _loop(call, k: int, outputs: str | None = None):
-    last = (outputs or CHAIN_OUTPUTS) == "last"
+    last = _returns_last(outputs)
 
     def f(carry, inputs):
         outs = []
@@ -181,12 +186,12 @@ def time_impl(case: Case, call, sets, *, quick: bool) -> tuple[Timing, str, dict
         # Each timing donates a state of its own (the first is consumed by the call that takes it).
         t1, t2 = (measure(_loop(call, k), (jnp.array(case.carry0(sets[0]), copy=True), sets[0]), warmup=3, reps=reps,
                           max_seconds=max_s, carry=(0, 0)) for k in (k1, k2))
-        form, mode = "loop", f"loop{k2}" + ("-last" if CHAIN_OUTPUTS == "last" else "")
+        form, mode = "loop", f"loop{k2}" + ("-last" if _returns_last() else "")
     else:
         k1, k2 = (1, 3) if quick else CHAIN_K
         c0 = case.carry0(sets[0])
         t1, t2 = (measure(_chain(call, k), (sets, c0), warmup=2, reps=reps, max_seconds=max_s) for k in (k1, k2))
-        form, mode = "chain", ("chain-last" if CHAIN_OUTPUTS == "last" else "chain")
+        form, mode = "chain", ("chain-last" if _returns_last() else "chain")
     slope = Timing([(s - t1.median_ms) / (k2 - k1) for s in t2.samples_ms])
     return slope, mode, {form: [k1, k2], f"{form}_medians_ms": [t1.median_ms, t2.median_ms]}
 
