@@ -258,15 +258,19 @@ static void check_conv(int64_t B, int64_t L, int64_t D, int64_t W, bool has_init
   p.batch = B; p.seqlen = L; p.dim = D; p.width = W;
   p.x = dx.p; p.weight = dw.p; p.bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.final_state = dfin.p;
   p.silu = silu;
-  for (int variant = 0; variant < 2; ++variant) {  // the default, and 2 stages (the halo shares the last slot)
+  // the default vector kernel (8-byte vectors, groups of 16 rows), 16-byte vectors in groups of 4,
+  // 4-byte vectors in groups of 32
+  static const char* const kVariants[] = {"", "-16B-P4", "-4B-P32"};
+  for (int variant = 0; variant < 3; ++variant) {
     dy.poison(); dfin.poison();
     if (variant == 0) CK(launch_causal_conv1d<T>(p, 0, want_threads));
-    else CK((launch_causal_conv1d<T, 2, 0>(p, 0, want_threads)));
+    else if (variant == 1) CK((launch_causal_conv1d<T, 16, 4>(p, 0, want_threads)));
+    else CK((launch_causal_conv1d<T, 4, 32>(p, 0, want_threads)));
     CK(cudaDeviceSynchronize());
     char id[160];
     std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-W%lld-%s%s%s-want%lld%s", (long long)B, (long long)L,
                   (long long)D, (long long)W, tname<T>(), has_init ? "+init" : "", silu ? "+silu" : "",
-                  (long long)want_threads, variant ? "-2stages" : "");
+                  (long long)want_threads, kVariants[variant]);
     compare<T>("conv y", id, dy.get(), y, tol<T>());
     compare<T>("conv s", id, dfin.get(), fin, 0.0);
   }
@@ -318,8 +322,8 @@ static void check_linear(int64_t M, int64_t K, int64_t N) {
     for (int64_t k = 0; k < K; ++k)
       for (int64_t n = 0; n < N; ++n) y[m * N + n] += x.d[m * K + k] * w.d[k * N + n];
   DevBuf<T> dx(x.t), dw(w.t), dy(M * N);
-  dy.poison();
   LinearParams p{M, K, N, dx.p, dw.p, dy.p};
+  dy.poison();
   CK(launch_linear<T>(p, 0));
   CK(cudaDeviceSynchronize());
   char id[96];
@@ -384,11 +388,11 @@ static int run_checks() {
   check_conv<__nv_bfloat16>(1, 0, 16, 3, true, false);
   check_conv<float>(2, 19, 10, 4, false, true);  // scalar path
   check_conv<__half>(1, 9, 16, 5, true, false);
-  check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true, 1);  // one span of 40 steps, partial last rows
-  check_conv<float>(1, 1000, 24, 4, true, true, 7);        // 3 spans of 336 steps
+  check_conv<__nv_bfloat16>(2, 37, 64, 4, true, true, 1);  // one span of 48 steps, a partial last group
+  check_conv<float>(1, 1000, 24, 4, true, true, 30);       // 3 spans of 336 steps
   check_conv<__half>(2, 5, 16, 8, true, false, 1);         // seqlen < width - 1, one span
   check_conv<__nv_bfloat16>(3, 129, 40, 3, false, true, 10);
-  check_conv<__nv_bfloat16>(2, 200, 32, 4, true, true, 64);  // 7 spans of 32 steps: halos through cp.async
+  check_conv<__nv_bfloat16>(2, 200, 32, 4, true, true, 112);  // 7 spans of 32 steps: halos from the previous span
   check_conv<float>(1, 100, 8, 8, true, true, 40);            // width 8: a 7-row halo, spans of 16
   std::printf("linear (GEMV)\n");
   check_linear<__nv_bfloat16>(1, 768, 3072);   // clusters of 4
@@ -542,9 +546,17 @@ static int run_kernel_times() {
       std::printf("kernel causal_conv1d B4 L2048 D5120 W4 bf16 (%s, want %lld threads): %.4f ms, %.0f GB/s (x + y)\n",
                   what, (long long)want, ms, 2.0 * B * L * D * 2 / (ms * 1e-3) / 1e9);
     };
-    for (int64_t want : {int64_t(0), int64_t(135168), int64_t(540672)}) {  // 0: the default (270336)
-      report("3 stages", want, time_ms([&] { return launch_causal_conv1d<bf>(p, 0, want); }, 50));
-      report("2 stages", want, time_ms([&] { return launch_causal_conv1d<bf, 2, 0>(p, 0, want); }, 50));
+    // per launch of 16 back to back (x and y, 168 MB, exceed L2)
+    auto t = [&](auto launch) { return time_burst_ms(launch, 16, 15); };
+    for (int64_t want : {int64_t(0), int64_t(33792), int64_t(135168)}) {  // 0: the default (67584)
+      report("default: 8B P16", want, t([&] { return launch_causal_conv1d<bf>(p, 0, want); }));
+      report("8B P8", want, t([&] { return launch_causal_conv1d<bf, 8, 8>(p, 0, want); }));
+      report("8B P24", want, t([&] { return launch_causal_conv1d<bf, 8, 24>(p, 0, want); }));
+      report("8B P32", want, t([&] { return launch_causal_conv1d<bf, 8, 32>(p, 0, want); }));
+      report("4B P16", want, t([&] { return launch_causal_conv1d<bf, 4, 16>(p, 0, want); }));
+      report("4B P32", want, t([&] { return launch_causal_conv1d<bf, 4, 32>(p, 0, want); }));
+      report("16B P8", want, t([&] { return launch_causal_conv1d<bf, 16, 8>(p, 0, want); }));
+      report("16B P16", want, t([&] { return launch_causal_conv1d<bf, 16, 16>(p, 0, want); }));
     }
   }
   {  // selective_state_update D5120 N16, in place. At B64 / B256 the launches rotate over state copies
@@ -628,13 +640,18 @@ static int run_kernel_times() {
         const int64_t copies = 8;
         DevBuf<bf> x(M * g.K), w(copies * g.K * g.N), y(M * g.N);
         fill_uniform(x, -1, 1); fill_uniform(w, -1, 1);
-        int i = 0;
-        const float ms = time_ms([&] {
-          LinearParams p{M, g.K, g.N, x.p, w.p + (i++ % copies) * g.K * g.N, y.p};
-          return launch_linear<bf>(p, 0);
-        }, 80);
-        std::printf("kernel linear %-13s M%lld K%lld N%lld bf16: %.4f ms, %.0f GB/s (weights)\n", g.what,
-                    (long long)M, (long long)g.K, (long long)g.N, ms, 2.0 * g.K * g.N / (ms * 1e-3) / 1e9);
+        // per launch of 64 back to back (a lone launch adds its launch latency); clusters sized for
+        // 264 blocks (the default), 528, 1056
+        for (int64_t want : {kLinearWantBlocks, int64_t(528)}) {
+          int i = 0;
+          const float ms = time_burst_ms([&] {
+            LinearParams p{M, g.K, g.N, x.p, w.p + (i++ % copies) * g.K * g.N, y.p};
+            return launch_linear<bf>(p, 0, want);
+          });
+          std::printf("kernel linear %-13s M%lld K%lld N%lld bf16 (want %lld blocks): %.4f ms, %.0f GB/s (weights)\n",
+                      g.what, (long long)M, (long long)g.K, (long long)g.N, (long long)want, ms,
+                      2.0 * g.K * g.N / (ms * 1e-3) / 1e9);
+        }
       }
     }
   }

@@ -140,58 +140,27 @@ causal_conv1d_kernel(const CausalConv1dParams p, int64_t span) {
   }
 }
 
-// The vector path (dim a multiple of 16 / sizeof(T), 16-byte aligned rows): the same span
-// decomposition, but x rows travel global -> shared memory by cp.async, NST groups of
-// kConvStageRows rows ahead of the rows being computed, so a thread keeps up to NST x 8 x 16 bytes in
-// flight without holding them in registers. Each thread reads back only the 16-byte column it
-// copied, so no barrier is needed after the weights are in registers; the weight staging area is
-// reused for the x stages. The W - 1 rows before the span (its halo) travel by cp.async too, with
-// the first group, into the last slot (v4 loaded them synchronously: latency at every span start
-// that short spans could not hide); the last slot's own group is issued once they are in registers.
-// The last W - 1 inputs stay in registers as float (exact for every T).
-// MINB > 0 asks ptxas for MINB resident blocks per SM (a register cap).
-// Measured on the H200 (B4 L2048 D5120 W4 bf16). Kernel alone (three runs): threads wanted 67K / 135K /
-// 270K / 540K = 0.080 / 0.074-0.075 / 0.067-0.069 / 0.069-0.071 ms with 3 stages; 2 stages 0.071-0.082;
-// 2 stages capped at 5 blocks/SM 0.071-0.079. In the benchmark's jitted chain (full mode) 270K took
-// 0.088 ms in two runs and 135K 0.092 in one. So 3 stages and ~270K threads.
-constexpr int kConvStageRows = 8;
-constexpr int kConvStages = 3;
-constexpr int64_t kConvVecWantThreads = 132 * 1024 * 2;
-
-template <typename T, int W, int NST, int MINB>
-__global__ void __launch_bounds__(kConvThreads, MINB)
+// The vector path (dim a multiple of VEC = VB / sizeof(T), VB-byte aligned rows; no seq_idx): no shared
+// memory. A thread loads its VEC x W weights and bias once, then walks its span P rows at a time: the
+// P row vectors are loaded before any is used (P x VB bytes in flight per thread; occupancy supplies
+// the rest), and the last W - 1 inputs stay in registers as float (exact for every T), so a row is
+// read once per span plus the W - 1 halo rows at the span start. A warp reads and writes 32 x VB
+// contiguous bytes per row.
+template <typename T, int W, int VB, int P>
+__global__ void __launch_bounds__(kConvThreads)
 causal_conv1d_vec_kernel(const CausalConv1dParams p, int64_t span) {
-  constexpr int VEC = 16 / sizeof(T), S = W - 1, R = kConvStageRows;
-  constexpr int CH = kConvThreads * VEC;
-  constexpr size_t kStageBytes = size_t(NST) * R * kConvThreads * 16;
-  constexpr size_t kWeightBytes = size_t(W + 1) * CH * sizeof(float);
-  constexpr size_t kSmemBytes = kStageBytes > kWeightBytes ? kStageBytes : kWeightBytes;
-  static_assert(S <= R, "the halo fits in one slot");
-  static_assert(NST >= 2, "the halo shares the last slot with a later group");
+  constexpr int VEC = VB / sizeof(T), S = W - 1;
   using V = Vec<T, VEC>;
-  __shared__ __align__(16) unsigned char smem[kSmemBytes];
-  float* s_w = reinterpret_cast<float*>(smem);  // [W][CH], then the bias [CH]
-  float* s_b = s_w + W * CH;
   const int64_t D = p.dim, L = p.seqlen;
-  const int64_t c_begin = int64_t(blockIdx.x) * CH;
-  const int nc = static_cast<int>(D - c_begin < CH ? D - c_begin : CH);
-  for (int i = threadIdx.x; i < nc * W; i += kConvThreads) s_w[(i % W) * CH + i / W] = p.weight[c_begin * W + i];
-  for (int i = threadIdx.x; i < nc; i += kConvThreads) s_b[i] = p.bias ? p.bias[c_begin + i] : 0.0f;
-  __syncthreads();
-  const int lc = threadIdx.x * VEC;
+  const int64_t d0 = (int64_t(blockIdx.x) * kConvThreads + threadIdx.x) * VEC;
+  if (d0 >= D) return;
   float w[W][VEC], bias[VEC];
 #pragma unroll
   for (int v = 0; v < VEC; ++v) {
 #pragma unroll
-    for (int k = 0; k < W; ++k) w[k][v] = lc < nc ? s_w[k * CH + lc + v] : 0.0f;
-    bias[v] = lc < nc ? s_b[lc + v] : 0.0f;
+    for (int k = 0; k < W; ++k) w[k][v] = p.weight[(d0 + v) * W + k];
+    bias[v] = p.bias ? p.bias[d0 + v] : 0.0f;
   }
-  __syncthreads();  // the weight area becomes the x stages
-  if (lc >= nc) return;
-  const int64_t d0 = c_begin + lc;
-  V* stage = reinterpret_cast<V*>(smem) + threadIdx.x;  // (slot, row) at stage[(slot * R + row) * threads]
-  V* halo = stage + (NST - 1) * R * kConvThreads;       // the last slot, rows 0 .. S - 1
-
   for (int64_t b = blockIdx.z; b < p.batch; b += gridDim.z) {
     const T* x = static_cast<const T*>(p.x) + b * L * D + d0;
     T* y = static_cast<T*>(p.y) + b * L * D + d0;
@@ -199,71 +168,44 @@ causal_conv1d_vec_kernel(const CausalConv1dParams p, int64_t span) {
     T* fin = static_cast<T*>(p.final_state) + (b * D + d0) * S;
     for (int64_t t_begin = blockIdx.y * span; t_begin < L || (L == 0 && t_begin == 0); t_begin += gridDim.y * span) {
       const int64_t t_end = t_begin + span < L ? t_begin + span : L;
-      const int64_t nsub = (t_end - t_begin + R - 1) / R;
-      auto issue = [&](int64_t k) {
-        if (k < nsub) {
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const int64_t t = t_begin + k * R + r;
-            if (t < t_end) cp_async16(stage + ((k % NST) * R + r) * kConvThreads, x + t * D);
-          }
-        }
-        cp_async_commit();  // one group per call, empty or not, so the group count stays k + 1
-      };
-      // Halo rows at steps >= 0 join group 0; those before the sequence come from the initial state.
-#pragma unroll
-      for (int k = 0; k < S; ++k) {
-        const int64_t tt = t_begin - S + k;
-        if (tt >= 0) cp_async16(halo + k * kConvThreads, x + tt * D);
-      }
-#pragma unroll
-      for (int k = 0; k < NST - 1; ++k) issue(k);
-      cp_async_wait_group<NST - 2>();  // group 0 (with the halo) has landed
-      // hist[k] = input at step t - S + k for the next output step t (float: exact for every T).
+      // hist[k] = input at step t - S + k for the next output step t.
       float hist[S > 0 ? S : 1][VEC];
 #pragma unroll
       for (int k = 0; k < S; ++k) {
         const int64_t tt = t_begin - S + k;
-        const V r = tt >= 0 ? halo[k * kConvThreads] : conv_input_before_start<T, VEC>(init, tt, S);
+        const V r = tt >= 0 ? load_vec<T, VEC>(x + tt * D) : conv_input_before_start<T, VEC>(init, tt, S);
 #pragma unroll
         for (int v = 0; v < VEC; ++v) hist[k][v] = to_f32(r.v[v]);
       }
-      issue(NST - 1);  // the last slot is free again (this thread's halo column is in registers)
-      for (int64_t k = 0; k < nsub; ++k) {
-        cp_async_wait_group<NST - 1>();  // group k has landed
-        const V* st = stage + (k % NST) * R * kConvThreads;
-        const int rows = static_cast<int>(t_end - (t_begin + k * R) < R ? t_end - (t_begin + k * R) : R);
-        auto row = [&](int r) {
-          const V cur = st[r * kConvThreads];
-          float c[VEC];
-          V out;
+      auto step = [&](const V& cur, int64_t t) {
+        float c[VEC];
+        V out;
 #pragma unroll
-          for (int v = 0; v < VEC; ++v) {
-            c[v] = to_f32(cur.v[v]);
-            float acc = fmaf(w[S][v], c[v], bias[v]);
+        for (int v = 0; v < VEC; ++v) {
+          c[v] = to_f32(cur.v[v]);
+          float acc = fmaf(w[S][v], c[v], bias[v]);
 #pragma unroll
-            for (int q = 0; q < S; ++q) acc = fmaf(w[q][v], hist[q][v], acc);
-            out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
-          }
-          store_vec<T, VEC>(y + (t_begin + k * R + r) * D, out);
-#pragma unroll
-          for (int v = 0; v < VEC; ++v) {
-#pragma unroll
-            for (int q = 0; q + 1 < S; ++q) hist[q][v] = hist[q + 1][v];
-            if (S > 0) hist[S - 1][v] = c[v];
-          }
-        };
-        if (rows == R) {  // full group: straight-line code, no per-row guards
-#pragma unroll
-          for (int r = 0; r < R; ++r) row(r);
-        } else {
-#pragma unroll
-          for (int r = 0; r < R; ++r)
-            if (r < rows) row(r);
+          for (int q = 0; q < S; ++q) acc = fmaf(w[q][v], hist[q][v], acc);
+          out.v[v] = from_f32<T>(p.silu ? silu(acc) : acc);
         }
-        issue(k + NST);  // into the slot just read (its values are in registers now)
+        store_vec<T, VEC>(y + t * D, out);
+#pragma unroll
+        for (int v = 0; v < VEC; ++v) {
+#pragma unroll
+          for (int q = 0; q + 1 < S; ++q) hist[q][v] = hist[q + 1][v];
+          if (S > 0) hist[S - 1][v] = c[v];
+        }
+      };
+      int64_t t0 = t_begin;
+      for (; t0 + P <= t_end; t0 += P) {  // whole groups: P loads, then P outputs, no guards
+        V buf[P];
+        const T* xr = x + t0 * D;
+#pragma unroll
+        for (int i = 0; i < P; ++i, xr += D) buf[i] = load_vec<T, VEC>(xr);
+#pragma unroll
+        for (int i = 0; i < P; ++i) step(buf[i], t0 + i);
       }
-      cp_async_wait_group<0>();
+      for (; t0 < t_end; ++t0) step(load_vec<T, VEC>(x + t0 * D), t0);
       // The span holding the last step (or the only one, L == 0) writes the final state: the inputs
       // at steps L - S ... L - 1, exact copies.
       if (t_end == L) {
@@ -277,15 +219,19 @@ causal_conv1d_vec_kernel(const CausalConv1dParams p, int64_t span) {
   }
 }
 
-// NST, MINB: the vector kernel's stages and min blocks per SM (the checker times other choices).
-template <typename T, int W, int NST, int MINB>
+constexpr int kConvVecBytes = 8;  // VB
+constexpr int kConvVecRows = 16;  // P
+constexpr int64_t kConvVecWantThreads = 132 * 512;
+
+// VB, P: the vector kernel's bytes per vector and rows per group (the checker times other choices).
+template <typename T, int W, int VB, int P>
 cudaError_t launch_conv_width(const CausalConv1dParams& p, cudaStream_t stream, int64_t want_threads) {
-  constexpr int EV = 16 / sizeof(T);
+  constexpr int EV = VB / sizeof(T);
   // Packed sequences (seq_idx) take the kernel that masks taps per step.
-  const bool vec = p.dim % EV == 0 && aligned16_host(p.x) && aligned16_host(p.y) && p.seq_idx == nullptr;
+  const bool vec = p.dim % EV == 0 && aligned_host(p.x, VB) && aligned_host(p.y, VB) && p.seq_idx == nullptr;
   const int vecw = vec ? EV : 1;
   const int64_t nvec = p.dim / vecw;
-  const int64_t R = vec ? kConvStageRows : kConvRows;
+  const int64_t R = vec ? P : kConvRows;
   if (want_threads <= 0) want_threads = vec ? kConvVecWantThreads : kConvWantThreads;
   // Span length: a multiple of R, long enough that batch x vectors x spans ~ want_threads and
   // that the span count fits gridDim.y.
@@ -304,7 +250,7 @@ cudaError_t launch_conv_width(const CausalConv1dParams& p, cudaStream_t stream, 
   const dim3 grid(static_cast<unsigned>((p.dim + ch_per_block - 1) / ch_per_block), static_cast<unsigned>(nspans),
                   static_cast<unsigned>(p.batch < 65535 ? p.batch : 65535));
   if (vec)
-    causal_conv1d_vec_kernel<T, W, NST, MINB><<<grid, kConvThreads, 0, stream>>>(p, span);
+    causal_conv1d_vec_kernel<T, W, VB, P><<<grid, kConvThreads, 0, stream>>>(p, span);
   else
     causal_conv1d_kernel<T, W, 1><<<grid, kConvThreads, 0, stream>>>(p, span);
   return cudaGetLastError();
@@ -312,17 +258,17 @@ cudaError_t launch_conv_width(const CausalConv1dParams& p, cudaStream_t stream, 
 
 // want_threads: how many threads the span length aims for, 0 = the path's default (tests pass small
 // values to force long spans).
-template <typename T, int NST = kConvStages, int MINB = 0>
+template <typename T, int VB = kConvVecBytes, int P = kConvVecRows>
 cudaError_t launch_causal_conv1d(const CausalConv1dParams& p, cudaStream_t stream, int64_t want_threads = 0) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   switch (p.width) {
-    case 2: return launch_conv_width<T, 2, NST, MINB>(p, stream, want_threads);
-    case 3: return launch_conv_width<T, 3, NST, MINB>(p, stream, want_threads);
-    case 4: return launch_conv_width<T, 4, NST, MINB>(p, stream, want_threads);
-    case 5: return launch_conv_width<T, 5, NST, MINB>(p, stream, want_threads);
-    case 6: return launch_conv_width<T, 6, NST, MINB>(p, stream, want_threads);
-    case 7: return launch_conv_width<T, 7, NST, MINB>(p, stream, want_threads);
-    case 8: return launch_conv_width<T, 8, NST, MINB>(p, stream, want_threads);
+    case 2: return launch_conv_width<T, 2, VB, P>(p, stream, want_threads);
+    case 3: return launch_conv_width<T, 3, VB, P>(p, stream, want_threads);
+    case 4: return launch_conv_width<T, 4, VB, P>(p, stream, want_threads);
+    case 5: return launch_conv_width<T, 5, VB, P>(p, stream, want_threads);
+    case 6: return launch_conv_width<T, 6, VB, P>(p, stream, want_threads);
+    case 7: return launch_conv_width<T, 7, VB, P>(p, stream, want_threads);
+    case 8: return launch_conv_width<T, 8, VB, P>(p, stream, want_threads);
     default: return cudaErrorInvalidValue;
   }
 }

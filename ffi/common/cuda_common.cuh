@@ -107,7 +107,8 @@ MJ_DEVICE void store_vec(T* dst, const Vec<T, VEC>& r) {
   }
 }
 
-inline bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+inline bool aligned_host(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
+inline bool aligned16_host(const void* p) { return aligned_host(p, 16); }
 
 // An attribute of the current device (host calls only: no stream work, so fine in a command buffer).
 inline cudaError_t current_device_attribute(cudaDeviceAttr attr, int* value) {

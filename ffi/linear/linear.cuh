@@ -143,16 +143,19 @@ __global__ void __launch_bounds__(kLinearThreads) linear_kernel(const LinearPara
   linear_body<T, MT, 1>(p, blockIdx.x, 0);
 }
 
+// Blocks a launch aims for (~2 per SM of an H100/H200, 132 SMs); the checker times others.
+constexpr int64_t kLinearWantBlocks = 264;
+
 // major: the device's compute capability major version.
 template <typename T, int MT>
-cudaError_t launch_linear_m(const LinearParams& p, cudaStream_t stream, int major) {
+cudaError_t launch_linear_m(const LinearParams& p, cudaStream_t stream, int major, int64_t want_blocks) {
   constexpr int TN = kLinearColVecs * (16 / sizeof(T));
   const int64_t tiles = (p.n + TN - 1) / TN;
-  // Blocks wanted: ~2 per SM of an H100/H200 (132 SMs); each K slice keeps >= 64 rows.
+  // Clusters split K until the grid reaches want_blocks; each K slice keeps >= 64 rows.
   // Clusters need compute capability 9.0 (Hopper); below that every block takes all of K.
   cudaError_t e = cudaSuccess;
   int cl = 1;
-  while (major >= 9 && cl < 8 && tiles * cl < 264 && p.k / (2 * cl) >= 64) cl *= 2;
+  while (major >= 9 && cl < 8 && tiles * cl < want_blocks && p.k / (2 * cl) >= 64) cl *= 2;
   const unsigned blocks = static_cast<unsigned>(tiles * cl);
   switch (cl) {
     case 1: linear_kernel<T, MT><<<blocks, kLinearThreads, 0, stream>>>(p); break;
@@ -167,7 +170,7 @@ cudaError_t launch_linear_m(const LinearParams& p, cudaStream_t stream, int majo
 // Any M: chunks of up to 8 rows (each chunk reads w once more; the callers keep M <= 8).
 // Needs N % (16 / sizeof(T)) == 0 and 16-byte aligned w (the handler checks both).
 template <typename T>
-cudaError_t launch_linear(const LinearParams& p, cudaStream_t stream) {
+cudaError_t launch_linear(const LinearParams& p, cudaStream_t stream, int64_t want_blocks = kLinearWantBlocks) {
   if (p.m == 0 || p.n == 0) return cudaSuccess;
   int major = 0;
   const cudaError_t ce = current_device_attribute(cudaDevAttrComputeCapabilityMajor, &major);
@@ -178,10 +181,10 @@ cudaError_t launch_linear(const LinearParams& p, cudaStream_t stream) {
     q.x = static_cast<const T*>(p.x) + m0 * p.k;
     q.y = static_cast<T*>(p.y) + m0 * p.n;
     cudaError_t e;
-    if (q.m == 1) e = launch_linear_m<T, 1>(q, stream, major);
-    else if (q.m == 2) e = launch_linear_m<T, 2>(q, stream, major);
-    else if (q.m <= 4) e = launch_linear_m<T, 4>(q, stream, major);
-    else e = launch_linear_m<T, 8>(q, stream, major);
+    if (q.m == 1) e = launch_linear_m<T, 1>(q, stream, major, want_blocks);
+    else if (q.m == 2) e = launch_linear_m<T, 2>(q, stream, major, want_blocks);
+    else if (q.m <= 4) e = launch_linear_m<T, 4>(q, stream, major, want_blocks);
+    else e = launch_linear_m<T, 8>(q, stream, major, want_blocks);
     if (e != cudaSuccess) return e;
   }
   return cudaSuccess;
