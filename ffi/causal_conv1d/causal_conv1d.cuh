@@ -1,11 +1,11 @@
 // CUDA kernel of causal_conv1d (prefill), the causal depthwise conv1d over a sequence.
 // Framework-free: CausalConv1dParams in, cudaGetLastError() of the launch out.
 //
-// causal_conv1d is memory-bound (one read of x, one write of y). A thread owns VEC consecutive
-// channels (one 16-byte vector: 8 bf16/f16 or 4 f32) and TR consecutive steps: it issues all
-// TR + W - 1 row loads at once (the W - 1 rows before its run are re-read from L2 by the
-// neighbouring run), then slides the window in registers. A warp covers 32 vectors of one row,
-// so every load and store is a coalesced 512-byte (bf16) row segment.
+// causal_conv1d is memory-bound (one read of x, one write of y, channels last). Both kernels give a
+// thread consecutive channels and a span of steps: it keeps the last W - 1 inputs in registers, reads
+// the W - 1 rows before its span once (the halo, from L2: the neighbouring span read them), and a
+// warp's loads and stores are coalesced row segments. The vector kernel (dim a multiple of the vector,
+// no seq_idx) takes 8-byte vectors of channels; the other kernel one channel and any seq_idx.
 #pragma once
 
 #include "causal_conv1d/params.h"
