@@ -176,6 +176,29 @@ def test_side_by_side_table_from_recorded_rows(tmp_path):
     assert [row["kernel_ms"] for row in rows if "kernel_ms" in row] == [0.017]
 
 
+def test_report_names_the_run_of_a_cross_run_pure_jax_ratio(tmp_path):
+    """docs/results.md's op table: a kernel row's "vs pure JAX" ratio is plain when the pure-JAX row comes
+    from the same run (file), and names the pure-JAX row's run when it was taken from another one."""
+    from mamba_jax.bench import report, results as R
+
+    def row(op, impl, ms, commit, day):
+        return {"source": "mamba-jax", "kind": "op", "op": op, "case": "B1-L64-D8", "implementation": impl,
+                "dtype": "bfloat16", "median_ms": ms, "device_kind": "NVIDIA H200", "git_commit": commit,
+                "date": f"2026-11-{day}T00:00:00"}
+
+    # causal_conv1d: the latest run ("new") timed only the kernel; selective_scan: one run timed both
+    (tmp_path / "old.json").write_text(json.dumps([row("causal_conv1d", "ffi", 1.0, "old", 29),
+                                                   row("causal_conv1d", "xla", 3.0, "old", 29)]))
+    (tmp_path / "new.json").write_text(json.dumps([row("causal_conv1d", "ffi", 0.5, "new", 30),
+                                                   row("selective_scan", "ffi", 0.25, "new", 30),
+                                                   row("selective_scan", "xla", 0.75, "new", 30)]))
+    table = report.op_table(R.load_rows([tmp_path]), "NVIDIA H200")
+    lines = {(ln.split(" | ")[0], ln.split(" | ")[2]): ln for ln in table.splitlines() if ln.startswith("| ")}
+    assert " | 6.00x (pure JAX: old) | " in lines[("| causal_conv1d", "ffi")], table
+    assert " | 3.00x | " in lines[("| selective_scan", "ffi")], table  # same run: no run named
+    assert "(pure JAX" not in lines[("| selective_scan", "ffi")], table
+
+
 def test_profile_ops_rows(tmp_path):
     """benchmarks/profile_ops.py runs the op benchmark's decode-loop program and writes one row per case
     and implementation: the untraced per-call time everywhere, and on a GPU the kernel time per call

@@ -25,6 +25,17 @@ def _ratio(num, den):
     return f"{num / den:.2f}x" if num and den else "-"
 
 
+def _vs_pure_jax(base: dict | None, row: dict) -> str:
+    """The pure-JAX row's time over `row`'s; when the two come from different runs (files), the ratio
+    names the pure-JAX row's run, since a ratio across runs carries the machines' run-to-run spread."""
+    if base is None:
+        return "-"
+    ratio = _ratio(base["median_ms"], row["median_ms"])
+    if base.get("run") == row.get("run") or ratio == "-":
+        return ratio
+    return f"{ratio} (pure JAX: {base.get('git_commit') or base.get('run')})"
+
+
 def op_table(rows: list[dict], device: str) -> str:
     """The latest run of each op on `device`: every case and implementation, with the floor."""
     ops = sorted({r["op"] for r in rows if r["kind"] == "op" and r.get("device_kind") == device
@@ -33,7 +44,7 @@ def op_table(rows: list[dict], device: str) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     for op in ops:
         ours, theirs = R.comparison(rows, op, device)
-        base = {r["case"]: r["median_ms"] for r in ours if r["implementation"] in ("xla", "assoc")}
+        base = {r["case"]: r for r in ours if r["implementation"] in ("xla", "assoc")}
         ssm = {r["case"]: r["median_ms"] for r in theirs}
         for r in sorted(ours + theirs, key=lambda r: (R.case_sort_key(r["case"]), r["source"], r["implementation"])):
             if r["implementation"] == "copy":
@@ -43,7 +54,7 @@ def op_table(rows: list[dict], device: str) -> str:
             mine = r["source"] == "mamba-jax" and r["implementation"] == "ffi"
             lines.append(f"| {op} | {r['case']} | {r['implementation']} | {_f(r['median_ms'], '{:.4f}')} | "
                          f"{_f(gbs, '{:.0f}')} | {_f(fl, '{:.3g}')} | {_ratio(fl, r['median_ms'])} | "
-                         f"{_ratio(base.get(r['case']), r['median_ms']) if mine else '-'} | "
+                         f"{_vs_pure_jax(base.get(r['case']), r) if mine else '-'} | "
                          f"{_ratio(ssm.get(r['case']), r['median_ms']) if mine else '-'} | "
                          f"{r['git_commit'] or r.get('recorded_in') or '?'} {str(r.get('date'))[:10]} |")
     return "\n".join(lines)
