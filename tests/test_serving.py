@@ -123,6 +123,7 @@ def test_empty_pool_is_rejected(op, rng):
             jax.jit(functools.partial(fn, implementation=impl))(**args, state_indices=jnp.asarray(SLOTS, jnp.int32))
 
 
+@requires_ffi
 @pytest.mark.parametrize("op", OPS)
 def test_pool_update_in_place_under_donation(op, rng):
     name, fn, args, state_name, ref = next(c for c in _cases(rng, F32) if c[0] == op)

@@ -175,16 +175,14 @@ cudaError_t launch_update_tile(const SelectiveStateUpdateParams& p, cudaStream_t
   return cudaGetLastError();
 }
 
-
 // tpc_log2 / block: lanes per (batch, channel) row and threads per block, picked here when negative / 0;
 // tile_ok = false keeps the generic kernel (the checker sweeps them).
 template <typename T>
 cudaError_t launch_selective_state_update(const SelectiveStateUpdateParams& p, cudaStream_t stream, int tpc_log2 = -1,
                                           int block = 0, bool tile_ok = true) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
-  auto al = [](const void* q, uintptr_t a) { return (reinterpret_cast<uintptr_t>(q) & (a - 1)) == 0; };
-  const bool vec = p.dstate % 4 == 0 && al(p.state, 16) && al(p.new_state, 16) && al(p.A, 16) &&
-                   al(p.Bm, 4 * sizeof(T)) && al(p.Cm, 4 * sizeof(T));
+  const bool vec = p.dstate % 4 == 0 && aligned_host(p.state, 16) && aligned_host(p.new_state, 16) &&
+                   aligned_host(p.A, 16) && aligned_host(p.Bm, 4 * sizeof(T)) && aligned_host(p.Cm, 4 * sizeof(T));
   if (block <= 0 || block > kUpdateThreads) block = 128;
   // Tile kernel: dstate / 4 = TPC x NV with TPC in {1, 2, 4, 8} and NV in {1, 2, 4}.
   const int64_t q4 = p.dstate / 4;
