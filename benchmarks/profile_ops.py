@@ -42,7 +42,7 @@ from mamba_jax.bench.ops import entry  # noqa: E402
 def _program(case, call, sets, k: int):
     """(jitted fn, args, carry) of the harness's timed program with k calls; carry as in harness.measure."""
     if case.kind == "loop":
-        return harness._loop(call, k), [jnp.array(case.carry0(sets[0]), copy=True), sets[0]], (0, 0)
+        return harness._loop(call, k), [harness.fresh_carry(case, sets), sets[0]], (0, 0)
     return harness._chain(call, k), [sets, case.carry0(sets[0])], None
 
 

@@ -122,6 +122,11 @@ def state_first(op, impl, **kw):
     return call
 
 
+def fresh_carry(case: Case, sets):
+    """A copy of the case's first carry (an array or a tuple of them) that a donating loop may consume."""
+    return jax.tree.map(lambda a: jnp.array(a, copy=True), case.carry0(sets[0]))
+
+
 def normal(key, shape, dtype, scale=1.0, mean=0.0):
     return (jax.random.normal(key, shape, jnp.float32) * scale + mean).astype(dtype)
 
@@ -184,7 +189,7 @@ def time_impl(case: Case, call, sets, *, quick: bool) -> tuple[Timing, str, dict
     if case.kind == "loop":
         k1, k2 = (2, 8) if quick else (LOOP // 4, LOOP)
         # Each timing donates a state of its own (the first is consumed by the call that takes it).
-        t1, t2 = (measure(_loop(call, k), (jnp.array(case.carry0(sets[0]), copy=True), sets[0]), warmup=3, reps=reps,
+        t1, t2 = (measure(_loop(call, k), (fresh_carry(case, sets), sets[0]), warmup=3, reps=reps,
                           max_seconds=max_s, carry=(0, 0)) for k in (k1, k2))
         form, mode = "loop", f"loop{k2}" + ("-last" if _returns_last() else "")
     else:
