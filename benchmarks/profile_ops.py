@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from profile_decode import _aggregate, _describe, _gpu_events, _graph_mentions, _host_events  # noqa: E402  (trace readers)
