@@ -46,7 +46,7 @@ for _ in range(2): jax.block_until_ready(step(x))
       "$OUT/ncu-mamba1-step-b$b.txt" | head -24
   done
 fi
-for b in ${PROFILE_BATCHES:-1 8}; do
+for b in ${PROFILE_BATCHES-1 8}; do  # PROFILE_BATCHES="" for none
   stamp "profile of the fused decode step, mamba-2.8b batch $b"
   MAMBA_JAX_FUSED_STEP=1 timeout 120 python3 benchmarks/profile_decode.py --model mamba-2.8b --batch $b \
     > "$OUT/profile-fused-b$b.log" 2>&1

@@ -5,7 +5,7 @@
 //      rows staged in shared memory once for all its batch rows).
 //   2. xproj_reduce: per batch row, the partial products summed over the channel blocks (a fixed
 //      order: the result does not depend on scheduling).
-//   3. dt_ssm: per block of kDtChannels channels and kStepRows batch rows: dt = dt_proj(dt_low),
+//   3. dt_ssm: per block of kDtChannels channels and up to kStepRows batch rows: dt = dt_proj(dt_low),
 //      softplus(dt + dt_bias), the state update, D skip and silu(z) gate.
 // u, the x_proj output and dt are rounded to the activation dtype where the unfused path rounds them,
 // so the fused step follows the unfused one up to summation order.
@@ -19,12 +19,12 @@
 namespace mamba_jax {
 namespace cuda {
 
-constexpr int kStepRows = 4;      // batch rows per block of conv_xproj and dt_ssm
+constexpr int kStepRows = 4;      // batch rows per block of conv_xproj (dt_ssm: up to this many)
 constexpr int kStepThreads = 128;  // conv_xproj
 // xproj_reduce: kRedCols columns per block, kRedGroups threads per column summing interleaved blocks.
-constexpr int kRedCols = 32, kRedGroups = 8;
-// dt_ssm: kDtChannels channels per block; kDtLanes threads per channel (dt_proj's rows split between
-// them, then the channel's states).
+constexpr int kRedCols = 8, kRedGroups = 32;
+// dt_ssm: kDtChannels channels per block; kDtLanes threads per channel (dt_proj's ranks interleaved
+// between them, then the channel's states).
 constexpr int kDtChannels = 32, kDtLanes = 8, kDtThreads = kDtChannels * kDtLanes;
 
 template <typename T>
@@ -132,118 +132,146 @@ __global__ void __launch_bounds__(kRedCols * kRedGroups) mamba1_step_xproj_reduc
   }
 }
 
-// Per block of kDtChannels channels and kStepRows batch rows: dt_proj (each of a channel's kDtLanes
-// threads sums a contiguous part of dt_rank, its weights loaded once for all the block's rows), softplus,
-// then the state update with the channel's kDtLanes threads on interleaved states, D and the gate.
-template <typename T>
+// dt_ssm holds in registers up to kDtMaxRanks of dt_proj's weights and kDtMaxStates states (and A) per
+// thread and row; larger dt_rank / dstate run the rest from memory.
+constexpr int kDtMaxRanks = 24, kDtMaxStates = 4;
+
+// Per block of kDtChannels channels and ROWS batch rows (the last block may hold fewer: `rows`): dt_proj
+// (thread (g, cl) sums ranks g, g + kDtLanes, ... of channel c0 + cl for every row), softplus, then the state
+// update with a channel's kDtLanes threads on interleaved states, D and the gate. Everything that does not
+// come from the step's earlier kernels (dt_proj's weights, the states, A, z, D, dt_bias) is loaded first, so
+// those loads are in flight together while x_proj's output and u are read.
+template <typename T, int ROWS>
 __global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1StepParams p) {
   extern __shared__ float sm[];
-  const int64_t E = p.dim, N = p.dstate, R = p.dt_rank, J = p.cols;
-  const int64_t c0 = int64_t(blockIdx.x) * kDtChannels, row0 = int64_t(blockIdx.y) * kStepRows;
-  const int rows = static_cast<int>(min(int64_t(kStepRows), p.batch - row0));
-  float* dbc = sm;                                     // [kStepRows][J]: dt_low, B, C of the rows
-  float* part = dbc + kStepRows * J;                   // [kDtLanes][kStepRows][kDtChannels]
-  float* dt_s = part + kDtLanes * kStepRows * kDtChannels;  // [kStepRows][kDtChannels]
-  float* u_s = dt_s + kStepRows * kDtChannels;               // [kStepRows][kDtChannels]
+  const int E = static_cast<int>(p.dim), N = static_cast<int>(p.dstate), R = static_cast<int>(p.dt_rank),
+            J = static_cast<int>(p.cols);
+  const int c0 = blockIdx.x * kDtChannels;
+  const int64_t row0 = int64_t(blockIdx.y) * ROWS;
+  const int rows = static_cast<int>(min(int64_t(ROWS), p.batch - row0));
+  float* dbc = sm;                                      // [ROWS][J]: dt_low, B, C of the rows (0 past rows)
+  float* part = dbc + ROWS * J;                         // [kDtLanes][ROWS][kDtChannels]
+  float* dt_s = part + kDtLanes * ROWS * kDtChannels;   // [ROWS][kDtChannels]
+  float* u_s = dt_s + ROWS * kDtChannels;               // [ROWS][kDtChannels]
   const int tid = threadIdx.x;
+
+  // dt_proj's role of this thread: channel cd, ranks g + k * kDtLanes.
+  const int cl = tid % kDtChannels, g = tid / kDtChannels, cd = c0 + cl;
+  const T* wcol = static_cast<const T*>(p.dt_proj) + (cd < E ? cd : 0);
+  T wv[kDtMaxRanks];
+#pragma unroll
+  for (int k = 0; k < kDtMaxRanks; ++k) {
+    const int r = g + k * kDtLanes;
+    wv[k] = (cd < E && r < R) ? wcol[int64_t(r) * E] : from_f32<T>(0.0f);
+  }
+  // The state update's role: channel c, states lane + k * kDtLanes, for each row.
+  const int lane = tid % kDtLanes, ch = tid / kDtLanes, c = c0 + ch;
+  const bool live = c < E;
+  const float* A = p.A + int64_t(live ? c : 0) * N;
+  float av[kDtMaxStates], hv[ROWS][kDtMaxStates], zv[ROWS];
+  int64_t slot[ROWS];
+#pragma unroll
+  for (int k = 0; k < kDtMaxStates; ++k) av[k] = (live && lane + k * kDtLanes < N) ? A[lane + k * kDtLanes] : 0.0f;
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) {
+    slot[q] = (live && q < rows) ? step_slot(p, row0 + q) : -1;
+    const float* h_in = p.ssm_state + (slot[q] >= 0 ? (slot[q] * E + c) * N : 0);
+#pragma unroll
+    for (int k = 0; k < kDtMaxStates; ++k)
+      hv[q][k] = (slot[q] >= 0 && lane + k * kDtLanes < N) ? h_in[lane + k * kDtLanes] : 0.0f;
+    zv[q] = (slot[q] >= 0 && lane == 0) ? to_f32(static_cast<const T*>(p.xz)[(row0 + q) * 2 * E + E + c]) : 0.0f;
+  }
+  const float d_skip = (live && p.D) ? p.D[c] : 0.0f;
+  const float bias = (tid < ROWS * kDtChannels && cd < E) ? p.dt_bias[cd] : 0.0f;
+
+  // x_proj's output and u, from the step's earlier kernels.
   const float* x_dbl = p.x_dbl() + row0 * J;
-  for (int64_t i = tid; i < rows * J; i += kDtThreads) dbc[i] = x_dbl[i];
-  if (tid < kStepRows * kDtChannels) {
-    const int r = tid / kDtChannels, cl = tid % kDtChannels;
-    if (r < rows && c0 + cl < E) u_s[tid] = p.u()[(row0 + r) * E + c0 + cl];
+  for (int i = tid; i < ROWS * J; i += kDtThreads) dbc[i] = i < rows * J ? x_dbl[i] : 0.0f;
+  if (tid < ROWS * kDtChannels) {
+    const int q = tid / kDtChannels;
+    u_s[tid] = (q < rows && cd < E) ? p.u()[(row0 + q) * E + cd] : 0.0f;
   }
   __syncthreads();
 
-  {  // dt_proj: thread (g, cl) sums dt_rank rows [g * Rg, (g + 1) * Rg) for channel c0 + cl
-    const int cl = tid % kDtChannels, g = tid / kDtChannels;
-    const int64_t c = c0 + cl, Rg = (R + kDtLanes - 1) / kDtLanes;
-    const int64_t r_end = min(R, (g + 1) * Rg);
-    float acc[kStepRows] = {};
-    if (c < E) {
-      const T* w = static_cast<const T*>(p.dt_proj) + c;
-      constexpr int kBatch = 8;  // weight loads in flight per thread
-      for (int64_t r0 = g * Rg; r0 < r_end; r0 += kBatch) {
-        float wv[kBatch];
+  {  // dt_proj
+    float acc[ROWS] = {};
 #pragma unroll
-        for (int k = 0; k < kBatch; ++k) wv[k] = r0 + k < r_end ? to_f32(w[(r0 + k) * E]) : 0.0f;
+    for (int k = 0; k < kDtMaxRanks; ++k) {
+      const int r = g + k * kDtLanes;
+      if (r < R) {
+        const float w = to_f32(wv[k]);
 #pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          if (r0 + k >= r_end) break;
-#pragma unroll
-          for (int r = 0; r < kStepRows; ++r)
-            if (r < rows) acc[r] = fmaf(dbc[r * J + r0 + k], wv[k], acc[r]);
-        }
+        for (int q = 0; q < ROWS; ++q) acc[q] = fmaf(dbc[q * J + r], w, acc[q]);
       }
     }
+    for (int r = g + kDtMaxRanks * kDtLanes; r < R; r += kDtLanes) {
+      const float w = cd < E ? to_f32(wcol[int64_t(r) * E]) : 0.0f;
 #pragma unroll
-    for (int r = 0; r < kStepRows; ++r) part[(g * kStepRows + r) * kDtChannels + cl] = acc[r];
+      for (int q = 0; q < ROWS; ++q) acc[q] = fmaf(dbc[q * J + r], w, acc[q]);
+    }
+#pragma unroll
+    for (int q = 0; q < ROWS; ++q) part[(g * ROWS + q) * kDtChannels + cl] = acc[q];
   }
   __syncthreads();
-  if (tid < kStepRows * kDtChannels) {
-    const int r = tid / kDtChannels, cl = tid % kDtChannels;
-    const int64_t c = c0 + cl;
-    if (r < rows && c < E) {
-      float s = 0.0f;
+  if (tid < ROWS * kDtChannels) {  // thread (q, cl): the rank parts summed in lane order, softplus
+    float s = 0.0f;
 #pragma unroll
-      for (int g = 0; g < kDtLanes; ++g) s += part[(g * kStepRows + r) * kDtChannels + cl];
-      dt_s[r * kDtChannels + cl] = softplus(round_to<T>(s) + p.dt_bias[c]);
-    }
+    for (int k = 0; k < kDtLanes; ++k) s += part[k * ROWS * kDtChannels + tid];
+    dt_s[tid] = softplus(round_to<T>(s) + bias);
   }
   __syncthreads();
 
-  // The state update: thread (ch, lane) owns states lane, lane + kDtLanes, ... of channel c0 + ch;
-  // the lanes of a channel are kDtLanes consecutive threads of one warp (their <h, C> partials meet
-  // through xor shuffles).
-  const int lane = tid % kDtLanes, ch = tid / kDtLanes;
-  const int64_t c = c0 + ch;
-  const bool live = c < E;
-  const float* A = p.A + (live ? c : 0) * N;
-  for (int r = 0; r < rows; ++r) {
-    const int64_t row = row0 + r, slot = live ? step_slot(p, row) : -1;
+  // The state update; the kDtLanes threads of a channel are consecutive lanes of one warp (their <h, C>
+  // partials meet through xor shuffles).
+#pragma unroll
+  for (int q = 0; q < ROWS; ++q) {
+    if (q >= rows) break;  // the same for the whole block
     float ypart = 0.0f, u = 0.0f;
-    if (slot >= 0) {
-      u = u_s[r * kDtChannels + ch];
-      const float dt = dt_s[r * kDtChannels + ch], dt2 = dt * kLog2e, dtu = dt * u;
-      const float* Bv = dbc + r * J + R;
+    if (slot[q] >= 0) {
+      u = u_s[q * kDtChannels + ch];
+      const float dt = dt_s[q * kDtChannels + ch], dt2 = dt * kLog2e, dtu = dt * u;
+      const float* Bv = dbc + q * J + R;
       const float* Cv = Bv + N;
-      const float* h_in = p.ssm_state + (slot * E + c) * N;
-      float* h_out = p.new_ssm_state + (slot * E + c) * N;  // may be h_in: each state is read, then written
-      constexpr int kBatch = 4;  // states per lane loaded together, before any of them is written
-      for (int64_t n0 = lane; n0 < N; n0 += kBatch * kDtLanes) {
-        float hv[kBatch], av[kBatch];
+      const int64_t base = (slot[q] * E + c) * N;
+      float* h_out = p.new_ssm_state + base;  // may be the input state: each state is read before it is written
 #pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          const int64_t n = n0 + k * kDtLanes;
-          hv[k] = n < N ? h_in[n] : 0.0f;
-          av[k] = n < N ? A[n] : 0.0f;
-        }
-#pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          const int64_t n = n0 + k * kDtLanes;
-          if (n >= N) break;
-          const float h = fmaf(exp2_decay(dt2 * av[k]), hv[k], dtu * Bv[n]);
+      for (int k = 0; k < kDtMaxStates; ++k) {
+        const int n = lane + k * kDtLanes;
+        if (n < N) {
+          const float h = fmaf(exp2_decay(dt2 * av[k]), hv[q][k], dtu * Bv[n]);
           h_out[n] = h;
           ypart = fmaf(h, Cv[n], ypart);
         }
+      }
+      for (int n = lane + kDtMaxStates * kDtLanes; n < N; n += kDtLanes) {
+        const float h = fmaf(exp2_decay(dt2 * A[n]), p.ssm_state[base + n], dtu * Bv[n]);
+        h_out[n] = h;
+        ypart = fmaf(h, Cv[n], ypart);
       }
     }
 #pragma unroll
     for (int off = kDtLanes / 2; off > 0; off >>= 1) ypart += __shfl_xor_sync(0xffffffffu, ypart, off);
     if (live && lane == 0) {
-      T* y = static_cast<T*>(p.y) + row * E + c;
-      if (slot < 0) {
-        *y = from_f32<T>(0.0f);
-      } else {
-        float acc = p.D ? fmaf(p.D[c], u, ypart) : ypart;
-        acc *= silu(to_f32(static_cast<const T*>(p.xz)[row * 2 * E + E + c]));
-        *y = from_f32<T>(acc);
-      }
+      T* y = static_cast<T*>(p.y) + (row0 + q) * E + c;
+      *y = slot[q] < 0 ? from_f32<T>(0.0f) : from_f32<T>(fmaf(d_skip, u, ypart) * silu(zv[q]));
     }
   }
 }
 
-inline size_t mamba1_step_dt_ssm_smem(int64_t J) {
-  return sizeof(float) * (kStepRows * J + (kDtLanes + 2) * kStepRows * kDtChannels);
+inline size_t mamba1_step_dt_ssm_smem(int64_t J, int rows) {
+  return sizeof(float) * (rows * J + (kDtLanes + 2) * rows * kDtChannels);
+}
+
+template <typename T, int ROWS>
+cudaError_t launch_mamba1_step_dt_ssm(const Mamba1StepParams& p, cudaStream_t stream) {
+  const size_t smem = mamba1_step_dt_ssm_smem(p.cols, ROWS);
+  cudaError_t e = cudaFuncSetAttribute(mamba1_step_dt_ssm<T, ROWS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem));
+  if (e != cudaSuccess) return e;
+  const dim3 grid(static_cast<unsigned>((p.dim + kDtChannels - 1) / kDtChannels),
+                  static_cast<unsigned>((p.batch + ROWS - 1) / ROWS));
+  mamba1_step_dt_ssm<T, ROWS><<<grid, kDtThreads, smem, stream>>>(p);
+  return cudaSuccess;
 }
 
 template <typename T>
@@ -255,14 +283,14 @@ cudaError_t launch_mamba1_step(const Mamba1StepParams& p, cudaStream_t stream) {
   cudaError_t e = cudaFuncSetAttribute(mamba1_step_conv_xproj<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                        static_cast<int>(smem1));
   if (e != cudaSuccess) return e;
-  const size_t smem3 = mamba1_step_dt_ssm_smem(J);
-  e = cudaFuncSetAttribute(mamba1_step_dt_ssm<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem3));
-  if (e != cudaSuccess) return e;
   mamba1_step_conv_xproj<T><<<dim3(static_cast<unsigned>(nb), row_blocks), kStepThreads, smem1, stream>>>(p);
   const dim3 g2(static_cast<unsigned>((J + kRedCols - 1) / kRedCols), static_cast<unsigned>(p.batch));
   mamba1_step_xproj_reduce<T><<<g2, kRedCols * kRedGroups, 0, stream>>>(p);
-  const dim3 g3(static_cast<unsigned>((p.dim + kDtChannels - 1) / kDtChannels), row_blocks);
-  mamba1_step_dt_ssm<T><<<g3, kDtThreads, smem3, stream>>>(p);
+  // dt_ssm's rows per block: as many as the batch has, up to kStepRows (registers hold each row's states)
+  e = p.batch == 1 ? launch_mamba1_step_dt_ssm<T, 1>(p, stream)
+      : p.batch == 2 ? launch_mamba1_step_dt_ssm<T, 2>(p, stream)
+                     : launch_mamba1_step_dt_ssm<T, kStepRows>(p, stream);
+  if (e != cudaSuccess) return e;
   return cudaGetLastError();
 }
 
