@@ -141,17 +141,20 @@ class MixerBase(nnx.Module):
         return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
 
 
-def use_fused_step(impl) -> bool:
+def use_fused_step(impl, batch: int) -> bool:
     """Whether `MambaMixer.step` runs `ops.mamba1_step` (the fused decode step) instead of its unfused ops.
 
-    The environment variable MAMBA_JAX_FUSED_STEP, read when the step is traced: "0" (the default) runs
-    the unfused ops, "1" the fused op wherever `implementation` is not "xla". Off by default: on the
-    H200 its kernels are not faster than the unfused step (benchmarks/NOTES-cuda.md, "The fused Mamba-1
-    decode step")."""
-    mode = os.environ.get("MAMBA_JAX_FUSED_STEP", "0")
-    if mode not in ("0", "1"):
-        raise ValueError(f"MAMBA_JAX_FUSED_STEP must be 0 or 1, got {mode!r}")
-    return mode == "1" and impl != "xla"
+    The environment variable MAMBA_JAX_FUSED_STEP, read when the step is traced: "auto" (the default) runs
+    the fused op at batch 1 on a GPU, where it measured faster than the unfused step on the H200 (decode
+    mamba-130m 0.624 -> 0.545 ms/token, mamba-2.8b 2.695 -> 2.594; slower from batch 4 on:
+    benchmarks/NOTES-cuda.md, "Session 10"); "1" runs it at every batch, "0" never. `implementation="xla"`
+    always runs the unfused ops."""
+    mode = os.environ.get("MAMBA_JAX_FUSED_STEP", "auto")
+    if mode not in ("auto", "0", "1"):
+        raise ValueError(f"MAMBA_JAX_FUSED_STEP must be auto, 0 or 1, got {mode!r}")
+    if impl == "xla" or mode == "0":
+        return False
+    return mode == "1" or (batch == 1 and jax.default_backend() == "gpu")
 
 
 class MambaMixer(MixerBase):
@@ -285,7 +288,7 @@ class MambaMixer(MixerBase):
         impl = self._impl(implementation)
         A, w, b = self.step_constants() if constants is None else constants
         proj = self._decode_linear(impl)
-        if self.tp_axis is None and use_fused_step(impl):
+        if self.tp_axis is None and use_fused_step(impl, x.shape[0]):
             xz = self._project(x, proj)
             act_dtype = xz.dtype
             y, conv_state, ssm_state = ops.mamba1_step(

@@ -189,8 +189,8 @@ def test_gradients(impl, rng):
 @pytest.mark.parametrize("dtype,d_model,d_state,batch", [(F32, 48, 8, 2), (BF16, 48, 8, 2), (BF16, 2560, 16, 5)],
                          ids=["f32", "bf16", "bf16-mamba-2.8b-layer"])
 def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeypatch):
-    """MambaMixer.step with MAMBA_JAX_FUSED_STEP=1 (ops.mamba1_step) == the unfused ops (=0, the default),
-    three steps, up to a mamba-2.8b layer; other values are refused."""
+    """MambaMixer.step with MAMBA_JAX_FUSED_STEP=1 (ops.mamba1_step) == the unfused ops (=0), three steps,
+    up to a mamba-2.8b layer; the default ("auto") fuses batch 1 on a GPU only; other values are refused."""
     from flax import nnx
     from mamba_jax.nn import MambaMixer
 
@@ -212,12 +212,15 @@ def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeyp
     from mamba_jax.nn.mixer import use_fused_step
 
     monkeypatch.delenv("MAMBA_JAX_FUSED_STEP", raising=False)
-    assert not use_fused_step(None), "the fused step is off by default"
+    on_gpu = jax.default_backend() == "gpu"
+    assert use_fused_step(None, 1) == on_gpu and not use_fused_step(None, 4) and not use_fused_step("xla", 1)
     monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", "1")
-    assert use_fused_step(None) and not use_fused_step("xla")
+    assert use_fused_step(None, 4) and not use_fused_step("xla", 1)
+    monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", "0")
+    assert not use_fused_step(None, 1)
     monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", "yes")
     with pytest.raises(ValueError, match="MAMBA_JAX_FUSED_STEP"):
-        use_fused_step(None)
+        use_fused_step(None, 1)
     y1, c1, s1 = run("1")
     y0, c0, s0 = run("0")
     assert_close(y1, np.asarray(y0, np.float64), dtype, "out", "fused y")
