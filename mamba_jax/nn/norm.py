@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..ops.elementwise import silu
+from ..ops.elementwise import rms_normalize, silu
 
 f32 = jnp.float32
 
@@ -52,12 +52,8 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(f32)
         if gate is not None and not self.norm_before_gate:
             x32 = x32 * silu(gate.astype(f32))
-        g = x32.reshape(*x.shape[:-1], x.shape[-1] // self.group_size, self.group_size)
-        ms = jnp.mean(g * g, axis=-1, keepdims=True)
-        if self.shards_per_group > 1:
-            ms = self._group_mean_across_shards(ms)
-        g = g * jax.lax.rsqrt(ms + self.eps)
-        y = g.reshape(x.shape) * self.scale[...].astype(f32)
+        hook = self._group_mean_across_shards if self.shards_per_group > 1 else None
+        y = rms_normalize(x32, self.eps, self.group_size, hook) * self.scale[...].astype(f32)
         if gate is not None and self.norm_before_gate:
             y = y * silu(gate.astype(f32))
         return y.astype(out_dtype)
