@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .. import ops
 from ..ops.elementwise import rms_normalize, silu
 
 f32 = jnp.float32
@@ -57,6 +58,23 @@ class RMSNorm(nnx.Module):
         if gate is not None and self.norm_before_gate:
             y = y * silu(gate.astype(f32))
         return y.astype(out_dtype)
+
+    def add_and_norm(self, h, y, residual_dtype, implementation=None):
+        """(h' = h.astype(residual_dtype) + y.astype(residual_dtype), self(h')): a block's residual add
+        and this norm, as one `ops.add_rms_norm` call where that op applies (one group, not split
+        across devices, y of an activation dtype, h' and the output float32 or y's dtype); its "xla"
+        path gives exactly what the unfused code below does."""
+        h = h.astype(residual_dtype)
+        out_dtype = jnp.dtype(self.dtype or h.dtype)
+        act = jnp.dtype(y.dtype)
+        fusable = (self.group_size == h.shape[-1] and self.shards_per_group == 1
+                   and act in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+                   and h.dtype in (jnp.dtype(f32), act) and out_dtype in (jnp.dtype(f32), act))
+        if fusable:
+            return ops.add_rms_norm(h, y, self.scale[...], eps=self.eps, out_dtype=out_dtype,
+                                    implementation=implementation)
+        h = h + y.astype(residual_dtype)
+        return h, self(h)
 
     def _group_mean_across_shards(self, ms):
         """ms [..., 1, 1], this device's mean square of its part of its group -> the whole group's

@@ -1,6 +1,7 @@
 """add_rms_norm against the float64 oracle: every implementation, odd and real feature counts, leading
 shapes, every supported dtype combination, jit and eager, vmap and gradients; its pure-JAX path against
-the unfused model code (residual add, then RMSNorm) bit for bit."""
+the unfused model code (residual add, then RMSNorm) bit for bit; the model's decode step calling it once
+per layer."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 from jax.test_util import check_grads
 
 import oracle
-from conftest import assert_close, ffi_available, tolerance
+from conftest import assert_close, ffi_available, requires_ffi, tolerance
+from mamba_jax.nn import Mamba2Config, MambaConfig, MambaLM
 from mamba_jax.nn.norm import RMSNorm
 from mamba_jax.ops import add_rms_norm
 
@@ -162,3 +165,30 @@ def test_default_implementation(rng):
     args = inputs(rng, (4, 768), F32, BF16)
     for a, b in zip(run(None, args), run(picked, args)):
         np.testing.assert_array_equal(np.asarray(a.astype(F32)), np.asarray(b.astype(F32)))
+
+
+MODEL_CFGS = {
+    "mamba1": MambaConfig(vocab_size=50, d_model=40, n_layer=3, d_state=8),
+    "mamba1-residual-bf16": MambaConfig(vocab_size=50, d_model=40, n_layer=3, d_state=8, residual_in_fp32=False),
+    "mamba2": Mamba2Config(vocab_size=50, d_model=64, n_layer=3, d_state=16, headdim=16, ngroups=2),
+}
+
+
+@requires_ffi
+@pytest.mark.parametrize("name", list(MODEL_CFGS))
+def test_model_step_fuses_each_residual_add_with_the_next_norm(name):
+    """MambaLM.step runs one add_rms_norm per layer (each block's add with the next block's norm, the
+    last one's with norm_f) and gives the logits of its pure-JAX ("xla") step."""
+    cfg = MODEL_CFGS[name]
+    models = {impl: MambaLM(cfg, dtype=BF16, implementation=impl, rngs=nnx.Rngs(0)) for impl in ("ffi", "xla")}
+    ids = jnp.asarray(np.random.default_rng(1).integers(0, 50, (2, 4)), jnp.int32)
+    step = nnx.jit(lambda m, t, c: m.step(t, c))
+    hlo = jax.jit(lambda t, c: models["ffi"].step(t, c)).lower(ids[:, 0], models["ffi"].init_cache(2)).as_text()
+    assert hlo.count("@mamba_jax_add_rms_norm(") == cfg.n_layer
+    logits = {}
+    for impl, m in models.items():
+        _, cache = m.prefill(ids[:, :3])
+        logits[impl], _ = step(m, ids[:, 3], cache)
+    ref = np.asarray(logits["xla"], np.float64)
+    # bfloat16 activations: the kernels' sums round differently from XLA's, a few bf16 ulps per layer.
+    assert np.max(np.abs(np.asarray(logits["ffi"]) - ref)) <= 0.05 * np.max(np.abs(ref))
