@@ -48,10 +48,28 @@ MJ_DEVICE float block_sum(float v) {
   return v;
 }
 
+// fn(c, a, b) for every chunk c = c0, c0 + stride, ... below `chunks`: for the first K, a and b are
+// ra[k] and rb[k] (already loaded); the rest are loaded from pa and pb one chunk at a time.
+template <int E, int K, typename A, typename B, typename Fn>
+MJ_DEVICE void for_each_chunk(int64_t c0, int64_t stride, int64_t chunks, float (&ra)[K][E], float (&rb)[K][E],
+                              const A* pa, const B* pb, Fn&& fn) {
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (c0 + k * stride < chunks) fn(c0 + k * stride, ra[k], rb[k]);
+  for (int64_t c = c0 + K * stride; c < chunks; c += stride) {
+    float a[E], b[E];
+    load_chunk<A, E>(pa + c * E, a);
+    load_chunk<B, E>(pb + c * E, b);
+    fn(c, a, b);
+  }
+}
+
 // One block per row; thread t owns the chunks t, t + blockDim.x, ... of E consecutive features
-// (E = 8 on the vector path, 1 otherwise). The first K of its chunks stay in registers between the
-// two passes; a row longer than K * blockDim.x chunks reads the rest back from h_new, which the
-// same thread wrote. H, Y, S, O: the storage types of h (and h_new), y, scale and x.
+// (E = 8 on the vector path, 1 otherwise). Its first K chunks are loaded together (all loads issued
+// before the first store, which could otherwise alias them) and stay in registers between the two
+// passes; a row longer than K * blockDim.x chunks goes through the rest one chunk at a time and reads
+// it back from h_new, which the same thread wrote. H, Y, S, O: the storage types of h (and h_new),
+// y, scale and x.
 template <typename H, typename Y, typename S, typename O, int E, int K>
 __global__ void __launch_bounds__(256) add_rms_norm_kernel(const AddRmsNormParams p) {
   const int64_t F = p.features, row = blockIdx.x;
@@ -61,48 +79,43 @@ __global__ void __launch_bounds__(256) add_rms_norm_kernel(const AddRmsNormParam
   H* hn = static_cast<H*>(p.h_new) + row * F;
   O* x = static_cast<O*>(p.x) + row * F;
   const S* scale = static_cast<const S*>(p.scale);
+  const int64_t c0 = threadIdx.x, stride = blockDim.x;
 
-  float v[K][E];
+  // h_new = round_H(h + y) as float; w holds y, later scale.
+  float v[K][E], w[K][E];
   float ss = 0.0f;
-  // Pass 1: h_new = round_H(h + y), its squares (as stored) summed.
-  for (int64_t c = threadIdx.x, k = 0; c < chunks; c += blockDim.x, ++k) {
-    float a[E], b[E], s[E];
-    load_chunk<H, E>(h + c * E, a);
-    load_chunk<Y, E>(y + c * E, b);
 #pragma unroll
-    for (int j = 0; j < E; ++j) s[j] = a[j] + b[j];
-    store_chunk<H, E>(hn + c * E, s);
+  for (int k = 0; k < K; ++k) {
+    const int64_t c = c0 + k * stride;
+    if (c < chunks) {
+      load_chunk<H, E>(h + c * E, v[k]);
+      load_chunk<Y, E>(y + c * E, w[k]);
+    }
+  }
+  // Pass 1: h_new stored, its squares (as stored) summed.
+  auto add_store = [&](int64_t c, float* a, float* b) {
+#pragma unroll
+    for (int j = 0; j < E; ++j) a[j] += b[j];
+    store_chunk<H, E>(hn + c * E, a);
 #pragma unroll
     for (int j = 0; j < E; ++j) {
-      s[j] = to_f32(from_f32<H>(s[j]));
-      ss = fmaf(s[j], s[j], ss);
+      a[j] = to_f32(from_f32<H>(a[j]));
+      ss = fmaf(a[j], a[j], ss);
     }
-#pragma unroll
-    for (int kk = 0; kk < K; ++kk)
-      if (kk == k) {
-#pragma unroll
-        for (int j = 0; j < E; ++j) v[kk][j] = s[j];
-      }
-  }
+  };
+  for_each_chunk<E, K>(c0, stride, chunks, v, w, h, y, add_store);
   const float inv = rsqrtf(block_sum(ss) / static_cast<float>(F) + p.eps);
   // Pass 2: x = h_new * inv * scale.
-  for (int64_t c = threadIdx.x, k = 0; c < chunks; c += blockDim.x, ++k) {
-    float s[E], w[E], out[E];
-    if (k < K) {
+  auto scale_store = [&](int64_t c, float* a, float* sc) {
+    float out[E];
 #pragma unroll
-      for (int kk = 0; kk < K; ++kk)
-        if (kk == k) {
-#pragma unroll
-          for (int j = 0; j < E; ++j) s[j] = v[kk][j];
-        }
-    } else {
-      load_chunk<H, E>(hn + c * E, s);
-    }
-    load_chunk<S, E>(scale + c * E, w);
-#pragma unroll
-    for (int j = 0; j < E; ++j) out[j] = s[j] * inv * w[j];
+    for (int j = 0; j < E; ++j) out[j] = a[j] * inv * sc[j];
     store_chunk<O, E>(x + c * E, out);
-  }
+  };
+#pragma unroll
+  for (int k = 0; k < K; ++k)
+    if (c0 + k * stride < chunks) load_chunk<S, E>(scale + (c0 + k * stride) * E, w[k]);
+  for_each_chunk<E, K>(c0, stride, chunks, v, w, hn, scale, scale_store);
 }
 
 template <typename H, typename Y, typename S, typename O>
@@ -126,6 +139,7 @@ cudaError_t launch_add_rms_norm_typed(const AddRmsNormParams& p, cudaStream_t st
 template <typename T>
 cudaError_t launch_add_rms_norm(const AddRmsNormParams& p, cudaStream_t stream, int block = 0, bool vec_ok = true) {
   if (p.rows == 0 || p.features == 0) return cudaSuccess;
+  if (p.rows > INT32_MAX) return cudaErrorInvalidConfiguration;  // one block per row: grid.x < 2^31
   return with_add_rms_norm_types<T>(p, [&](auto ht, auto st, auto ot) {
     return launch_add_rms_norm_typed<typename decltype(ht)::type, T, typename decltype(st)::type,
                                      typename decltype(ot)::type>(p, stream, block, vec_ok);

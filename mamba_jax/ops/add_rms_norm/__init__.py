@@ -59,7 +59,7 @@ def add_rms_norm(h, y, scale, *, eps, out_dtype=None, implementation=None):
     ck.check_array(op, "scale", scale, (shape[-1],), "[features]")
     if ck._dtype(scale) not in (f32, act):
         scale = ck.as_param_f32(op, "scale", scale)
-    out_dtype = act if out_dtype is None else np.dtype(out_dtype)
+    out_dtype = act if out_dtype is None else jnp.dtype(out_dtype)
     if out_dtype not in (f32, act):
         raise TypeError(f"{op}: out_dtype is {out_dtype}, expected float32 or {act} (the dtype of y)")
     h, y, scale = jnp.asarray(h), jnp.asarray(y), jnp.asarray(scale)
