@@ -34,7 +34,8 @@
     ("y", "new_state"))                                                                               \
   X(mamba1_step, 1, 1, ("xz", "conv_state", "conv_weight", "conv_bias", "x_proj", "dt_proj", "dt_bias",   \
                         "A", "D", "ssm_state", "state_indices"),                                      \
-    ("y", "new_conv_state", "new_ssm_state", "workspace"))
+    ("y", "new_conv_state", "new_ssm_state", "workspace"))                                        \
+  X(add_rms_norm, 1, 1, ("h", "y", "scale"), ("h_new", "x"))
 
 // The exported handler symbol of an op on each platform (defined in ffi/<op>/cpu.cc and cuda.cu).
 #define MJ_CPU_HANDLER(OP) mamba_jax_##OP##_cpu

@@ -6,6 +6,7 @@ feeds bfloat16 inputs compares the kernel against exact math on those same round
     h_t  = exp(dt_t * A) * h_{t-1} + dt_t * B_t * u_t        per channel d and state n
     y_t  = sum_n h_t * C_t + D * u_t,   then y_t * silu(z_t) if z is given
     conv: y_t = act(bias + sum_k weight[:, k] * x_{t - (width - 1) + k}), past inputs from the state
+    add_rms_norm: s = h + y, then s / sqrt(mean over features of s^2 + eps) * scale (decode's residual + norm)
 
 All functions take NumPy (or JAX) arrays and return float64 NumPy arrays.
 """
@@ -149,6 +150,17 @@ def causal_conv1d_update(x, conv_state, weight, bias=None, *, activation=None):
     if activation in ("silu", "swish"):
         y = silu(y)
     return y, window[:, :, 1:]
+
+
+def add_rms_norm(h, y, scale, *, eps, residual_dtype):
+    """h, y [..., F]; scale [F]. The residual sum s = h + y, then s as the residual stream stores it
+    (rounded to `residual_dtype`) divided by its root mean square over F (plus eps) and times scale.
+    Returns (s, normed), float64; s unrounded, so that a test measures the kernel's rounding of it."""
+    h, y, scale = map(_f64, (h, y, scale))
+    s = h + y
+    stored = np.asarray(s.astype(residual_dtype), dtype=np.float64)
+    rms = np.sqrt(np.mean(stored * stored, axis=-1, keepdims=True) + eps)
+    return s, stored / rms * scale
 
 
 def numerical_grad(loss, args: dict, eps: float = 1e-6) -> dict:

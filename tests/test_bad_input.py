@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mamba_jax import ops
-from mamba_jax.ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from mamba_jax.ops import add_rms_norm, causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
 
 BATCH, SEQLEN, DIM, N, W = 2, 8, 6, 4, 4
 F32, BF16 = jnp.float32, jnp.bfloat16
@@ -44,6 +44,14 @@ def conv_args(**change):
 def conv_update_args(**change):
     args = dict(x=zeros(BATCH, DIM), conv_state=zeros(BATCH, DIM, W - 1), weight=zeros(DIM, W), bias=zeros(DIM))
     return {**args, **change}
+
+
+def add_norm_args(**change):
+    args = dict(h=zeros(BATCH, DIM), y=zeros(BATCH, DIM, dtype=BF16), scale=zeros(DIM))
+    return {**args, **change}
+
+
+EPS = {"eps": 1e-5}
 
 
 def shape_re(*shape) -> str:
@@ -178,6 +186,27 @@ CASES = [
      r"conv_state has dtype float16, expected float32 \(the dtype of x\)"),
     ("conv-update-activation", causal_conv1d_update, conv_update_args(), {"activation": "gelu"}, ValueError,
      r"activation must be None or 'silu', got 'gelu'"),
+    # add_rms_norm
+    ("add-norm-y-rank", add_rms_norm, add_norm_args(h=zeros(), y=zeros()), EPS, ValueError,
+     r"add_rms_norm: y has shape \(\) \(rank 0\), expected rank >= 1: \[\.\.\., features\]"),
+    ("add-norm-h-shape", add_rms_norm, add_norm_args(h=zeros(BATCH, DIM - 1)), EPS, ValueError,
+     r"add_rms_norm: h has shape \(2, 5\), expected \[\.\.\., features\] \(the shape of y\) = \(2, 6\)"),
+    ("add-norm-h-rank", add_rms_norm, add_norm_args(h=zeros(DIM)), EPS, ValueError,
+     r"h has shape \(6,\), expected \[\.\.\., features\] \(the shape of y\) = \(2, 6\)"),
+    ("add-norm-scale-shape", add_rms_norm, add_norm_args(scale=zeros(DIM + 1)), EPS, ValueError,
+     r"add_rms_norm: scale has shape \(7,\), expected \[features\] = \(6,\)"),
+    ("add-norm-scale-missing", add_rms_norm, add_norm_args(scale=None), EPS, ValueError,
+     r"add_rms_norm: scale is required, expected \[features\]"),
+    ("add-norm-y-int32", add_rms_norm, add_norm_args(y=zeros(BATCH, DIM, dtype=jnp.int32)), EPS, TypeError,
+     r"add_rms_norm: y has dtype int32, expected one of float32, bfloat16, float16"),
+    ("add-norm-h-f16", add_rms_norm, add_norm_args(h=zeros(BATCH, DIM, dtype=jnp.float16)), EPS, TypeError,
+     r"add_rms_norm: h has dtype float16, expected float32 or bfloat16 \(the dtype of y\)"),
+    ("add-norm-scale-int32", add_rms_norm, add_norm_args(scale=zeros(DIM, dtype=jnp.int32)), EPS, TypeError,
+     r"add_rms_norm: scale has dtype int32, expected a floating dtype"),
+    ("add-norm-out-dtype", add_rms_norm, add_norm_args(), {**EPS, "out_dtype": jnp.float16}, TypeError,
+     r"add_rms_norm: out_dtype is float16, expected float32 or bfloat16 \(the dtype of y\)"),
+    ("add-norm-implementation", add_rms_norm, add_norm_args(), {**EPS, "implementation": "cuda"}, ValueError,
+     r"add_rms_norm: implementation must be one of None, 'ffi', 'xla'; got 'cuda'"),
 ]
 
 
@@ -272,6 +301,14 @@ def raw_step(xz=None, x_proj=None, ssm_state=None, ws=None, state_indices=None, 
     return "mamba_jax_mamba1_step", args, outs, {}
 
 
+def raw_add_norm(h=None, y=None, scale=None, h_new_dtype=None, x_dtype=BF16):
+    y = zeros(BATCH, DIM, dtype=BF16) if y is None else y
+    h = zeros(BATCH, DIM) if h is None else h
+    args = [h, y, zeros(DIM) if scale is None else scale]
+    outs = (_sds(h.shape, h_new_dtype or h.dtype), _sds(h.shape, x_dtype))
+    return "mamba_jax_add_rms_norm", args, outs, {"eps": np.float32(1e-5)}
+
+
 RAW_CASES = [
     ("scan-delta", raw_scan(delta=zeros(BATCH, 7, DIM)), r"delta has shape \[2, 7, 6\], expected \[2, 8, 6\]"),
     ("scan-A", raw_scan(A=zeros(5, N)), r"A has shape \[5, 4\], expected \[6, 4\]"),
@@ -327,6 +364,17 @@ RAW_CASES = [
     ("step-ssm-bf16", raw_step(ssm_state=zeros(BATCH, DIM, N, dtype=BF16)), r"ssm_state has dtype bf16, expected f32"),
     ("step-pool-not-aliased", raw_step(state_indices=jnp.asarray([2, 0], jnp.int32), rows=3),
      r"with state_indices the new conv_state must alias conv_state"),
+    ("add-norm-h", raw_add_norm(h=zeros(BATCH, DIM - 1)), r"h has shape \[2, 5\], expected \[2, 6\]"),
+    ("add-norm-scale", raw_add_norm(scale=zeros(DIM - 1)), r"scale has shape \[5\], expected \[6\]"),
+    ("add-norm-y-rank", raw_add_norm(h=zeros(DIM), y=zeros(DIM, dtype=BF16)), r"y must have rank >= 2, got shape \[6\]"),
+    ("add-norm-y-int32", raw_add_norm(y=zeros(BATCH, DIM, dtype=jnp.int32), x_dtype=F32),
+     r"y has dtype s32, expected one of f32, bf16, f16"),
+    ("add-norm-h-f16", raw_add_norm(h=zeros(BATCH, DIM, dtype=jnp.float16)),
+     r"h has dtype f16, expected f32 or bf16 \(the dtype of y\)"),
+    ("add-norm-scale-f16", raw_add_norm(scale=zeros(DIM, dtype=jnp.float16)),
+     r"scale has dtype f16, expected f32 or bf16 \(the dtype of y\)"),
+    ("add-norm-h_new-bf16", raw_add_norm(h_new_dtype=BF16), r"h_new has dtype bf16, expected f32 \(the dtype of h\)"),
+    ("add-norm-x-f16", raw_add_norm(x_dtype=jnp.float16), r"x has dtype f16, expected f32 or bf16 \(the dtype of y\)"),
 ]
 
 
@@ -345,7 +393,8 @@ def test_cpp_handler_checks(call, pattern):
 def test_cpp_handler_accepts_consistent_raw_call():
     """The raw-call builders above are right when nothing is changed: the errors come from the change."""
     cpu = jax.devices("cpu")[0]
-    for target, args, outs, attrs in (raw_scan(), raw_update(), raw_conv(), raw_conv_update(), raw_step()):
+    for target, args, outs, attrs in (raw_scan(), raw_update(), raw_conv(), raw_conv_update(), raw_step(),
+                                     raw_add_norm()):
         args = [jax.device_put(a, cpu) for a in args]
         out = jax.jit(lambda *a: jax.ffi.ffi_call(target, outs)(*a, **attrs))(*args)
         if target == "mamba_jax_mamba1_step":

@@ -10,7 +10,9 @@ options, dtypes, vmap and gradients on whatever backend runs them, the CUDA one 
   * the peak device memory of a jitted selective_scan at batch 1, seqlen 65536, dim 5120 stays within
     1.1x of its inputs plus outputs (measured in a fresh process by benchmarks/bench_ops.py);
   * 64 chained in-place state updates at batch 256 inside one jitted function (command buffers):
-    the state keeps its buffer and matches the oracle.
+    the state keeps its buffer and matches the oracle;
+  * add_rms_norm at decode sizes (rows 1 to 257, F 768 and 2560, and an odd F for the scalar path)
+    against the float64 NumPy oracle.
 """
 
 from __future__ import annotations
@@ -27,9 +29,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tolerance
+import oracle
+from conftest import assert_close, tolerance
 from mamba_jax import ops
-from mamba_jax.ops import causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
+from mamba_jax.ops import add_rms_norm, causal_conv1d, causal_conv1d_update, selective_scan, selective_state_update
 
 
 def _has_cuda() -> bool:
@@ -308,3 +311,22 @@ def test_state_update_in_place_chain():
     assert new_state.unsafe_buffer_pointer() == pointer, "the state moved: the updates were not in place"
     assert_close_gpu(new_state, h, jnp.bfloat16, "state", "state after 64 steps")
     assert_close_gpu(y, y_ref, jnp.bfloat16, "out", "y of the last step")
+
+
+@pytest.mark.parametrize("residual", [jnp.float32, jnp.bfloat16], ids=["h-f32", "h-bf16"])
+@pytest.mark.parametrize("rows, features", [(1, 768), (4, 768), (64, 768), (257, 768), (1, 2560), (4, 2560),
+                                            (64, 2560), (257, 2560), (3, 4097)])
+def test_add_rms_norm_real_size(rows, features, residual):
+    """The CUDA kernel (implementation=None on a GPU) at decode sizes: rows = batch, F = d_model of
+    mamba-130m and mamba-2.8b; F 4097 takes the scalar path past its register chunks."""
+    k = jax.random.split(jax.random.PRNGKey(rows * 7 + features), 3)
+    h = _normal(k[0], (rows, features), residual, 2.0)
+    y = _normal(k[1], (rows, features), jnp.bfloat16)
+    scale = jax.random.normal(k[2], (features,)) * 0.3 + 1.0
+    fn = jax.jit(lambda h, y, s: add_rms_norm(h, y, s, eps=1e-5))
+    assert "mamba_jax_add_rms_norm" in fn.lower(h, y, scale).as_text()
+    h_new, x = fn(h, y, scale)
+    s_ref, x_ref = oracle.add_rms_norm(h, y, scale, eps=1e-5, residual_dtype=residual)
+    assert h_new.dtype == residual and x.dtype == jnp.bfloat16
+    assert_close(h_new, s_ref, residual, "out", "h_new")
+    assert_close(x, x_ref, jnp.bfloat16, "out", "x")

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "add_rms_norm/add_rms_norm.cuh"
 #include "causal_conv1d/causal_conv1d.cuh"
 #include "causal_conv1d_update/causal_conv1d_update.cuh"
 #include "linear/linear.cuh"
@@ -331,6 +332,58 @@ static void check_linear(int64_t M, int64_t K, int64_t N) {
   compare<T>("linear y", id, dy.get(), y, tol<T>());
 }
 
+// v with o > 0 zero elements put in front, or its first -o elements dropped.
+template <typename E>
+static std::vector<E> shifted_by(const std::vector<E>& v, int64_t o) {
+  if (o <= 0) return std::vector<E>(v.begin() - o, v.end());
+  std::vector<E> r(v.size() + o);
+  std::copy(v.begin(), v.end(), r.begin() + o);
+  return r;
+}
+
+// add_rms_norm: T the activation dtype (y), H the residual's (h, h_new), S scale's, O x's. `misalign`
+// offsets every operand by one element (the launcher must then take the scalar path).
+template <typename T, typename H, typename S = float, typename O = T>
+static void check_add_rms_norm(int64_t R, int64_t F, int block = 0, bool vec_ok = true, bool misalign = false) {
+  HostArr<H> h;
+  HostArr<T> y;
+  HostArr<S> scale;
+  h.fill(R * F, normal, 2.0);
+  y.fill(R * F, normal, 1.0);
+  scale.fill(F, [](double) { return 1.0 + normal(0.3); }, 0.0);
+  const float eps = 1e-5f;
+  std::vector<double> hn(R * F), x(R * F);
+  for (int64_t r = 0; r < R; ++r) {
+    double ss = 0;
+    for (int64_t f = 0; f < F; ++f) {
+      const int64_t i = r * F + f;
+      hn[i] = h.d[i] + y.d[i];
+      const double stored = to_d<H>(to_t<H>(hn[i]));  // the mean is over h_new as stored
+      ss += stored * stored;
+    }
+    const double inv = 1.0 / std::sqrt(ss / double(F) + eps);
+    for (int64_t f = 0; f < F; ++f) x[r * F + f] = to_d<H>(to_t<H>(hn[r * F + f])) * inv * scale.d[f];
+  }
+  const int64_t o = misalign ? 1 : 0;
+  DevBuf<H> dh(shifted_by(h.t, o)), dhn(R * F + o);
+  DevBuf<T> dy(shifted_by(y.t, o));
+  DevBuf<S> dscale(shifted_by(scale.t, o));
+  DevBuf<O> dx(R * F + o);
+  dhn.poison(); dx.poison();
+  AddRmsNormParams p{};
+  p.rows = R; p.features = F; p.eps = eps;
+  p.h = dh.p + o; p.y = dy.p + o; p.scale = dscale.p + o; p.h_new = dhn.p + o; p.x = dx.p + o;
+  p.h_f32 = std::is_same<H, float>::value; p.scale_f32 = std::is_same<S, float>::value;
+  p.out_f32 = std::is_same<O, float>::value;
+  CK(launch_add_rms_norm<T>(p, 0, block, vec_ok));
+  CK(cudaDeviceSynchronize());
+  char id[160];
+  std::snprintf(id, sizeof id, "R%lld-F%lld-y%s-h%s-scale%s-x%s-block%d%s%s", (long long)R, (long long)F, tname<T>(),
+                tname<H>(), tname<S>(), tname<O>(), block, vec_ok ? "" : "-scalar", misalign ? "-misaligned" : "");
+  compare<H>("arn h", id, shifted_by(dhn.get(), -o), hn, tol<H>());
+  compare<O>("arn x", id, shifted_by(dx.get(), -o), x, std::max(tol<H>(), tol<O>()));
+}
+
 static int run_checks() {
   std::printf("selective_scan\n");
   check_scan<__nv_bfloat16>({2, 150, 64, 16, 1, true, true, true, true, false});
@@ -412,6 +465,25 @@ static int run_checks() {
   check_conv_update<float>(1, 12, 7, false, 0);
   check_conv_update<__half>(5, 24, 3, true, 128);
   check_conv_update<__nv_bfloat16>(2, 64, 4, true, 0, false);
+  std::printf("add_rms_norm\n");
+  using bf = __nv_bfloat16;
+  check_add_rms_norm<bf, float>(3, 2560);          // vector path, the model's float32 residual
+  check_add_rms_norm<bf, bf>(4, 768);              // bf16 residual
+  check_add_rms_norm<bf, float>(2, 7);             // F % 8 != 0: scalar path, one partial warp
+  check_add_rms_norm<bf, bf>(5, 33);
+  check_add_rms_norm<__half, float>(1, 4097);      // scalar path past its 16 register chunks
+  check_add_rms_norm<__half, __half>(2, 4097);
+  check_add_rms_norm<float, float>(3, 768);
+  check_add_rms_norm<float, float>(2, 101);
+  check_add_rms_norm<bf, float>(2, 8200);          // vector path past its 4 register chunks
+  check_add_rms_norm<bf, bf>(3, 2560, 32);         // 32 threads: 10 chunks each, 6 reread from h_new
+  check_add_rms_norm<bf, float>(3, 2560, 0, false);
+  check_add_rms_norm<bf, float>(2, 2560, 0, true, true);  // misaligned operands: scalar path
+  check_add_rms_norm<bf, bf, bf>(2, 768);                 // scale in the activation dtype
+  check_add_rms_norm<bf, float, float, float>(2, 768);    // x in float32
+  check_add_rms_norm<bf, bf, bf, float>(3, 40);
+  check_add_rms_norm<__half, __half, __half, float>(2, 24);
+  check_add_rms_norm<bf, float>(0, 2560);          // no rows: no launch
   std::printf("%s: %d failing comparison(s)\n", g_failures ? "FAILED" : "PASSED", g_failures);
   return g_failures ? 1 : 0;
 }
@@ -625,6 +697,25 @@ static int run_kernel_times() {
           std::printf("sweep causal_conv1d_update B%lld %s block %d: %.4f ms per launch of 64, %.0f GB/s\n",
                       (long long)B, vec ? "vec" : "scalar", block, t, B * D * 2.0 * (2 + 2 * (W - 1)) / (t * 1e-3) / 1e9);
         }
+    }
+  }
+  {  // add_rms_norm at decode: mamba-2.8b (F 2560) at 1 and 64 rows, mamba-130m (F 768) at 1 row; float32
+     // residual, bf16 y and x, float32 scale (the models' layout), per launch of 64 back to back
+    struct S { const char* what; int64_t R, F; };
+    for (S c : {S{"mamba-2.8b", 1, 2560}, S{"mamba-2.8b", 64, 2560}, S{"mamba-130m", 1, 768}}) {
+      DevBuf<float> h(c.R * c.F), hn(c.R * c.F), scale(c.F);
+      DevBuf<bf> y(c.R * c.F), x(c.R * c.F);
+      fill_uniform(h, -1, 1); fill_uniform(y, -1, 1); fill_uniform(scale, 0.5, 1.5);
+      AddRmsNormParams p{};
+      p.rows = c.R; p.features = c.F; p.eps = 1e-5f; p.h = h.p; p.y = y.p; p.scale = scale.p; p.h_new = hn.p;
+      p.x = x.p; p.h_f32 = true; p.scale_f32 = true; p.out_f32 = false;
+      const double bytes = c.R * c.F * (4.0 + 2.0 + 4.0 + 2.0) + c.F * 4.0;
+      for (int block : {0, 64, 128, 256}) {
+        const float t = time_burst_ms([&] { return launch_add_rms_norm<bf>(p, 0, block); });
+        std::printf("kernel add_rms_norm %s R%lld F%lld hf32 y/x bf16 (block %d%s): %.2f us per launch of 64, "
+                    "%.0f GB/s\n", c.what, (long long)c.R, (long long)c.F, block, block ? "" : " = default",
+                    t * 1e3, bytes / (t * 1e-3) / 1e9);
+      }
     }
   }
   {  // linear (decode GEMV) at the decode projections of mamba-130m and mamba-2.8b, batch 1

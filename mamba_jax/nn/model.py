@@ -79,13 +79,20 @@ class MambaBlock(nnx.Module):
                               implementation=implementation)
         return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), state
 
-    def step(self, h, conv_state, ssm_state, *, implementation=..., constants=None, state_indices=None):
-        """h [b, d] -> (h' [b, d], conv_state, ssm_state). constants: `mixer.step_constants()`;
-        state_indices: slots of the b rows when the states are pools."""
-        y, conv_state, ssm_state = self.mixer.step(self.norm(h), conv_state, ssm_state,
-                                                   implementation=implementation, constants=constants,
-                                                   state_indices=state_indices)
-        return h.astype(self.residual_dtype) + y.astype(self.residual_dtype), conv_state, ssm_state
+    def step(self, h, x, conv_state, ssm_state, next_norm, *, implementation=..., constants=None,
+             state_indices=None):
+        """One decode step of the block, carried as (h, x = self.norm(h)) from block to block so that
+        this block's residual add and the next norm run as one `add_rms_norm` call.
+
+        h [b, d] the residual stream before the block; x [b, d] its norm (this block's input);
+        next_norm: the RMSNorm that follows (the next block's, or the final one). constants:
+        `mixer.step_constants()`; state_indices: slots of the b rows when the states are pools.
+        Returns (h' [b, d] in the residual dtype, next_norm(h'), conv_state, ssm_state)."""
+        impl = self.mixer._impl(implementation)
+        y, conv_state, ssm_state = self.mixer.step(x, conv_state, ssm_state, implementation=impl,
+                                                   constants=constants, state_indices=state_indices)
+        h, x = next_norm.add_and_norm(h, y, self.residual_dtype, impl)
+        return h, x, conv_state, ssm_state
 
 
 class MambaLM(nnx.Module):
@@ -134,7 +141,11 @@ class MambaLM(nnx.Module):
 
     def _logits(self, h):
         """h [..., d] (residual dtype) -> float32 logits [..., V] (the matmul accumulates and returns float32)."""
-        x = self.norm_f(h).astype(self.dtype)
+        return self._head(self.norm_f(h))
+
+    def _head(self, x):
+        """x = norm_f(h) [..., d] -> float32 logits [..., V]."""
+        x = x.astype(self.dtype)
         if self.lm_head is None:
             E = self.embedding.embedding[...].astype(self.dtype)
             out = jnp.einsum("...d,vd->...v", x, E, precision=self.precision, preferred_element_type=f32)
@@ -219,19 +230,21 @@ class MambaLM(nnx.Module):
     def step(self, token_ids, cache: MambaCache, constants=None, state_indices=None):
         """One decode step: token_ids [b] int32 -> (logits [b, V] float32, the updated MambaCache).
 
-        Uses causal_conv1d_update and selective_state_update (Mamba-2: ssd_state_update); the layers are
-        unrolled. constants:
+        Uses causal_conv1d_update and selective_state_update (Mamba-2: ssd_state_update), and
+        add_rms_norm for each residual add with the norm after it; the layers are unrolled. constants:
         `step_constants()`, hoisted out of a decode loop (None: derived here, each call).
         state_indices: optional [b] int32: `cache` is then a pool of n_slots rows and token b advances
         slot state_indices[b] (in place when the cache is donated); a slot outside [0, n_slots)
         leaves the pool as it was (that row's logits are junk)."""
         h = self.embedding(token_ids)
+        x = self.layers[0].norm(h)
+        next_norms = [layer.norm for layer in self.layers[1:]] + [self.norm_f]
         convs, ssms = [], []
-        for i, layer in enumerate(self.layers):
-            h, conv_state, ssm_state = layer.step(h, cache.conv_states[i], cache.ssm_states[i],
-                                                  implementation=self.implementation,
-                                                  constants=None if constants is None else constants[i],
-                                                  state_indices=state_indices)
+        for i, (layer, next_norm) in enumerate(zip(self.layers, next_norms)):
+            h, x, conv_state, ssm_state = layer.step(h, x, cache.conv_states[i], cache.ssm_states[i], next_norm,
+                                                     implementation=self.implementation,
+                                                     constants=None if constants is None else constants[i],
+                                                     state_indices=state_indices)
             convs.append(conv_state)
             ssms.append(ssm_state)
-        return self._logits(h), MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))
+        return self._head(x), MambaCache(conv_states=tuple(convs), ssm_states=tuple(ssms))

@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ..ops.elementwise import silu
+from .. import ops
+from ..ops.elementwise import rms_normalize, silu
 
 f32 = jnp.float32
 
@@ -52,15 +53,28 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(f32)
         if gate is not None and not self.norm_before_gate:
             x32 = x32 * silu(gate.astype(f32))
-        g = x32.reshape(*x.shape[:-1], x.shape[-1] // self.group_size, self.group_size)
-        ms = jnp.mean(g * g, axis=-1, keepdims=True)
-        if self.shards_per_group > 1:
-            ms = self._group_mean_across_shards(ms)
-        g = g * jax.lax.rsqrt(ms + self.eps)
-        y = g.reshape(x.shape) * self.scale[...].astype(f32)
+        hook = self._group_mean_across_shards if self.shards_per_group > 1 else None
+        y = rms_normalize(x32, self.eps, self.group_size, hook) * self.scale[...].astype(f32)
         if gate is not None and self.norm_before_gate:
             y = y * silu(gate.astype(f32))
         return y.astype(out_dtype)
+
+    def add_and_norm(self, h, y, residual_dtype, implementation=None):
+        """(h' = h.astype(residual_dtype) + y.astype(residual_dtype), self(h')): a block's residual add
+        and this norm, as one `ops.add_rms_norm` call where that op applies (one group, not split
+        across devices, y of an activation dtype, h' and the output float32 or y's dtype); its "xla"
+        path gives exactly what the unfused code below does."""
+        h = h.astype(residual_dtype)
+        out_dtype = jnp.dtype(self.dtype or h.dtype)
+        act = jnp.dtype(y.dtype)
+        fusable = (self.group_size == h.shape[-1] and self.shards_per_group == 1
+                   and act in (jnp.dtype(jnp.float32), jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+                   and h.dtype in (jnp.dtype(f32), act) and out_dtype in (jnp.dtype(f32), act))
+        if fusable:
+            return ops.add_rms_norm(h, y, self.scale[...], eps=self.eps, out_dtype=out_dtype,
+                                    implementation=implementation)
+        h = h + y.astype(residual_dtype)
+        return h, self(h)
 
     def _group_mean_across_shards(self, ms):
         """ms [..., 1, 1], this device's mean square of its part of its group -> the whole group's

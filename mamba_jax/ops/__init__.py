@@ -5,6 +5,7 @@ and its FFI binding; the kernels live in `ffi/<op>/`. Shared plumbing: `_checks`
 `_ffi` (loading, dispatch by platform, calls), `_vjp` (gradients from the pure-JAX path); `elementwise` holds the fp32 math and array helpers the pure-JAX paths share.
 """
 
+from .add_rms_norm import add_rms_norm
 from .causal_conv1d import causal_conv1d
 from .causal_conv1d_update import causal_conv1d_update
 from .linear import linear
@@ -22,6 +23,7 @@ __all__ = [
     "causal_conv1d_update",
     "linear",
     "mamba1_step",
+    "add_rms_norm",
     "ssd_scan",
     "ssd_state_update",
     "cpu_available",

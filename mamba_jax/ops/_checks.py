@@ -60,6 +60,14 @@ def check_activation_dtype(op: str, name: str, x, like=None, like_name: str = ""
         raise TypeError(f"{op}: {name} has dtype {dt}, expected one of float32, bfloat16, float16")
 
 
+def check_float32_or(op: str, name: str, x, like_dtype, like_name: str) -> None:
+    """x is float32 or `like_dtype` (the dtype of `like_name`)."""
+    dt = _dtype(x)
+    if dt not in (np.dtype(jnp.float32), np.dtype(like_dtype)):
+        raise TypeError(f"{op}: {name} has dtype {dt}, expected float32 or {np.dtype(like_dtype)} "
+                        f"(the dtype of {like_name})")
+
+
 def check_float32(op: str, name: str, x) -> None:
     if _dtype(x) != np.dtype(jnp.float32):
         raise TypeError(f"{op}: {name} has dtype {_dtype(x)}, expected float32 (state is always float32)")

@@ -42,3 +42,17 @@ def pad_to(x, length, axis=1):
     shape = list(x.shape)
     shape[axis] = extra
     return jnp.concatenate([x, jnp.zeros(shape, x.dtype)], axis=axis)
+
+
+def rms_normalize(x32, eps, group_size=None, mean_hook=None):
+    """x32 [..., F] float32 divided by sqrt(mean(x32^2) + eps), the mean over each group of `group_size`
+    consecutive channels (None: all F). mean_hook, if given, maps the mean squares [..., groups, 1]
+    first (RMSNorm's all-reduce across devices). RMSNorm and add_rms_norm's pure-JAX path both call
+    this, so their results are the same bit for bit."""
+    F = x32.shape[-1]
+    group_size = F if group_size is None else group_size
+    g = x32.reshape(*x32.shape[:-1], F // group_size, group_size)
+    ms = jnp.mean(g * g, axis=-1, keepdims=True)
+    if mean_hook is not None:
+        ms = mean_hook(ms)
+    return (g * jax.lax.rsqrt(ms + eps)).reshape(x32.shape)
