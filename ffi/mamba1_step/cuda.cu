@@ -1,7 +1,5 @@
 // XLA FFI CUDA handler of mamba1_step: the checks of args.h, three launches per vmap slice.
 // Command-buffer compatible: kernel launches on the given stream only (the workspace is a result).
-#include <cstdlib>
-
 #include "common/cuda_handler.h"
 #include "mamba1_step/args.h"
 #include "mamba1_step/mamba1_step.cuh"
@@ -12,16 +10,6 @@ using namespace mamba_jax::ffi_util;
 
 namespace {
 
-// Experiment (session 10): MAMBA_JAX_STEP_CHANNELS, read once per process, sets conv_xproj's channels per
-// block (64, the default, or 32) so both can be timed in one call.
-int step_channels() {
-  static const int c = [] {
-    const char* e = std::getenv("MAMBA_JAX_STEP_CHANNELS");
-    return e == nullptr ? 0 : std::atoi(e);
-  }();
-  return c;
-}
-
 ffi::Error Mamba1StepImpl(cudaStream_t stream, ffi::AnyBuffer xz, ffi::AnyBuffer conv_state, ffi::AnyBuffer conv_weight,
                           ffi::AnyBuffer conv_bias, ffi::AnyBuffer x_proj, ffi::AnyBuffer dt_proj,
                           ffi::AnyBuffer dt_bias, ffi::AnyBuffer A, ffi::AnyBuffer D, ffi::AnyBuffer ssm_state,
@@ -29,7 +17,7 @@ ffi::Error Mamba1StepImpl(cudaStream_t stream, ffi::AnyBuffer xz, ffi::AnyBuffer
   Mamba1StepArgs a{xz, conv_state, conv_weight, conv_bias, x_proj, dt_proj, dt_bias, A, D, ssm_state,
                    state_indices, y, new_conv_state, new_ssm_state, workspace};
   return launch_slices(a, "mamba1_step", [&](const Mamba1StepParams& p, auto tag) {
-    return cuda::launch_mamba1_step<typename decltype(tag)::type>(p, stream, step_channels());
+    return cuda::launch_mamba1_step<typename decltype(tag)::type>(p, stream);
   });
 }
 

@@ -1,6 +1,6 @@
 // CUDA kernels of mamba1_step: a Mamba-1 decode step from in_proj's output to out_proj's input in three
 // launches instead of the unfused path's conv update, x_proj, split, dt_proj, casts and state update.
-//   1. conv_xproj: per block of CH channels (64 or 32) and kStepRows batch rows: the conv update and
+//   1. conv_xproj: per block of kStepChannels channels and kStepRows batch rows: the conv update and
 //      SiLU (the SSM input u), then u's partial x_proj products over those channels (the block's x_proj
 //      rows staged in shared memory once for all its batch rows).
 //   2. xproj_reduce: per batch row, the partial products summed over the channel blocks (a fixed
@@ -37,15 +37,15 @@ MJ_DEVICE int64_t step_slot(const Mamba1StepParams& p, int64_t row) {
   return (s < 0 || s >= p.n_slots) ? -1 : s;
 }
 
-template <typename T, int CH>
+template <typename T>
 __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mamba1StepParams p) {
   extern __shared__ float smem[];
   const int64_t E = p.dim, J = p.cols, nb = p.blocks;
-  const int64_t blk = blockIdx.x, c0 = blk * CH, row0 = int64_t(blockIdx.y) * kStepRows;
-  const int nc = static_cast<int>(min(int64_t(CH), E - c0));
+  const int64_t blk = blockIdx.x, c0 = blk * kStepChannels, row0 = int64_t(blockIdx.y) * kStepRows;
+  const int nc = static_cast<int>(min(kStepChannels, E - c0));
   const int rows = static_cast<int>(min(int64_t(kStepRows), p.batch - row0));
-  float* u_s = smem;                                                // [kStepRows][CH]
-  T* w_s = reinterpret_cast<T*>(smem + kStepRows * CH);  // [nc][J]
+  float* u_s = smem;                                                // [kStepRows][kStepChannels]
+  T* w_s = reinterpret_cast<T*>(smem + kStepRows * kStepChannels);  // [nc][J]
   const T* w_g = static_cast<const T*>(p.x_proj) + c0 * J;  // the block's rows: nc * J contiguous elements
   // The block's x_proj rows go to shared memory in the background (all copies in flight at once)
   // while the conv update runs.
@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mam
 
   const int W = static_cast<int>(p.width), S = W - 1;
   float* u_g = p.u();
-  for (int i = threadIdx.x; i < kStepRows * CH; i += kStepThreads) {
-    const int r = i / CH, cl = i % CH;
+  for (int i = threadIdx.x; i < kStepRows * kStepChannels; i += kStepThreads) {
+    const int r = i / kStepChannels, cl = i % kStepChannels;
     const int64_t row = row0 + r, c = c0 + cl;
     float u = 0.0f;
     if (r < rows && cl < nc) {
@@ -83,12 +83,12 @@ __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mam
   for (int64_t i = threadIdx.x; i < rows * J; i += kStepThreads) {
     const int r = static_cast<int>(i / J);
     const int64_t j = i - r * J, row = row0 + r;
-    const float* u = u_s + r * CH;
+    const float* u = u_s + r * kStepChannels;
     const T* w = w_s + j;
     float a0 = 0.0f, a1 = 0.0f;  // two chains: the FMAs of one output are not all serial
-    if (nc == CH) {
+    if (nc == kStepChannels) {
 #pragma unroll 16
-      for (int cl = 0; cl < CH; cl += 2) {
+      for (int cl = 0; cl < kStepChannels; cl += 2) {
         a0 = fmaf(u[cl], to_f32(w[cl * J]), a0);
         a1 = fmaf(u[cl + 1], to_f32(w[(cl + 1) * J]), a1);
       }
@@ -274,28 +274,17 @@ cudaError_t launch_mamba1_step_dt_ssm(const Mamba1StepParams& p, cudaStream_t st
   return cudaSuccess;
 }
 
-// conv_xproj with CH channels per block; sets p.blocks, which the later kernels read.
-template <typename T, int CH>
-cudaError_t launch_mamba1_step_conv_xproj(Mamba1StepParams& p, cudaStream_t stream) {
-  p.blocks = (p.dim + CH - 1) / CH;
-  const size_t smem = sizeof(float) * kStepRows * CH + sizeof(T) * CH * p.cols;
-  cudaError_t e = cudaFuncSetAttribute(mamba1_step_conv_xproj<T, CH>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(smem));
-  if (e != cudaSuccess) return e;
-  const dim3 grid(static_cast<unsigned>(p.blocks), static_cast<unsigned>((p.batch + kStepRows - 1) / kStepRows));
-  mamba1_step_conv_xproj<T, CH><<<grid, kStepThreads, smem, stream>>>(p);
-  return cudaSuccess;
-}
-
-// channels: conv_xproj's channels per block, kStepChannels or kStepMinChannels (0: kStepChannels).
 template <typename T>
-cudaError_t launch_mamba1_step(const Mamba1StepParams& params, cudaStream_t stream, int channels = 0) {
-  if (params.batch == 0 || params.dim == 0) return cudaSuccess;
-  Mamba1StepParams p = params;
-  cudaError_t e = channels == kStepMinChannels ? launch_mamba1_step_conv_xproj<T, kStepMinChannels>(p, stream)
-                                               : launch_mamba1_step_conv_xproj<T, kStepChannels>(p, stream);
+cudaError_t launch_mamba1_step(const Mamba1StepParams& p, cudaStream_t stream) {
+  if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+  const int64_t J = p.cols, nb = p.blocks;
+  const unsigned row_blocks = static_cast<unsigned>((p.batch + kStepRows - 1) / kStepRows);
+  const size_t smem1 = sizeof(float) * kStepRows * kStepChannels + sizeof(T) * kStepChannels * J;
+  cudaError_t e = cudaFuncSetAttribute(mamba1_step_conv_xproj<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem1));
   if (e != cudaSuccess) return e;
-  const dim3 g2(static_cast<unsigned>((p.cols + kRedCols - 1) / kRedCols), static_cast<unsigned>(p.batch));
+  mamba1_step_conv_xproj<T><<<dim3(static_cast<unsigned>(nb), row_blocks), kStepThreads, smem1, stream>>>(p);
+  const dim3 g2(static_cast<unsigned>((J + kRedCols - 1) / kRedCols), static_cast<unsigned>(p.batch));
   mamba1_step_xproj_reduce<T><<<g2, kRedCols * kRedGroups, 0, stream>>>(p);
   // dt_ssm's rows per block: as many as the batch has, up to kStepRows (registers hold each row's states)
   e = p.batch == 1 ? launch_mamba1_step_dt_ssm<T, 1>(p, stream)

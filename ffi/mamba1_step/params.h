@@ -15,10 +15,8 @@
 
 namespace mamba_jax {
 
-// Channels per block of the fused step's conv_xproj kernel: kStepChannels (which bounds the x_proj rows a
-// block stages) or kStepMinChannels, the launcher's choice. The workspace holds one x_proj partial sum per
-// block of the smaller size; `blocks` is the launch's count.
-constexpr int64_t kStepChannels = 64, kStepMinChannels = 32;
+// Channels per block of the fused step's kernels; the workspace holds one x_proj partial sum per block.
+constexpr int64_t kStepChannels = 64;
 
 //   xz             : [B, 2E]     activation dtype T (in_proj's output: the conv input, then the gate z)
 //   conv_state     : [S, E, W-1] T, -> new_conv_state (may alias)
@@ -27,13 +25,13 @@ constexpr int64_t kStepChannels = 64, kStepMinChannels = 32;
 //   dt_proj        : [R, E] T;    dt_bias [E] f32;  A [E, N] f32 (= -exp(A_log));  D [E] f32 or null
 //   ssm_state      : [S, E, N] f32, -> new_ssm_state (may alias)
 //   y              : [B, E] T     (D skip and silu(z) gate applied: out_proj's input)
-//   workspace      : f32, [B, blocks, J] partial sums (sized for ceil(E / kStepMinChannels) blocks), then
-//                    [B, J] x_proj output, then [B, E] conv output (the SSM input)
+//   workspace      : f32, [B, ceil(E / kStepChannels), J] partial sums, then [B, J] x_proj output,
+//                    then [B, E] conv output (the SSM input)
 // With state_indices ([B] int32, else nullptr), both states are pools and row b reads and writes slot
 // state_indices[b] in place; a row whose slot is outside [0, S) touches no state and gets y = 0.
 struct Mamba1StepParams {
   int64_t batch, dim, dstate, dt_rank, width, n_slots;
-  int64_t cols, blocks;  // J = dt_rank + 2 dstate; conv_xproj's channel blocks (ceil(dim / its channels))
+  int64_t cols, blocks;  // J = dt_rank + 2 dstate; channel blocks ceil(dim / kStepChannels)
   const int32_t* state_indices;
   const void* xz;
   const void* conv_state;
@@ -55,7 +53,7 @@ struct Mamba1StepParams {
   MJ_STEP_HD float* u() const { return workspace + batch * (blocks * cols + cols); }
 
   static int64_t workspace_floats(int64_t batch, int64_t dim, int64_t dstate, int64_t dt_rank) {
-    const int64_t j = dt_rank + 2 * dstate, nb = (dim + kStepMinChannels - 1) / kStepMinChannels;
+    const int64_t j = dt_rank + 2 * dstate, nb = (dim + kStepChannels - 1) / kStepChannels;
     return batch * (nb * j + j + dim);
   }
 };

@@ -7,14 +7,13 @@ import jax.numpy as jnp
 
 from .. import _ffi
 
-STEP_CHANNELS = 64  # kStepChannels of ffi/mamba1_step/params.h: the most channels per block (x_proj rows staged)
-_MIN_CHANNELS = 32  # kStepMinChannels: the fewest, which sizes the partial sums
+STEP_CHANNELS = 64  # kStepChannels of ffi/mamba1_step/params.h: channels per block of the kernels
 
 
 def workspace_floats(batch: int, dim: int, dstate: int, dt_rank: int) -> int:
     """Float32 scratch of one call: x_proj partial sums per channel block, x_proj's output, the conv output."""
     j = dt_rank + 2 * dstate
-    return batch * (-(-dim // _MIN_CHANNELS) * j + j + dim)
+    return batch * (-(-dim // STEP_CHANNELS) * j + j + dim)
 
 
 def mamba1_step_ffi(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj, dt_proj, dt_bias, A, D,
