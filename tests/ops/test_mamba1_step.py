@@ -224,7 +224,10 @@ def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeyp
     y1, c1, s1 = run("1")
     y0, c0, s0 = run("0")
     assert_close(y1, np.asarray(y0, np.float64), dtype, "out", "fused y")
-    assert_close(c1, np.asarray(c0, np.float64), dtype, "conv_state", "fused conv state")
+    # The conv states hold in_proj's outputs, and each program computes in_proj with its own XLA GEMM: on
+    # the H200 the two programs' picks differed by one ulp in 4 of 76800 bf16 values (the fused op's own
+    # copy is exact: the op tests above). So they are compared as outputs, not as copies.
+    assert_close(c1, np.asarray(c0, np.float64), dtype, "out", "fused conv state")
     assert_close(s1, np.asarray(s0, np.float64), dtype, "state" if dtype == F32 else "out", "fused ssm state")
 
 
