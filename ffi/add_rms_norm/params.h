@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "common/type_tag.h"
+
 namespace mamba_jax {
 
 // The residual add of one block fused with the RMSNorm of the next (decode):
@@ -26,20 +28,15 @@ struct AddRmsNormParams {
   bool h_f32, scale_f32, out_f32;
 };
 
-template <typename T>
-struct AddRmsNormType {
-  using type = T;
-};
-
-// fn(AddRmsNormType<H>{}, AddRmsNormType<S>{}, AddRmsNormType<O>{}): the storage types of h (and
-// h_new), scale and x, each float or T as p's flags say.
+// fn(TypeTag<H>{}, TypeTag<S>{}, TypeTag<O>{}): the storage types of h (and h_new), scale and x, each
+// float or T as p's flags say.
 template <typename T, typename Fn>
 auto with_add_rms_norm_types(const AddRmsNormParams& p, Fn&& fn) {
   auto out = [&](auto h, auto s) {
-    return p.out_f32 ? fn(h, s, AddRmsNormType<float>{}) : fn(h, s, AddRmsNormType<T>{});
+    return p.out_f32 ? fn(h, s, TypeTag<float>{}) : fn(h, s, TypeTag<T>{});
   };
-  auto scale = [&](auto h) { return p.scale_f32 ? out(h, AddRmsNormType<float>{}) : out(h, AddRmsNormType<T>{}); };
-  return p.h_f32 ? scale(AddRmsNormType<float>{}) : scale(AddRmsNormType<T>{});
+  auto scale = [&](auto h) { return p.scale_f32 ? out(h, TypeTag<float>{}) : out(h, TypeTag<T>{}); };
+  return p.h_f32 ? scale(TypeTag<float>{}) : scale(TypeTag<T>{});
 }
 
 }  // namespace mamba_jax

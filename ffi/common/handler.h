@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "common/ffi_util.h"
+#include "common/type_tag.h"
 #include "targets.h"
 
 namespace mamba_jax {
@@ -31,11 +32,6 @@ template <typename Target, typename Ctx>
 auto bind_buffers() {
   return append_buffers<Target::num_operands, Target::num_results>(ffi::Ffi::Bind().Ctx<Ctx>());
 }
-
-template <typename T>
-struct TypeTag {
-  using type = T;
-};
 
 // The loop every handler runs after check(): fn(a.params(i), TypeTag<T>{}) for each slice i of the
 // leading (vmap) dimensions, T the platform's type for the call's activation dtype (F32, BF16, F16);
