@@ -10,7 +10,7 @@
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu ncu1 opprof chain decodeprof fusedprof
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu ncu1 opprof chain decodeprof
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
@@ -158,21 +158,6 @@ if has decodeprof; then
     [ -n "${KEEP_HLO:-}" ] && [ -f "/tmp/hlo-$tag/decode.hlo.txt" ] && [ ! -f "$OUT/decode-$model.hlo.txt" ] && \
       cp "/tmp/hlo-$tag/decode.hlo.txt" "$OUT/decode-$model.hlo.txt"
   done
-fi
-
-if has fusedprof; then  # the fused decode step (ops.mamba1_step) against the unfused one, and its kernels
-  stamp "mamba1_step: ffi (fused) vs xla (unfused) per step in a donated loop, then ncu of one fused step"
-  timeout "${PROF_TIMEOUT:-150}" python3 benchmarks/bench_ops.py --backend gpu --op mamba1_step --no-memory \
-    --out "$OUT/ops-mamba1-step.json" > "$OUT/ops-mamba1-step.log" 2>&1
-  echo "exit $?"; sed -n '/^op /,$p' "$OUT/ops-mamba1-step.log"
-  timeout 200 ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
-    --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section SourceCounters \
-    -k "regex:mamba1_step" --launch-skip "${NCU_SKIP:-30}" --launch-count 3 \
-    python3 benchmarks/bench_ops.py --backend gpu --op mamba1_step --impls ffi --quick --no-memory \
-    --out /tmp/ncu-m1s.json > "$OUT/ncu-mamba1-step.txt" 2>&1
-  echo "ncu exit $?"
-  grep -E "mamba1_step_[a-z_]+<|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible|Grid Size|Block Size" \
-    "$OUT/ncu-mamba1-step.txt" | head -60
 fi
 
 if has bench; then

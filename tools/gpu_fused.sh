@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 13's fused Mamba-1 decode step (ops.mamba1_step, ffi/mamba1_step/) on the GPU host, in one call:
 # build, its tests (float64 oracle, pools, vmap, grads, fused == unfused model step), compute-sanitizer
-# memcheck and racecheck over its small cases, Nsight Compute on its three kernels (a mamba-2.8b layer),
-# profiles of the fused decode step, then decode ms/token with MAMBA_JAX_FUSED_STEP=0 and =1 in the same
-# call (mamba-2.8b and mamba-130m, batches 1..16). Logs and JSON go to $OUT.
+# memcheck and racecheck over its small cases, its op benchmark against the unfused step, Nsight Compute on
+# its three kernels (a mamba-2.8b layer), profiles of the fused decode step, then decode ms/token with
+# MAMBA_JAX_FUSED_STEP=0 and =1 in the same call (mamba-2.8b and mamba-130m, batches 1..16). Logs and JSON
+# go to $OUT.
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
@@ -24,6 +25,10 @@ for tool in memcheck racecheck; do
     tests/ops/test_mamba1_step.py -k "ffi and (B3 or slot_pool)" > "$OUT/$tool-mamba1-step.log" 2>&1
   echo "$tool exit $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$OUT/$tool-mamba1-step.log" | tail -2
 done
+stamp "mamba1_step: ffi (fused) vs xla (unfused) per step in a donated loop (bench_ops)"
+timeout 150 python3 benchmarks/bench_ops.py --backend gpu --op mamba1_step --no-memory \
+  --out "$OUT/ops-mamba1-step.json" > "$OUT/ops-mamba1-step.log" 2>&1
+echo "exit $?"; sed -n '/^op /,$p' "$OUT/ops-mamba1-step.log"
 if command -v ncu > /dev/null; then
   for b in ${NCU_BATCHES:-1}; do
     stamp "ncu on the three kernels, a mamba-2.8b layer, batch $b"
