@@ -15,6 +15,7 @@ LOG="$OUT/decode.log"
 CASES=${CASES:-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64}
 TESTS=${TESTS:-tests/ops/test_add_rms_norm.py tests/ops/test_mamba1_step.py tests/test_generate.py tests/test_cuda.py::test_add_rms_norm_real_size}
 SAN_K=${SAN_K:-ffi and matches_oracle and (F7- or F2560- or 3x4097)}
+SAN_STEP_K=${SAN_STEP_K:-ffi and matches_oracle and (B1- or B2- or B3-)}  # mamba1_step's 1-, 2- and 4-row dt_ssm
 t0=$(date +%s)
 stamp() { echo "[$(($(date +%s) - t0))s] $*" | tee -a "$LOG"; }
 
@@ -32,13 +33,13 @@ echo "pytest exit $?" | tee -a "$LOG"; tail -4 /tmp/tests.log | tee -a "$LOG"
 grep -E "^(FAILED|ERROR)" /tmp/tests.log | head -20 | tee -a "$LOG"
 
 for tool in memcheck racecheck; do
-  stamp "compute-sanitizer $tool: tests/ops/test_add_rms_norm.py -k '$SAN_K', tests/ops/test_mamba1_step.py -k 'ffi and B3'"
+  stamp "compute-sanitizer $tool: tests/ops/test_add_rms_norm.py -k '$SAN_K', tests/ops/test_mamba1_step.py -k '$SAN_STEP_K'"
   timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
     tests/ops/test_add_rms_norm.py -k "$SAN_K" > /tmp/$tool-a.log 2>&1
   echo "$tool add_rms_norm exit $?" | tee -a "$LOG"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" /tmp/$tool-a.log | tail -2 | tee -a "$LOG"
   for ch in ${SAN_CHANNELS:-32}; do
     MAMBA_JAX_STEP_CHANNELS=$ch timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x \
-      -p no:cacheprovider tests/ops/test_mamba1_step.py -k "ffi and B3" > /tmp/$tool-m.log 2>&1
+      -p no:cacheprovider tests/ops/test_mamba1_step.py -k "$SAN_STEP_K" > /tmp/$tool-m.log 2>&1
     echo "$tool mamba1_step (channels $ch) exit $?" | tee -a "$LOG"
     grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" /tmp/$tool-m.log | tail -2 | tee -a "$LOG"
   done

@@ -7,6 +7,9 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
 
 namespace mamba_jax {
 namespace cuda {
@@ -115,6 +118,54 @@ inline cudaError_t current_device_attribute(cudaDeviceAttr attr, int* value) {
   int dev = 0;
   cudaError_t e = cudaGetDevice(&dev);
   return e == cudaSuccess ? cudaDeviceGetAttribute(value, attr, dev) : e;
+}
+
+// Programmatic dependent launch (sm_90+). A kernel launched with `launch_pdl` may start while the
+// kernel before it on the stream is still running: it issues the loads that do not depend on that
+// kernel, then `pdl_wait()` blocks until the previous grid has finished and its writes are visible.
+// `pdl_trigger()` lets the next PDL-launched kernel start before this one ends. Both are no-ops below
+// sm_90 and when the kernel was launched normally.
+MJ_DEVICE void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+MJ_DEVICE void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+// Whether launch_pdl sets the programmatic-serialization attribute: on devices of compute capability 9+,
+// unless the environment sets MAMBA_JAX_PDL=0 (read once; for measuring with and without).
+inline bool pdl_enabled() {
+  static const bool on = [] {
+    const char* env = std::getenv("MAMBA_JAX_PDL");
+    if (env && std::strcmp(env, "0") == 0) return false;
+    int major = 0;
+    return current_device_attribute(cudaDevAttrComputeCapabilityMajor, &major) == cudaSuccess && major >= 9;
+  }();
+  return on;
+}
+
+// Launches kernel<<<grid, block, smem, stream>>>(args...) as a programmatic dependent of the previous
+// kernel on the stream (when pdl_enabled(); otherwise an ordinary launch). The kernel must call
+// pdl_wait() before it reads anything the previous kernel writes.
+template <typename... KArgs, typename... Args>
+cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                       Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
 // cp.async (sm_80+): global -> shared copies that complete in the background

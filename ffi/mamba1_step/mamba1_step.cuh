@@ -7,6 +7,8 @@
 //      order: the result does not depend on scheduling).
 //   3. dt_ssm: per block of kDtChannels channels and up to kStepRows batch rows: dt = dt_proj(dt_low),
 //      softplus(dt + dt_bias), the state update, D skip and silu(z) gate.
+// Kernels 2 and 3 are programmatic dependent launches (sm_90+, see launch_pdl): each is scheduled while
+// the one before still runs, and dt_ssm loads its weights and states before it waits.
 // u, the x_proj output and dt are rounded to the activation dtype where the unfused path rounds them,
 // so the fused step follows the unfused one up to summation order.
 #pragma once
@@ -49,6 +51,7 @@ __global__ void __launch_bounds__(kStepThreads) mamba1_step_conv_xproj(const Mam
   const T* w_g = static_cast<const T*>(p.x_proj) + c0 * J;  // the block's rows: nc * J contiguous elements
   // The block's x_proj rows go to shared memory in the background (all copies in flight at once)
   // while the conv update runs.
+  pdl_trigger();  // the reduce may be scheduled now; it waits for this grid before reading
   constexpr int kVec = 16 / sizeof(T);
   if ((reinterpret_cast<uintptr_t>(w_g) & 15u) == 0 && (nc * J) % kVec == 0) {
     for (int64_t i = threadIdx.x; i < nc * J / kVec; i += kStepThreads) cp_async16(w_s + i * kVec, w_g + i * kVec);
@@ -107,6 +110,8 @@ __global__ void __launch_bounds__(kRedCols * kRedGroups) mamba1_step_xproj_reduc
   const int64_t J = p.cols, nb = p.blocks, row = blockIdx.y;
   const int cl = threadIdx.x % kRedCols, g = threadIdx.x / kRedCols;
   const int64_t j = int64_t(blockIdx.x) * kRedCols + cl;
+  pdl_trigger();  // dt_ssm may start its own loads now
+  pdl_wait();     // conv_xproj's partials
   float acc = 0.0f;
   if (j < J) {
     const float* src = p.workspace + row * nb * J + j;
@@ -184,7 +189,9 @@ __global__ void __launch_bounds__(kDtThreads) mamba1_step_dt_ssm(const Mamba1Ste
   const float d_skip = (live && p.D) ? p.D[c] : 0.0f;
   const float bias = (tid < ROWS * kDtChannels && cd < E) ? p.dt_bias[cd] : 0.0f;
 
-  // x_proj's output and u, from the step's earlier kernels.
+  // x_proj's output and u, from the step's earlier kernels (launched as a programmatic dependent, this
+  // kernel may have started before they finished).
+  pdl_wait();
   const float* x_dbl = p.x_dbl() + row0 * J;
   for (int i = tid; i < ROWS * J; i += kDtThreads) dbc[i] = i < rows * J ? x_dbl[i] : 0.0f;
   if (tid < ROWS * kDtChannels) {
@@ -270,8 +277,7 @@ cudaError_t launch_mamba1_step_dt_ssm(const Mamba1StepParams& p, cudaStream_t st
   if (e != cudaSuccess) return e;
   const dim3 grid(static_cast<unsigned>((p.dim + kDtChannels - 1) / kDtChannels),
                   static_cast<unsigned>((p.batch + ROWS - 1) / ROWS));
-  mamba1_step_dt_ssm<T, ROWS><<<grid, kDtThreads, smem, stream>>>(p);
-  return cudaSuccess;
+  return launch_pdl(mamba1_step_dt_ssm<T, ROWS>, grid, dim3(kDtThreads), smem, stream, p);
 }
 
 template <typename T>
@@ -285,7 +291,8 @@ cudaError_t launch_mamba1_step(const Mamba1StepParams& p, cudaStream_t stream) {
   if (e != cudaSuccess) return e;
   mamba1_step_conv_xproj<T><<<dim3(static_cast<unsigned>(nb), row_blocks), kStepThreads, smem1, stream>>>(p);
   const dim3 g2(static_cast<unsigned>((J + kRedCols - 1) / kRedCols), static_cast<unsigned>(p.batch));
-  mamba1_step_xproj_reduce<T><<<g2, kRedCols * kRedGroups, 0, stream>>>(p);
+  e = launch_pdl(mamba1_step_xproj_reduce<T>, g2, dim3(kRedCols * kRedGroups), 0, stream, p);
+  if (e != cudaSuccess) return e;
   // dt_ssm's rows per block: as many as the batch has, up to kStepRows (registers hold each row's states)
   e = p.batch == 1 ? launch_mamba1_step_dt_ssm<T, 1>(p, stream)
       : p.batch == 2 ? launch_mamba1_step_dt_ssm<T, 2>(p, stream)
