@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mamba_jax import shapes
 from mamba_jax.bench import model_config, random_prompts
 from mamba_jax.generate import _COMPILED, Generator
 from mamba_jax.nn import MambaLM
@@ -210,7 +211,7 @@ def dump_hlo(out_dir: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="mamba-130m", choices=["tiny", "mamba-130m", "mamba-2.8b"])
+    p.add_argument("--model", default="mamba-130m", choices=["tiny", "tiny2", *shapes.ALL])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--impl", default="auto", choices=["auto", "xla"])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])

@@ -10,7 +10,7 @@
 #   make gpu-all                      # or: OUT=/tmp/x STEPS="build check test" tools/gpu_all.sh
 set -uo pipefail
 OUT=${OUT:-gpu-out}
-STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu ncu1 opprof chain decodeprof
+STEPS=${STEPS:-build check sanitize test sweep bench}  # also: genbench anchors kernels ncu ncu1 opprof chain decodeprof ncuscan pdlops
 ARCH=${CUDA_ARCH:-90}
 TEST_TIMEOUT=${TEST_TIMEOUT:-210}
 TEST_K=${TEST_K-not model and not loading}  # set TEST_K="" for everything (":-" would treat "" as unset)
@@ -108,6 +108,30 @@ if has ncu1; then
   echo "ncu exit $?"
   grep -E "^  [a-z_]+.*\(|Duration|DRAM Throughput|Memory Throughput|L2 Cache Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|No Eligible" \
     "$OUT/ncu-profile.txt" | head -120
+fi
+
+if has ncuscan; then  # ours and mamba_ssm's selective scan on the same shapes (needs .anchors built)
+  stamp "Nsight Compute: selective scan, ours and mamba_ssm's, at ${NCU_SCAN_SHAPES:=1,2048,5120 1,2048,1536}"
+  sec="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats"
+  timeout 200 ncu --clock-control none $sec -k "regex:selective_scan_kernel|scan_carry" \
+    python3 benchmarks/ncu_scan.py --side ours --shapes $NCU_SCAN_SHAPES > "$OUT/ncu-scan-ours.txt" 2>&1
+  echo "ncu ours exit $?"
+  timeout 200 ncu --clock-control none $sec -k "regex:selective_scan_fwd" \
+    python3 benchmarks/ncu_scan.py --side theirs --shapes $NCU_SCAN_SHAPES > "$OUT/ncu-scan-theirs.txt" 2>&1
+  echo "ncu theirs exit $?"
+  for f in ours theirs; do
+    grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Block Size|Grid Size" \
+      "$OUT/ncu-scan-$f.txt" | head -80 | sed "s/^/[$f] /"
+  done
+fi
+
+if has pdlops; then  # the ops whose launches are programmatic dependents, with PDL off and on (MAMBA_JAX_PDL)
+  for v in 0 1; do
+    stamp "op benchmark ${PDL_OPS:=selective_scan,mamba1_step,mamba2_step}, MAMBA_JAX_PDL=$v"
+    MAMBA_JAX_PDL=$v timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_ops.py --backend gpu --op "$PDL_OPS" \
+      --impls ffi --no-memory --out "$OUT/ops-pdl$v.json" > "$OUT/ops-pdl$v.log" 2>&1
+    echo "exit $?"; sed -n '/^op /,$p' "$OUT/ops-pdl$v.log" | head -30
+  done
 fi
 
 if has opprof; then

@@ -4,7 +4,8 @@
 # compute-sanitizer over their small cases, then decode ms/token side by side with mamba_ssm
 # (benchmarks/bench_side_by_side.py --what gen), and our decode again under each VARIANTS environment
 # (e.g. "MAMBA_JAX_STEP_CHANNELS=32"), and the decode profiles of PROFILES (model:batch). Everything is
-# appended to $OUT/decode.log; JSON rows and the profiles beside it.
+# appended to $OUT/decode.log; JSON rows and the profiles beside it. TESTS, SAN_RUNS ("file|-k expression"
+# per line) and CASES (empty: no side by side) pick what runs.
 #
 #   OUT=/tmp/o tools/gpu_decode.sh
 set -uo pipefail
@@ -12,7 +13,7 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 LOG="$OUT/decode.log"
-CASES=${CASES:-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64}
+CASES=${CASES-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64}
 TESTS=${TESTS:-tests/ops/test_add_rms_norm.py tests/ops/test_mamba1_step.py tests/test_generate.py tests/test_cuda.py::test_add_rms_norm_real_size}
 SAN_K=${SAN_K:-ffi and matches_oracle and (F7- or F2560- or 3x4097)}
 SAN_STEP_K=${SAN_STEP_K:-ffi and matches_oracle and (B1- or B2- or B3-)}  # mamba1_step's 1-, 2- and 4-row dt_ssm
@@ -32,19 +33,23 @@ timeout "${TEST_TIMEOUT:-150}" python3 -m pytest -q -p no:cacheprovider $TESTS -
 echo "pytest exit $?" | tee -a "$LOG"; tail -4 /tmp/tests.log | tee -a "$LOG"
 grep -E "^(FAILED|ERROR)" /tmp/tests.log | head -20 | tee -a "$LOG"
 
+# compute-sanitizer runs: one "test file|-k expression" per line of SAN_RUNS
+SAN_RUNS=${SAN_RUNS:-"tests/ops/test_add_rms_norm.py|$SAN_K
+tests/ops/test_mamba1_step.py|$SAN_STEP_K"}
 for tool in memcheck racecheck; do
-  stamp "compute-sanitizer $tool: tests/ops/test_add_rms_norm.py -k '$SAN_K', tests/ops/test_mamba1_step.py -k '$SAN_STEP_K'"
-  timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
-    tests/ops/test_add_rms_norm.py -k "$SAN_K" > /tmp/$tool-a.log 2>&1
-  echo "$tool add_rms_norm exit $?" | tee -a "$LOG"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" /tmp/$tool-a.log | tail -2 | tee -a "$LOG"
-  for ch in ${SAN_CHANNELS:-32}; do
-    MAMBA_JAX_STEP_CHANNELS=$ch timeout 120 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x \
-      -p no:cacheprovider tests/ops/test_mamba1_step.py -k "$SAN_STEP_K" > /tmp/$tool-m.log 2>&1
-    echo "$tool mamba1_step (channels $ch) exit $?" | tee -a "$LOG"
-    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" /tmp/$tool-m.log | tail -2 | tee -a "$LOG"
-  done
+  i=0
+  while IFS='|' read -r file kexpr; do
+    [ -z "$file" ] && continue
+    i=$((i + 1))
+    stamp "compute-sanitizer $tool: $file -k '$kexpr'"
+    timeout "${SAN_TIMEOUT:-120}" compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x \
+      -p no:cacheprovider "$file" -k "$kexpr" > /tmp/$tool-$i.log 2>&1
+    echo "$tool exit $?" | tee -a "$LOG"
+    grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" /tmp/$tool-$i.log | tail -2 | tee -a "$LOG"
+  done <<< "$SAN_RUNS"
 done
 
+if [ -n "$CASES" ]; then
 stamp "decode side by side: $CASES"
 wait  # the anchors build
 cat /tmp/anchors-build.log 2>/dev/null | tail -2 | tee -a "$LOG"
@@ -52,6 +57,9 @@ timeout "${SBS_TIMEOUT:-300}" python3 benchmarks/bench_side_by_side.py --ops '' 
   --gen-models "${GEN_MODELS:-mamba-130m,mamba-2.8b}" --prefill-lens '' --timeout 250 --work /tmp/sbs \
   --out "$OUT/side-by-side-gen.json" > /tmp/sbs.log 2>&1
 echo "side by side exit $?" | tee -a "$LOG"; tail -12 /tmp/sbs.log | tee -a "$LOG"
+else
+  wait  # the anchors build
+fi
 
 for v in ${VARIANTS:-}; do
   stamp "decode with $v"
@@ -66,7 +74,7 @@ for spec in ${PROFILES:-mamba-2.8b:1 mamba-130m:1}; do
     > "$OUT/profile-$model-b$batch.log" 2>&1
   echo "exit $?" | tee -a "$LOG"; grep -iE "ms/token|idle|per step" "$OUT/profile-$model-b$batch.log" | head -6 | tee -a "$LOG"
 done
-for f in /tmp/check.log /tmp/tests.log /tmp/sbs.log /tmp/memcheck-a.log /tmp/racecheck-a.log; do
+for f in /tmp/check.log /tmp/tests.log /tmp/sbs.log /tmp/memcheck-*.log /tmp/racecheck-*.log; do
   [ -f "$f" ] && { echo "===== $f"; tail -60 "$f"; } >> "$OUT/tails.log"
 done
 stamp "done"
