@@ -35,6 +35,9 @@
   X(mamba1_step, 1, 1, ("xz", "conv_state", "conv_weight", "conv_bias", "x_proj", "dt_proj", "dt_bias",   \
                         "A", "D", "ssm_state", "state_indices"),                                      \
     ("y", "new_conv_state", "new_ssm_state", "workspace"))                                        \
+  X(mamba2_step, 1, 1, ("xBC", "dt", "conv_state", "ssm_state", "conv_weight", "conv_bias", "A", "D",        \
+                        "dt_bias", "z", "state_indices"),                                             \
+    ("y", "new_conv_state", "new_ssm_state", "workspace"))                                            \
   X(add_rms_norm, 1, 1, ("h", "y", "scale"), ("h_new", "x"))
 
 // The exported handler symbol of an op on each platform (defined in ffi/<op>/cpu.cc and cuda.cu).

@@ -315,6 +315,69 @@ def test_state_update_in_place(tag):
     _assert_close(y2, ref_y, dtype, "out", f"64 chained updates {tag} y")
 
 
+def _mamba2_step_built() -> bool:
+    return ops.cuda_available("mamba2_step")
+
+
+@pytest.mark.skipif(_has_cuda() and not _mamba2_step_built(), reason="the mamba2_step CUDA kernel is not built")
+@pytest.mark.parametrize("tag,batch", [("bf16", 1), ("bf16", 4), ("bf16", 64), ("bf16", 257), ("f32", 1), ("f16", 4)])
+def test_mamba2_step_real_size(tag, batch):
+    """ops.mamba2_step (one custom call: the conv update, then the state update as its programmatic
+    dependent) at mamba2-2.7b's layer equals the unfused causal_conv1d_update + ssd_state_update kernels bit
+    for bit: one step (both states donated: in place), 16 chained steps, and a slot pool with an
+    out-of-range slot. (tests/ops/test_mamba2_step.py compares the op with a float64 oracle at this size.)"""
+    from mamba_jax.ops.mamba2_step import split_xbc
+
+    dtype = DTYPES[tag]
+    rng = np.random.default_rng(batch)
+    H, P, N, G, W = 80, 64, 128, 1, 4
+    c = H * P + 2 * G * N
+    f = lambda *s: rng.standard_normal(s, dtype=np.float32)
+    xBC, dt = jnp.asarray(f(batch, c), dtype), jnp.asarray(0.5 * f(batch, H), dtype)
+    conv0, ssm0 = f(batch, c, W - 1), f(batch, H, P, N)
+    w, b = jnp.asarray(0.5 * f(c, W)), jnp.asarray(0.1 * f(c))
+    A = jnp.asarray(-np.exp(rng.uniform(-1, 2, H)).astype(np.float32))
+    D, bias = jnp.asarray(f(H)), jnp.asarray(rng.uniform(-4, -2, H).astype(np.float32))
+
+    def fused(conv, ssm, impl="ffi", idx=None):
+        return ops.mamba2_step(xBC, dt, conv, ssm, w, b, A, D, bias, state_indices=idx, implementation=impl)
+
+    def unfused(conv, ssm, idx=None):
+        u, conv = ops.causal_conv1d_update(xBC, conv, w, b, activation="silu", state_indices=idx, implementation="ffi")
+        x, B, C = split_xbc(u, H, P, N)
+        y, ssm = ops.ssd_state_update(ssm, x, dt, A, B, C, D, None, bias, dt_softplus=True, state_indices=idx,
+                                      implementation="ffi")
+        return y, conv, ssm
+
+    def chain(step, n=16):
+        def run(conv, ssm):
+            for _ in range(n):
+                y, conv, ssm = step(conv, ssm)
+            return y, conv, ssm
+        return jax.jit(run, donate_argnums=(0, 1))
+
+    states = lambda: (jnp.asarray(conv0, dtype), jnp.asarray(ssm0))
+    conv, ssm = states()
+    ptrs = (conv.unsafe_buffer_pointer(), ssm.unsafe_buffer_pointer())
+    one_f = jax.jit(fused, donate_argnums=(0, 1))(conv, ssm)
+    assert (one_f[1].unsafe_buffer_pointer(), one_f[2].unsafe_buffer_pointer()) == ptrs, "not updated in place"
+    one_u = jax.jit(unfused)(*states())
+    many_f, many_u = chain(fused)(*states()), chain(unfused)(*states())
+    names = ("y", "new_conv_state", "new_ssm_state")
+    for what, got, want in (("one step", one_f, one_u), ("16 steps", many_f, many_u)):
+        for name, a, r in zip(names, got, want):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(r), err_msg=f"{tag} B{batch} {what} {name}")
+    if batch >= 4:  # slot pool of batch + 3 rows; the last row's slot is out of range
+        idx = jnp.asarray(np.r_[rng.permutation(batch + 3)[:batch - 1], batch + 3].astype(np.int32))
+        pool = lambda: (jnp.asarray(f(batch + 3, c, W - 1), dtype), jnp.asarray(f(batch + 3, H, P, N)))
+        conv_p, ssm_p = pool()
+        got = jax.jit(lambda cs, ss, i: fused(cs, ss, idx=i))(conv_p, ssm_p, idx)
+        want = jax.jit(lambda cs, ss, i: unfused(cs, ss, idx=i))(conv_p, ssm_p, idx)
+        for name, a, r in zip(names, got, want):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(r), err_msg=f"{tag} B{batch} pool {name}")
+        assert not np.any(np.asarray(got[0][-1], np.float32)), "the out-of-range row's y must be 0"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Timing (python tests/test_cuda_ssd.py --bench [out.json])
 # ---------------------------------------------------------------------------------------------------

@@ -15,12 +15,14 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "add_rms_norm/add_rms_norm.cuh"
 #include "causal_conv1d/causal_conv1d.cuh"
 #include "causal_conv1d_update/causal_conv1d_update.cuh"
 #include "linear/linear.cuh"
+#include "mamba2_step/mamba2_step.cuh"
 #include "selective_scan/selective_scan.cuh"
 #include "selective_state_update/selective_state_update.cuh"
 
@@ -312,6 +314,81 @@ static void check_conv_update(int64_t B, int64_t D, int64_t W, bool in_place, in
   compare<T>("cupd s", id, in_place ? dst.get() : dns.get(), ns, 0.0);
 }
 
+// mamba2_step: the conv update + SiLU over C = H P + 2 G N channels, then the SSD state update on the
+// split (the second kernel a programmatic dependent of the first). Both states are updated in place, as a
+// decode loop runs them; with `pool`, row b takes slot (1 - b) mod (B + 2), the last row an out-of-range
+// slot (no state touched, y = 0). The reference rounds the conv output to T, as the op does.
+template <typename T>
+static void check_mamba2_step(int64_t B, int64_t H, int64_t P, int64_t N, int64_t G, int64_t W, bool pool = false,
+                              bool limit = false) {
+  const int64_t C = H * P + 2 * G * N, S = W - 1, slots = pool ? B + 2 : B;
+  const float dt_min = limit ? 0.02f : 0.0f, dt_max = limit ? 0.5f : INFINITY;
+  std::vector<int32_t> idx(B);
+  for (int64_t b = 0; b < B; ++b) idx[b] = b + 1 == B && pool ? int32_t(slots) : int32_t((slots + 1 - b) % slots);
+  HostArr<T> xbc, dt, z, cst;
+  xbc.fill(B * C, normal, 1.0); dt.fill(B * H, normal, 0.5); z.fill(B * H * P, normal, 1.0);
+  cst.fill(slots * C * S, normal, 1.0);
+  std::vector<float> w(C * W), cb(C), A(H), Dk(H * P), bias(H), st(slots * H * P * N);
+  for (auto& v : w) v = float(normal(1.0 / std::sqrt(double(W))));
+  for (auto& v : cb) v = float(normal(0.5));
+  for (auto& v : A) v = float(-std::exp(normal(0.5)));
+  for (auto& v : Dk) v = float(normal());
+  for (auto& v : bias) v = float(std::log(std::expm1(uniform(1e-3, 1e-1))));
+  for (auto& v : st) v = float(normal(0.5));
+  std::vector<double> y(B * H * P, 0.0), ncs(cst.d), nst(st.begin(), st.end()), u(C);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t slot = pool ? idx[b] : b;
+    if (slot < 0 || slot >= slots) continue;  // y stays 0
+    for (int64_t c = 0; c < C; ++c) {
+      const double* s = cst.d.data() + (slot * C + c) * S;
+      double acc = cb[c] + w[c * W + S] * xbc.d[b * C + c];
+      for (int64_t k = 0; k < S; ++k) acc += w[c * W + k] * s[k];
+      u[c] = to_d<T>(to_t<T>(silu_d(acc)));
+      for (int64_t k = 0; k < S; ++k) ncs[(slot * C + c) * S + k] = k + 1 < S ? s[k + 1] : xbc.d[b * C + c];
+    }
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t g = h / (H / G);
+      const double d = std::min(std::max(softplus_d(dt.d[b * H + h] + bias[h]), double(dt_min)), double(dt_max));
+      const double decay = std::exp(d * A[h]);
+      const double* Bv = u.data() + H * P + g * N;
+      const double* Cv = Bv + G * N;
+      for (int64_t p = 0; p < P; ++p) {
+        const double x = u[h * P + p];
+        double* hs = nst.data() + ((slot * H + h) * P + p) * N;
+        double acc = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          hs[n] = decay * hs[n] + d * x * Bv[n];
+          acc += hs[n] * Cv[n];
+        }
+        y[(b * H + h) * P + p] = (acc + Dk[h * P + p] * x) * silu_d(z.d[(b * H + h) * P + p]);
+      }
+    }
+  }
+  DevBuf<T> dxbc(xbc.t), ddt(dt.t), dz(z.t), dcs(cst.t), dws(B * C), dy(B * H * P);
+  DevBuf<float> dw(w), dcb(cb), dA(A), dD(Dk), dbias(bias), dst(st);
+  DevBuf<int32_t> didx(pool ? idx : std::vector<int32_t>());
+  dws.poison(); dy.poison();
+  Mamba2StepParams p{};
+  CausalConv1dUpdateParams& cp = p.conv;
+  cp.batch = B; cp.dim = C; cp.width = W; cp.n_slots = slots; cp.state_indices = didx.p;
+  cp.x = dxbc.p; cp.conv_state = dcs.p; cp.new_conv_state = dcs.p; cp.weight = dw.p; cp.bias = dcb.p; cp.y = dws.p;
+  cp.silu = true;
+  SsdStateUpdateParams& sp = p.ssm;
+  sp.batch = B; sp.nheads = H; sp.headdim = P; sp.dstate = N; sp.ngroups = G; sp.n_slots = slots;
+  sp.x_stride = C; sp.bc_stride = C; sp.state_indices = didx.p; sp.state = dst.p; sp.new_state = dst.p;
+  sp.x = dws.p; sp.Bm = dws.p + H * P; sp.Cm = dws.p + H * P + G * N; sp.dt = ddt.p; sp.A = dA.p; sp.Dskip = dD.p;
+  sp.z = dz.p; sp.dt_bias = dbias.p; sp.y = dy.p; sp.dt_min = dt_min; sp.dt_max = dt_max; sp.dt_softplus = true;
+  CK(launch_mamba2_step<T>(p, 0));
+  CK(cudaDeviceSynchronize());
+  char id[160];
+  std::snprintf(id, sizeof id, "B%lld-H%lld-P%lld-N%lld-G%lld-W%lld-%s%s%s", (long long)B, (long long)H, (long long)P,
+                (long long)N, (long long)G, (long long)W, tname<T>(), pool ? "-pool" : "", limit ? "-limit" : "");
+  compare<T>("m2s y", id, dy.get(), y, tol<T>());
+  compare<T>("m2s cs", id, dcs.get(), ncs, 0.0);
+  // a conv output one ulp apart (the reference rounds double, the kernel float) moves the state by dt x B's ulp
+  compare<float>("m2s h", id, dst.get(), nst, std::is_same<T, float>::value ? 2e-4 : tol<T>());
+}
+
 // linear (decode GEMV)
 template <typename T>
 static void check_linear(int64_t M, int64_t K, int64_t N) {
@@ -465,6 +542,14 @@ static int run_checks() {
   check_conv_update<float>(1, 12, 7, false, 0);
   check_conv_update<__half>(5, 24, 3, true, 128);
   check_conv_update<__nv_bfloat16>(2, 64, 4, true, 0, false);
+  std::printf("mamba2_step\n");
+  check_mamba2_step<__nv_bfloat16>(1, 80, 64, 128, 1, 4);  // mamba2-2.7b's layer
+  check_mamba2_step<__nv_bfloat16>(4, 80, 64, 128, 1, 4);
+  check_mamba2_step<float>(3, 3, 5, 7, 3, 3, false, true);  // odd: scalar conv and state paths
+  check_mamba2_step<__nv_bfloat16>(4, 3, 5, 7, 1, 4, true);  // odd, a pool with an out-of-range slot
+  check_mamba2_step<float>(2, 3, 5, 16, 1, 4);               // dstate 16 but B misaligned in the row: scalar
+  check_mamba2_step<__half>(5, 6, 16, 16, 2, 2, true, true);  // vector paths, pool
+  check_mamba2_step<__nv_bfloat16>(2, 4, 8, 256, 1, 8);      // dstate 256: two float4s per lane
   std::printf("add_rms_norm\n");
   using bf = __nv_bfloat16;
   check_add_rms_norm<bf, float>(3, 2560);          // vector path, the model's float32 residual

@@ -67,7 +67,7 @@ for v in ${VARIANTS:-}; do
     --impls auto --prefill-lens '' --no-plots --no-progress --out "$OUT/gen-${v//[^A-Za-z0-9_]/_}.json" > /tmp/gen-v.log 2>&1
   echo "exit $?" | tee -a "$LOG"; grep "ms/token" /tmp/gen-v.log | tee -a "$LOG"
 done
-for spec in ${PROFILES:-mamba-2.8b:1 mamba-130m:1}; do
+for spec in ${PROFILES-mamba-2.8b:1 mamba-130m:1}; do
   IFS=: read -r model batch <<< "$spec"
   stamp "decode profile: $model batch $batch (kernels per step)"
   timeout "${PROF_TIMEOUT:-100}" python3 benchmarks/profile_decode.py --model "$model" --batch "$batch" --impl auto \

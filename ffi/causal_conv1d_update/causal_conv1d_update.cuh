@@ -33,9 +33,11 @@ MJ_DEVICE float conv_update_channel(const T* s, T* ns, const T xv, const float* 
   return acc;
 }
 
-// causal_conv1d_update: one thread per (batch, channel).
-template <typename T>
+// causal_conv1d_update: one thread per (batch, channel). TRIGGER: pdl_trigger() first, so that the
+// programmatic dependent launched after it (mamba2_step's state update) starts its own loads early.
+template <typename T, bool TRIGGER>
 __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalConv1dUpdateParams p) {
+  if constexpr (TRIGGER) pdl_trigger();
   const int64_t bd = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (bd >= p.batch * p.dim) return;
   // 32-bit division when it fits (64-bit division is a long software sequence on the GPU).
@@ -56,8 +58,9 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_kernel(const CausalC
 // Vector path (dim a multiple of VEC = 16 / sizeof(T), 16-byte aligned operands): a thread owns VEC
 // consecutive channels of one row, whose VEC x (W - 1) state values are contiguous, so its state, x, y,
 // weights and bias each travel as whole 16-byte vectors, all loads issued before the arithmetic.
-template <typename T, int W>
+template <typename T, int W, bool TRIGGER>
 __global__ void __launch_bounds__(256) causal_conv1d_update_vec_kernel(const CausalConv1dUpdateParams p) {
+  if constexpr (TRIGGER) pdl_trigger();
   constexpr int VEC = 16 / sizeof(T), S = W - 1;
   using V = Vec<T, VEC>;
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // vector index
@@ -114,18 +117,18 @@ __global__ void __launch_bounds__(256) causal_conv1d_update_vec_kernel(const Cau
   store_vec<T, VEC>(static_cast<T*>(p.y) + e, out);
 }
 
-template <typename T, int W>
+template <typename T, int W, bool TRIGGER>
 cudaError_t launch_conv_update_vec(const CausalConv1dUpdateParams& p, cudaStream_t stream, int block) {
   const int64_t n = p.batch * p.dim / (16 / sizeof(T));
-  causal_conv1d_update_vec_kernel<T, W><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
+  causal_conv1d_update_vec_kernel<T, W, TRIGGER><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
 // block: threads per block (0: 64 for the vector kernel, 128 for the one-channel one; the checker sweeps
-// it); vec_ok = false keeps the one-channel kernel.
+// it); vec_ok = false keeps the one-channel kernel; TRIGGER as for the kernels.
 // The one-channel kernel, measured on the H200 (D5120 W4 bf16, per launch of 64 back to back), block
 // 32 / 64 / 128 / 256: B1 4.3 / 4.1 / 4.1 / 4.7 us, B64 8.9 / 6.0 / 4.9 / 4.9 us, B256 27.5 / 15.2 / 12.1 / 12.1 us.
-template <typename T>
+template <typename T, bool TRIGGER = false>
 cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaStream_t stream, int block = 0,
                                         bool vec_ok = true) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
@@ -136,19 +139,19 @@ cudaError_t launch_causal_conv1d_update(const CausalConv1dUpdateParams& p, cudaS
     // 3.3 / 3.3 / 3.8 us, B64 4.3 / 4.6 / 5.2 / 5.8 us, B256 11.4 / 11.1 / 11.3 / 11.4 us.
     if (block <= 0) block = 64;
     switch (p.width) {
-      case 2: return launch_conv_update_vec<T, 2>(p, stream, block);
-      case 3: return launch_conv_update_vec<T, 3>(p, stream, block);
-      case 4: return launch_conv_update_vec<T, 4>(p, stream, block);
-      case 5: return launch_conv_update_vec<T, 5>(p, stream, block);
-      case 6: return launch_conv_update_vec<T, 6>(p, stream, block);
-      case 7: return launch_conv_update_vec<T, 7>(p, stream, block);
-      case 8: return launch_conv_update_vec<T, 8>(p, stream, block);
+      case 2: return launch_conv_update_vec<T, 2, TRIGGER>(p, stream, block);
+      case 3: return launch_conv_update_vec<T, 3, TRIGGER>(p, stream, block);
+      case 4: return launch_conv_update_vec<T, 4, TRIGGER>(p, stream, block);
+      case 5: return launch_conv_update_vec<T, 5, TRIGGER>(p, stream, block);
+      case 6: return launch_conv_update_vec<T, 6, TRIGGER>(p, stream, block);
+      case 7: return launch_conv_update_vec<T, 7, TRIGGER>(p, stream, block);
+      case 8: return launch_conv_update_vec<T, 8, TRIGGER>(p, stream, block);
       default: break;
     }
   }
   if (block <= 0) block = 128;
   const int64_t n = p.batch * p.dim;
-  causal_conv1d_update_kernel<T><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
+  causal_conv1d_update_kernel<T, TRIGGER><<<static_cast<unsigned>((n + block - 1) / block), block, 0, stream>>>(p);
   return cudaGetLastError();
 }
 

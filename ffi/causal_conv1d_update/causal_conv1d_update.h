@@ -26,6 +26,12 @@ inline float conv_update_channel(const T* s, T* ns, const T xv, const float* w, 
   return a;
 }
 
+// The handlers' split of a call: items (batch, block of kLanes channels), tasks of >= ~2^16 taps.
+inline int64_t causal_conv1d_update_items(int64_t batch, int64_t dim) { return batch * num_channel_blocks(dim); }
+inline int64_t causal_conv1d_update_min_items(int64_t width) {
+  return std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, kLanes * width));
+}
+
 // Item = (batch, block): the taps of each channel are contiguous, so the dot products run per
 // channel; the activation runs on the block's results at once.
 template <typename T>

@@ -17,8 +17,8 @@ ffi::Error CausalConv1dUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer x, ffi::A
   MJ_RETURN_IF_ERROR(a.check());
   if (a.empty()) return ffi::Error::Success();
 
-  const int64_t items = a.batch * cpu::num_channel_blocks(a.dim);
-  const int64_t min_items = std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, cpu::kLanes * a.width));
+  const int64_t items = cpu::causal_conv1d_update_items(a.batch, a.dim);
+  const int64_t min_items = cpu::causal_conv1d_update_min_items(a.width);
   return parallel_slices(a, pool, items, min_items, [&](const auto& p, auto tag, int64_t b, int64_t e) {
     cpu::causal_conv1d_update<typename decltype(tag)::type>(p, b, e);
   });

@@ -56,6 +56,7 @@ struct SsdStateUpdateArgs {
     SsdStateUpdateParams p{};
     p.batch = batch; p.nheads = nheads; p.headdim = headdim; p.dstate = dstate; p.ngroups = ngroups;
     p.n_slots = n_slots;
+    p.x_stride = nheads * headdim; p.bc_stride = ngroups * dstate;
     p.state_indices = slice_ptr<const int32_t>(state_indices, lead, i);
     p.state = slice_ptr<const float>(state, lead, i);
     p.new_state = slice_ptr<float>(new_state, lead, i);

@@ -19,9 +19,8 @@ ffi::Error SsdStateUpdateImpl(ffi::ThreadPool pool, ffi::AnyBuffer state, ffi::A
   MJ_RETURN_IF_ERROR(a.check());
   if (a.empty()) return ffi::Error::Success();
 
-  // Items are (batch, head); tasks of >= ~2^17 state entries.
-  const int64_t items = a.batch * a.nheads;
-  const int64_t min_items = std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(1, a.headdim * a.dstate));
+  const int64_t items = cpu::ssd_state_update_items(a.batch, a.nheads);
+  const int64_t min_items = cpu::ssd_state_update_min_items(a.headdim, a.dstate);
   return for_each_slice<float, bf16_t, f16_t>(a, [&](const SsdStateUpdateParams& p, auto tag) {
     cpu::parallel_for(pool, items, min_items, [&](int64_t b, int64_t e) {
       cpu::ssd_state_update<typename decltype(tag)::type>(p, b, e);

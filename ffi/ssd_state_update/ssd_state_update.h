@@ -18,7 +18,11 @@
 namespace mamba_jax {
 namespace cpu {
 
-inline int64_t ssd_state_update_num_items(const SsdStateUpdateParams& p) { return p.batch * p.nheads; }
+// The handlers' split of a call: items (batch, head), tasks of >= ~2^17 state entries.
+inline int64_t ssd_state_update_items(int64_t batch, int64_t nheads) { return batch * nheads; }
+inline int64_t ssd_state_update_min_items(int64_t headdim, int64_t dstate) {
+  return std::max<int64_t>(1, (1 << 17) / std::max<int64_t>(1, headdim * dstate));
+}
 
 template <typename T>
 void ssd_state_update(const SsdStateUpdateParams& p, int64_t item_begin, int64_t item_end) {
@@ -36,14 +40,14 @@ void ssd_state_update(const SsdStateUpdateParams& p, int64_t item_begin, int64_t
     const float dt = ssd_dt(to_float(static_cast<const T*>(p.dt)[item]), p.dt_bias ? p.dt_bias[hd] : 0.0f,
                             p.dt_softplus, p.dt_min, p.dt_max);
     const vf decay = simd::splat(std::exp(dt * p.A[hd]));
-    const T* Bg = static_cast<const T*>(p.Bm) + (b * p.ngroups + g) * N;
-    const T* Cg = static_cast<const T*>(p.Cm) + (b * p.ngroups + g) * N;
+    const T* Bg = static_cast<const T*>(p.Bm) + b * p.bc_stride + g * N;
+    const T* Cg = static_cast<const T*>(p.Cm) + b * p.bc_stride + g * N;
     for (int64_t n = 0; n < N; n += kLanes) {
       const int64_t m = std::min<int64_t>(kLanes, N - n);
       store_lanes(Bf + n, load_lanes(Bg + n, m), m);
       store_lanes(Cf + n, load_lanes(Cg + n, m), m);
     }
-    const T* x = static_cast<const T*>(p.x) + item * P;
+    const T* x = static_cast<const T*>(p.x) + b * p.x_stride + hd * P;
     const T* z = p.z ? static_cast<const T*>(p.z) + item * P : nullptr;
     T* y = static_cast<T*>(p.y) + item * P;
     const float* s = p.state + (slot * H + hd) * P * N;

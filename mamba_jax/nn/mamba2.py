@@ -17,7 +17,8 @@ from flax import nnx
 
 from .. import ops
 from ..ops.elementwise import softplus
-from .mixer import MixerBase, _torch_default_init, _uniform, default_precision, inverse_softplus_dt_init
+from .mixer import (MixerBase, _torch_default_init, _uniform, default_precision, inverse_softplus_dt_init,
+                    use_fused_step)
 from .norm import RMSNorm
 
 f32 = jnp.float32
@@ -190,7 +191,13 @@ class Mamba2Mixer(MixerBase):
         A, w, b = self.step_constants() if constants is None else constants
         proj = self._decode_linear(impl)
         z, xBC, dt = self._split(self._project(x, proj))
-        xBC, conv_state = ops.causal_conv1d_update(xBC, conv_state.astype(xBC.dtype), w, b, activation="silu",
+        conv_state = conv_state.astype(xBC.dtype)
+        if self.tp_axis is None and use_fused_step(impl, x.shape[0]):
+            y, conv_state, ssm_state = ops.mamba2_step(
+                xBC, dt, conv_state, ssm_state, w, b, A, self._D(), self.dt_bias[...], self._scan_gate(z),
+                dt_limit=self.dt_limit, state_indices=state_indices, implementation=impl)
+            return self._output(y, z, proj), conv_state, ssm_state
+        xBC, conv_state = ops.causal_conv1d_update(xBC, conv_state, w, b, activation="silu",
                                                    state_indices=state_indices, implementation=impl)
         xs, B, C = self._heads(xBC)
         y, ssm_state = ops.ssd_state_update(ssm_state, xs, dt, A, B, C, self._D(), self._scan_gate(z),

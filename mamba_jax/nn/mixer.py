@@ -142,13 +142,14 @@ class MixerBase(nnx.Module):
 
 
 def use_fused_step(impl, batch: int) -> bool:
-    """Whether `MambaMixer.step` runs `ops.mamba1_step` (the fused decode step) instead of its unfused ops.
+    """Whether a mixer's decode step runs its fused op instead of its unfused ops: `MambaMixer.step`
+    `ops.mamba1_step`, `Mamba2Mixer.step` `ops.mamba2_step` (neither when the mixer is tensor-parallel).
 
     The environment variable MAMBA_JAX_FUSED_STEP, read when the step is traced: "auto" (the default) runs
-    the fused op at batch 1 on a GPU, where it measured faster than the unfused step on the H200 (decode
-    mamba-130m 0.624 -> 0.545 ms/token, mamba-2.8b 2.695 -> 2.594; slower from batch 4 on:
-    benchmarks/NOTES-cuda.md, "Session 10"); "1" runs it at every batch, "0" never. `implementation="xla"`
-    always runs the unfused ops."""
+    the fused op at batch 1 on a GPU, where mamba1_step measured faster than the unfused step on the H200
+    (decode mamba-130m 0.624 -> 0.545 ms/token, mamba-2.8b 2.695 -> 2.594; slower from batch 4 on:
+    benchmarks/NOTES-cuda.md, "Session 10"; mamba2_step is not measured yet); "1" runs it at every batch,
+    "0" never. `implementation="xla"` always runs the unfused ops."""
     mode = os.environ.get("MAMBA_JAX_FUSED_STEP", "auto")
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"MAMBA_JAX_FUSED_STEP must be auto, 0 or 1, got {mode!r}")

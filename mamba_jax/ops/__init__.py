@@ -10,6 +10,7 @@ from .causal_conv1d import causal_conv1d
 from .causal_conv1d_update import causal_conv1d_update
 from .linear import linear
 from .mamba1_step import mamba1_step
+from .mamba2_step import mamba2_step
 from .selective_scan import selective_scan
 from .selective_state_update import selective_state_update
 from .ssd_scan import ssd_scan
@@ -23,6 +24,7 @@ __all__ = [
     "causal_conv1d_update",
     "linear",
     "mamba1_step",
+    "mamba2_step",
     "add_rms_norm",
     "ssd_scan",
     "ssd_state_update",

@@ -20,9 +20,19 @@ from conftest import assert_close, tolerance
 from mamba_jax import ops
 
 F32, BF16, F16 = jnp.float32, jnp.bfloat16, jnp.float16
-# "ffi": the CPU or CUDA kernel of this backend, where built; None: per platform (the same kernel).
-_BUILT = {"cpu": ops.cpu_available("mamba1_step"), "gpu": ops.cuda_available("mamba1_step")}
-IMPLS = ["xla", None] + (["ffi"] if _BUILT.get(jax.default_backend()) else [])
+
+
+def ffi_built(op: str) -> bool:
+    return {"cpu": ops.cpu_available, "gpu": ops.cuda_available}.get(jax.default_backend(), lambda _: False)(op)
+
+
+def step_impls(op: str) -> list:
+    """The implementations to test: "xla"; None (per platform: the kernel where built); "ffi" (the CPU or
+    CUDA kernel of this backend, where built)."""
+    return ["xla", None] + (["ffi"] if ffi_built(op) else [])
+
+
+IMPLS = step_impls("mamba1_step")
 
 
 @pytest.fixture(params=IMPLS, ids=lambda v: str(v))
@@ -74,7 +84,8 @@ def inputs(rng, c: Case, n_slots=None):
         A=-jnp.exp(f((e, n), 0.5)), D=f((e,)) if c.skip else None)
 
 
-def _round(x, dtype):
+def round_to(x, dtype):
+    """x rounded to `dtype`, as float64."""
     return np.asarray(np.asarray(x, np.float64).astype(jnp.dtype(dtype)), np.float64)
 
 
@@ -88,9 +99,9 @@ def oracle_step(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj, dt_pr
     e = xz64.shape[1] // 2
     r, n = np.shape(dt_proj)[0], np.shape(A)[1]
     u, new_conv = oracle.causal_conv1d_update(xz64[:, :e], conv_state, conv_weight, conv_bias, activation="silu")
-    u = _round(u, act)
-    x_dbl = _round(u @ np.asarray(x_proj, np.float64), act)
-    dt = _round(x_dbl[:, :r] @ np.asarray(dt_proj, np.float64), act)
+    u = round_to(u, act)
+    x_dbl = round_to(u @ np.asarray(x_proj, np.float64), act)
+    dt = round_to(x_dbl[:, :r] @ np.asarray(dt_proj, np.float64), act)
     B, C = x_dbl[:, r:r + n], x_dbl[:, r + n:]
     y, new_ssm = oracle.selective_state_update(ssm_state, u, dt, A, B, C, D, xz64[:, e:], dt_bias, dt_softplus=True)
     # The same update on absolute values (the decay exp(dt A) is positive): |decay h| + |dt u B| per state.
@@ -105,13 +116,63 @@ def oracle_step(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj, dt_pr
 
 
 def check(c, impl, got, want, what=""):
+    """A fused step's (y, new_conv_state, new_ssm_state) against its oracle's (y, new_conv_state,
+    new_ssm_state, y_magnitude, state_magnitude); c.dtype is the activation dtype. (test_mamba2_step too.)"""
     y, conv, ssm = got
     assert y.dtype == c.dtype and conv.dtype == c.dtype and ssm.dtype == F32
     assert_close(y, want[0], c.dtype, "out", f"{impl} y {what}", magnitude=want[3])
     assert_close(conv, want[1], c.dtype, "conv_state", f"{impl} new_conv_state {what}")
-    # The state takes dt and B from x_proj's rounded output: float32 math on rounded inputs.
+    # The state takes its inputs from rounded outputs of the step's earlier stages: float32 math on inputs
+    # that may be one ulp apart.
     assert_close(ssm, want[2], c.dtype, "state" if c.dtype == F32 else "out", f"{impl} new_ssm_state {what}",
                  magnitude=want[4])
+
+
+def pool_rows(x: dict, slots, n_slots: int) -> dict:
+    """The step's arguments with both states replaced by the pool rows that `slots` name (slot 0 for the rows
+    whose slot is out of range), for the oracle."""
+    at = np.where(slots < n_slots, slots, 0)
+    return dict(x, conv_state=jnp.asarray(np.asarray(x["conv_state"])[at]),
+                ssm_state=jnp.asarray(np.asarray(x["ssm_state"])[at]))
+
+
+def check_pool(c, impl, x, slots, n_slots, got, want):
+    """A fused step on pools of n_slots rows (row b on slot slots[b]) against the oracle run on pool_rows:
+    y of the rows with a slot, y = 0 for those without, the slots the rows update and the untouched ones."""
+    y, conv, ssm = got
+    ok = slots < n_slots
+    assert_close(np.asarray(y)[ok], want[0][ok], c.dtype, "out", f"{impl} pooled y", magnitude=want[3][ok])
+    assert not np.any(np.asarray(y, np.float32)[~ok]), "an out-of-range slot must give y = 0"
+    conv_w, ssm_w = np.asarray(x["conv_state"], np.float64), np.asarray(x["ssm_state"], np.float64)
+    ssm_mag = np.zeros_like(ssm_w)  # slots no row updates: the plain tolerance
+    conv_w[slots[ok]] = want[1][ok]
+    ssm_w[slots[ok]] = want[2][ok]
+    ssm_mag[slots[ok]] = want[4][ok]
+    assert_close(conv, conv_w, c.dtype, "conv_state", f"{impl} conv pool")
+    assert_close(ssm, ssm_w, c.dtype, "state" if c.dtype == F32 else "out", f"{impl} ssm pool", magnitude=ssm_mag)
+
+
+def assert_fused_step_equals_unfused(mixer, xs, dtype, monkeypatch):
+    """mixer.step over the tokens xs [steps, batch, d] with MAMBA_JAX_FUSED_STEP=1 (the fused op) and =0 (the
+    unfused ops), from zero states: outputs and states agree."""
+    def run(flag):
+        monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", flag)
+        conv, ssm = mixer.init_state(xs.shape[1], dtype)
+        step = jax.jit(lambda x, c, s: mixer.step(x, c, s))
+        ys = []
+        for x in xs:
+            y, conv, ssm = step(x, conv, ssm)
+            ys.append(y)
+        return jnp.stack(ys), conv, ssm
+
+    y1, c1, s1 = run("1")
+    y0, c0, s0 = run("0")
+    assert_close(y1, np.asarray(y0, np.float64), dtype, "out", "fused y")
+    # The conv states hold in_proj's outputs, and each program computes in_proj with its own XLA GEMM: on
+    # the H200 the two programs' picks differed by one ulp in 4 of 76800 bf16 values (the fused op's own
+    # copy is exact: the op tests). So they are compared as outputs, not as copies.
+    assert_close(c1, np.asarray(c0, np.float64), dtype, "out", "fused conv state")
+    assert_close(s1, np.asarray(s0, np.float64), dtype, "state" if dtype == F32 else "out", "fused ssm state")
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -129,22 +190,8 @@ def test_slot_pool(case, impl, rng):
     x = inputs(rng, case, n_slots=7)
     slots = np.array([5, 0, 7, 2][:case.batch], np.int32)  # 7: not a slot (traced, so not rejected)
     step = jax.jit(functools.partial(ops.mamba1_step, implementation=impl))
-    y, conv, ssm = step(**x, state_indices=jnp.asarray(slots))
-    ok = slots < 7
-    rows = {k: x[k] for k in x}
-    rows["conv_state"] = np.asarray(x["conv_state"])[np.where(ok, slots, 0)]
-    rows["ssm_state"] = np.asarray(x["ssm_state"])[np.where(ok, slots, 0)]
-    want = oracle_step(**{k: (jnp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in rows.items()})
-    assert_close(np.asarray(y)[ok], want[0][ok], case.dtype, "out", f"{impl} pooled y", magnitude=want[3][ok])
-    assert not np.any(np.asarray(y, np.float32)[~ok]), "an out-of-range slot must give y = 0"
-    conv_w, ssm_w = np.asarray(x["conv_state"], np.float64), np.asarray(x["ssm_state"], np.float64)
-    ssm_mag = np.zeros_like(ssm_w)  # slots no row updates: the plain tolerance
-    conv_w[slots[ok]] = want[1][ok]
-    ssm_w[slots[ok]] = want[2][ok]
-    ssm_mag[slots[ok]] = want[4][ok]
-    assert_close(conv, conv_w, case.dtype, "conv_state", f"{impl} conv pool")
-    assert_close(ssm, ssm_w, case.dtype, "state" if case.dtype == F32 else "out", f"{impl} ssm pool",
-                 magnitude=ssm_mag)
+    got = step(**x, state_indices=jnp.asarray(slots))
+    check_pool(case, impl, x, slots, 7, got, oracle_step(**pool_rows(x, slots, 7)))
     with pytest.raises(ValueError, match="state_indices"):  # concrete values are checked
         ops.mamba1_step(**x, state_indices=jnp.asarray(slots), implementation=impl)
 
@@ -199,16 +246,6 @@ def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeyp
     rng = np.random.default_rng(0)
     xs = jnp.asarray(rng.standard_normal((3, batch, d_model)), dtype)
 
-    def run(flag):
-        monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", flag)
-        conv, ssm = mixer.init_state(batch, dtype)
-        step = jax.jit(lambda x, c, s: mixer.step(x, c, s))
-        ys = []
-        for x in xs:
-            y, conv, ssm = step(x, conv, ssm)
-            ys.append(y)
-        return jnp.stack(ys), conv, ssm
-
     from mamba_jax.nn.mixer import use_fused_step
 
     monkeypatch.delenv("MAMBA_JAX_FUSED_STEP", raising=False)
@@ -221,14 +258,7 @@ def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeyp
     monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", "yes")
     with pytest.raises(ValueError, match="MAMBA_JAX_FUSED_STEP"):
         use_fused_step(None, 1)
-    y1, c1, s1 = run("1")
-    y0, c0, s0 = run("0")
-    assert_close(y1, np.asarray(y0, np.float64), dtype, "out", "fused y")
-    # The conv states hold in_proj's outputs, and each program computes in_proj with its own XLA GEMM: on
-    # the H200 the two programs' picks differed by one ulp in 4 of 76800 bf16 values (the fused op's own
-    # copy is exact: the op tests above). So they are compared as outputs, not as copies.
-    assert_close(c1, np.asarray(c0, np.float64), dtype, "out", "fused conv state")
-    assert_close(s1, np.asarray(s0, np.float64), dtype, "state" if dtype == F32 else "out", "fused ssm state")
+    assert_fused_step_equals_unfused(mixer, xs, dtype, monkeypatch)
 
 
 def test_bad_inputs(rng):

@@ -5,7 +5,7 @@ cannot be timed here (or None); ops with a `peak_memory(quick)` also report devi
 import importlib
 
 NAMES = ("selective_scan", "selective_state_update", "causal_conv1d", "causal_conv1d_update", "linear",
-         "ssd_scan", "ssd_state_update", "mamba1_step")
+         "ssd_scan", "ssd_state_update", "mamba1_step", "mamba2_step")
 
 
 def entry(name: str):
