@@ -192,7 +192,7 @@ class Mamba2Mixer(MixerBase):
         proj = self._decode_linear(impl)
         z, xBC, dt = self._split(self._project(x, proj))
         conv_state = conv_state.astype(xBC.dtype)
-        if self.tp_axis is None and use_fused_step(impl, x.shape[0]):
+        if self.tp_axis is None and use_fused_step(impl, x.shape[0], every_batch=True):
             y, conv_state, ssm_state = ops.mamba2_step(
                 xBC, dt, conv_state, ssm_state, w, b, A, self._D(), self.dt_bias[...], self._scan_gate(z),
                 dt_limit=self.dt_limit, state_indices=state_indices, implementation=impl)

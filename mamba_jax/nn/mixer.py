@@ -141,21 +141,23 @@ class MixerBase(nnx.Module):
         return (self._A(), w.astype(f32), None if b is None else b.astype(f32))
 
 
-def use_fused_step(impl, batch: int) -> bool:
+def use_fused_step(impl, batch: int, *, every_batch: bool = False) -> bool:
     """Whether a mixer's decode step runs its fused op instead of its unfused ops: `MambaMixer.step`
     `ops.mamba1_step`, `Mamba2Mixer.step` `ops.mamba2_step` (neither when the mixer is tensor-parallel).
 
     The environment variable MAMBA_JAX_FUSED_STEP, read when the step is traced: "auto" (the default) runs
-    the fused op at batch 1 on a GPU, where mamba1_step measured faster than the unfused step on the H200
-    (decode mamba-130m 0.624 -> 0.545 ms/token, mamba-2.8b 2.695 -> 2.594; slower from batch 4 on:
-    benchmarks/NOTES-cuda.md, "Session 10"; mamba2_step is not measured yet); "1" runs it at every batch,
-    "0" never. `implementation="xla"` always runs the unfused ops."""
+    the fused op on a GPU, at batch 1 only unless `every_batch`; "1" runs it at every batch and on every
+    backend, "0" never. `implementation="xla"` always runs the unfused ops. mamba1_step is faster than the
+    unfused step at batch 1 only (its x_proj and dt_proj run on CUDA cores, which XLA runs as GEMMs from
+    batch 4 on); mamba2_step runs the unfused ops' own kernels, with one launch's latency hidden, so
+    Mamba2Mixer passes every_batch=True (H200 measurements: benchmarks/NOTES-cuda.md, "Session 10" and
+    "Session 11")."""
     mode = os.environ.get("MAMBA_JAX_FUSED_STEP", "auto")
     if mode not in ("auto", "0", "1"):
         raise ValueError(f"MAMBA_JAX_FUSED_STEP must be auto, 0 or 1, got {mode!r}")
     if impl == "xla" or mode == "0":
         return False
-    return mode == "1" or (batch == 1 and jax.default_backend() == "gpu")
+    return mode == "1" or ((batch == 1 or every_batch) and jax.default_backend() == "gpu")
 
 
 class MambaMixer(MixerBase):

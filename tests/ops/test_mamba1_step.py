@@ -251,6 +251,7 @@ def test_model_fused_step_equals_unfused(dtype, d_model, d_state, batch, monkeyp
     monkeypatch.delenv("MAMBA_JAX_FUSED_STEP", raising=False)
     on_gpu = jax.default_backend() == "gpu"
     assert use_fused_step(None, 1) == on_gpu and not use_fused_step(None, 4) and not use_fused_step("xla", 1)
+    assert use_fused_step(None, 4, every_batch=True) == on_gpu and not use_fused_step("xla", 4, every_batch=True)
     monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", "1")
     assert use_fused_step(None, 4) and not use_fused_step("xla", 1)
     monkeypatch.setenv("MAMBA_JAX_FUSED_STEP", "0")
