@@ -127,7 +127,7 @@ fi
 
 if has pdlops; then  # the ops whose launches are programmatic dependents, with PDL off and on (MAMBA_JAX_PDL)
   for v in 0 1; do
-    stamp "op benchmark ${PDL_OPS:=selective_scan,mamba1_step,mamba2_step}, MAMBA_JAX_PDL=$v"
+    stamp "op benchmark ${PDL_OPS:=mamba1_step,mamba2_step}, MAMBA_JAX_PDL=$v"
     MAMBA_JAX_PDL=$v timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_ops.py --backend gpu --op "$PDL_OPS" \
       --impls ffi --no-memory --out "$OUT/ops-pdl$v.json" > "$OUT/ops-pdl$v.log" 2>&1
     echo "exit $?"; sed -n '/^op /,$p' "$OUT/ops-pdl$v.log" | head -30

@@ -31,8 +31,6 @@ namespace cuda {
 // piece takes the rest). Pass kScanEnd runs pieces 0 .. P-2 from a zero state and leaves each one's end
 // state and sum of dt in the next piece's "band" of y; scan_carry_kernel turns those into the state
 // entering each piece; pass kScanFinal runs every piece from that state and writes y over the band.
-// The carry and final launches are programmatic dependents (launch_pdl): scheduled while the launch
-// before them runs, they wait (pdl_wait) before touching what it writes.
 // A block's band is y[b, piece start + r, d0 .. d0 + K) for the first rows r: only that block writes
 // there, after reading it.
 enum ScanPass : int { kScanWhole = 0, kScanEnd = 1, kScanFinal = 2 };
@@ -65,8 +63,6 @@ constexpr int64_t scan_band_rows(int64_t dstate) {
 // q-1 + piece q-1's end state from zero, written over the latter in piece q's band.
 template <typename T, int K>
 __global__ void __launch_bounds__(256) scan_carry_kernel(const SelectiveScanParams p, const ScanLaunch ln) {
-  pdl_trigger();
-  pdl_wait();  // the end states of pass kScanEnd
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t N = p.dstate, D = p.dim;
   if (i >= p.batch * D * N) return;
@@ -209,6 +205,31 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
   const T* B_g = static_cast<const T*>(p.Bm) + bc_off;
   const T* C_g = static_cast<const T*>(p.Cm) + bc_off;
 
+  // This lane's recurrence: channel d, states j*S ... j*S+S-1 (padding states stay zero).
+  const int64_t d = d0 + c;
+  const bool chan_ok = c < nch;
+  float A2[S], h[S];
+#pragma unroll
+  for (int s = 0; s < S; ++s) {
+    const int64_t n = int64_t(j) * S + s;
+    const bool ok = chan_ok && n < N;
+    A2[s] = ok ? p.A[d * N + n] * kLog2e : 0.0f;
+    if (end_only)  // every piece from zero (scan_carry_kernel adds the initial state)
+      h[s] = 0.0f;
+    else if (piece > 0)  // the carried state in this piece's band
+      h[s] = ok ? *scan_band<T, K>(p, b, t_begin, d0, c * (N + 1) + n) : 0.0f;
+    else
+      h[s] = (ok && p.initial_state) ? p.initial_state[(b * D + d) * N + n] : 0.0f;
+  }
+  float sum_dt = 0.0f;  // kScanEnd: this channel's sum of dt over the piece
+  const float dskip = (chan_ok && p.Dskip) ? p.Dskip[d] : 0.0f;
+  // In "prepare", thread tid always handles channel tid % K (NT is a multiple of K).
+  const int pc = tid % K;
+  const bool pc_ok = pc < nch;
+  const float pbias = (pc_ok && p.delta_bias) ? p.delta_bias[d0 + pc] : 0.0f;
+
+  const int64_t nchunks = (L + TC - 1) / TC;
+
   auto rows_of = [&](int64_t k) -> int { return static_cast<int>(L - k * TC < TC ? L - k * TC : TC); };
   // Float index in s_BC of state n of B (q = 0) or C (q = 1) at chunk step t.
   auto bc_index = [](int t, int q, int n) { return (t * G + n / S) * (2 * S) + q * S + n % S; };
@@ -252,35 +273,6 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     }
     cp_async_commit();
   };
-
-  // This lane's recurrence: channel d, states j*S ... j*S+S-1 (padding states stay zero).
-  const int64_t d = d0 + c;
-  const bool chan_ok = c < nch;
-  const int64_t nchunks = (L + TC - 1) / TC;
-  // Chunk 0 of the inputs (no kernel of this call writes them) is requested before pdl_wait: the carry
-  // and final passes are programmatic dependents of the pass before them (launch_scan_cfg).
-  pdl_trigger();
-  if (nchunks > 0) load_chunk(0, 0);
-  pdl_wait();
-  float A2[S], h[S];
-#pragma unroll
-  for (int s = 0; s < S; ++s) {
-    const int64_t n = int64_t(j) * S + s;
-    const bool ok = chan_ok && n < N;
-    A2[s] = ok ? p.A[d * N + n] * kLog2e : 0.0f;
-    if (end_only)  // every piece from zero (scan_carry_kernel adds the initial state)
-      h[s] = 0.0f;
-    else if (piece > 0)  // the carried state in this piece's band
-      h[s] = ok ? *scan_band<T, K>(p, b, t_begin, d0, c * (N + 1) + n) : 0.0f;
-    else
-      h[s] = (ok && p.initial_state) ? p.initial_state[(b * D + d) * N + n] : 0.0f;
-  }
-  float sum_dt = 0.0f;  // kScanEnd: this channel's sum of dt over the piece
-  const float dskip = (chan_ok && p.Dskip) ? p.Dskip[d] : 0.0f;
-  // In "prepare", thread tid always handles channel tid % K (NT is a multiple of K).
-  const int pc = tid % K;
-  const bool pc_ok = pc < nch;
-  const float pbias = (pc_ok && p.delta_bias) ? p.delta_bias[d0 + pc] : 0.0f;
 
   // Raw chunk k -> float32 operands of the recurrence. Steps past the end get dt = 0 and B = 0, so
   // they leave the state as it is (exp(0) = 1), which keeps last_state right.
@@ -382,6 +374,7 @@ MJ_DEVICE void selective_scan_body(const SelectiveScanParams& p, const ScanLaunc
     }
   };
 
+  if (nchunks > 0) load_chunk(0, 0);
   for (int64_t k = 0; k < nchunks; ++k) {
     const int st = static_cast<int>(k & 1);
     cp_async_wait_all();
@@ -488,16 +481,11 @@ cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream, b
       kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(ln.pieces - 1)), Cfg::kThreads, smem,
                stream>>>(p, ln);
       const int64_t n = p.batch * p.dim * p.dstate;
-      cudaError_t e = launch_pdl(scan_carry_kernel<T, K>, dim3(static_cast<unsigned>((n + 255) / 256)), dim3(256), 0,
-                                 stream, p, ln);
-      if (e != cudaSuccess) return e;
+      scan_carry_kernel<T, K><<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(p, ln);
       ln.pass = kScanFinal;
-      e = launch_pdl(kernel, dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(ln.pieces)),
-                     dim3(Cfg::kThreads), smem, stream, p, ln);
-      if (e != cudaSuccess) return e;
-    } else {
-      kernel<<<dim3(static_cast<unsigned>(blocks), 1), Cfg::kThreads, smem, stream>>>(p, ln);
     }
+    kernel<<<dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(ln.pieces)), Cfg::kThreads, smem, stream>>>(
+        p, ln);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess) return e;
   }
