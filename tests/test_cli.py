@@ -199,6 +199,26 @@ def test_report_names_the_run_of_a_cross_run_pure_jax_ratio(tmp_path):
     assert "(pure JAX" not in lines[("| selective_scan", "ffi")], table
 
 
+def test_report_decode_rows_come_from_the_latest_run_of_each_batch(tmp_path):
+    """docs/results.md's decode table: a run that re-measured only batch 1 replaces the batch-1 rows and
+    leaves the other batches' rows of the older run in the table (each side on its own)."""
+    from mamba_jax.bench import report, results as R
+
+    def row(source, batch, ms, commit, day):
+        return {"source": source, "bench": "generate", "kind": "decode", "model": "mamba-2.8b", "batch": batch,
+                "implementation": "auto" if source == "mamba-jax" else "mamba_ssm", "median_ms": ms,
+                "device_kind": "NVIDIA H200", "git_commit": commit, "date": f"2026-11-{day}T00:00:00"}
+
+    (tmp_path / "old.json").write_text(json.dumps([row("mamba-jax", 1, 2.5, "old", 29), row("mamba-jax", 64, 4.4, "old", 29),
+                                                   row("mamba_ssm", 1, 3.3, "old", 29), row("mamba_ssm", 64, 4.7, "old", 29)]))
+    (tmp_path / "new.json").write_text(json.dumps([row("mamba-jax", 1, 2.3, "new", 30), row("mamba_ssm", 1, 3.2, "new", 30)]))
+    table = report.generation_tables(R.load_rows([tmp_path]), "NVIDIA H200")
+    got = {(ln.split(" | ")[1], ln.split(" | ")[2]): (ln.split(" | ")[3], ln.split(" | ")[-1])
+           for ln in table.splitlines() if ln.startswith("| mamba-2.8b")}
+    assert got == {("1", "auto"): ("2.300", "new 2026-11-30 |"), ("1", "mamba_ssm"): ("3.200", "new 2026-11-30 |"),
+                   ("64", "auto"): ("4.400", "old 2026-11-29 |"), ("64", "mamba_ssm"): ("4.700", "old 2026-11-29 |")}, table
+
+
 def test_profile_ops_rows(tmp_path):
     """benchmarks/profile_ops.py runs the op benchmark's decode-loop program and writes one row per case
     and implementation: the untraced per-call time everywhere, and on a GPU the kernel time per call

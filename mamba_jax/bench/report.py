@@ -67,10 +67,14 @@ def generation_tables(rows: list[dict], device: str) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
     pre = ["| model | prompt tokens | impl | prefill ms | peak GB (process-wide) | run |", "|---|---|---|---|---|---|"]
     for model in models:
-        latest = R.latest_run(gen, model=model, source="mamba-jax")
-        theirs = R.latest_run(gen, model=model, source="mamba_ssm")
-        for r in sorted(latest + theirs, key=lambda r: (r["kind"], r.get("batch") or 0, r.get("prompt_len") or 0,
-                                                         r["implementation"])):
+        # Each (kind, batch, prompt length) from the latest run that measured it, on each side: a run that
+        # re-measured only some batches does not hide the others.
+        cases = sorted({(r["kind"], r.get("batch"), r.get("prompt_len")) for r in gen if r["model"] == model},
+                       key=lambda c: (c[0], c[1] or 0, c[2] or 0))
+        picked = [r for kind, batch, plen in cases for source in ("mamba-jax", "mamba_ssm")
+                  for r in R.latest_run(gen, model=model, source=source, kind=kind, batch=batch, prompt_len=plen)]
+        for r in sorted(picked, key=lambda r: (r["kind"], r.get("batch") or 0, r.get("prompt_len") or 0,
+                                               r["implementation"])):
             run = f"{r['git_commit'] or r.get('recorded_in') or '?'} {str(r.get('date'))[:10]}"
             peak = _f(r["peak_bytes_in_use"] / 1e9, "{:.2f}") if r.get("peak_bytes_in_use") else "-"
             if r["kind"] == "decode":
