@@ -13,8 +13,8 @@ OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 LOG="$OUT/decode.log"
-CASES=${CASES-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64}
-TESTS=${TESTS:-tests/ops/test_add_rms_norm.py tests/ops/test_mamba1_step.py tests/test_generate.py tests/test_cuda.py::test_add_rms_norm_real_size}
+CASES=${CASES-mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64,mamba2-2.7b:1,mamba2-2.7b:16}
+TESTS=${TESTS:-tests/ops/test_add_rms_norm.py tests/ops/test_mamba1_step.py tests/ops/test_mamba2_step.py tests/test_generate.py tests/test_cuda.py::test_add_rms_norm_real_size tests/test_cuda_ssd.py::test_mamba2_step_real_size}
 SAN_K=${SAN_K:-ffi and matches_oracle and (F7- or F2560- or 3x4097)}
 SAN_STEP_K=${SAN_STEP_K:-ffi and matches_oracle and (B1- or B2- or B3-)}  # mamba1_step's 1-, 2- and 4-row dt_ssm
 t0=$(date +%s)
@@ -35,7 +35,8 @@ grep -E "^(FAILED|ERROR)" /tmp/tests.log | head -20 | tee -a "$LOG"
 
 # compute-sanitizer runs: one "test file|-k expression" per line of SAN_RUNS
 SAN_RUNS=${SAN_RUNS:-"tests/ops/test_add_rms_norm.py|$SAN_K
-tests/ops/test_mamba1_step.py|$SAN_STEP_K"}
+tests/ops/test_mamba1_step.py|$SAN_STEP_K
+tests/ops/test_mamba2_step.py|ffi and (matches_oracle or slot_pool) and (H3- or H4- or H6- or H1-)"}
 for tool in memcheck racecheck; do
   i=0
   while IFS='|' read -r file kexpr; do
@@ -54,7 +55,7 @@ stamp "decode side by side: $CASES"
 wait  # the anchors build
 cat /tmp/anchors-build.log 2>/dev/null | tail -2 | tee -a "$LOG"
 timeout "${SBS_TIMEOUT:-300}" python3 benchmarks/bench_side_by_side.py --ops '' --what gen --gen-cases "$CASES" \
-  --gen-models "${GEN_MODELS:-mamba-130m,mamba-2.8b}" --prefill-lens '' --timeout 250 --work /tmp/sbs \
+  --gen-models "${GEN_MODELS:-mamba-130m,mamba-2.8b,mamba2-2.7b}" --prefill-lens '' --timeout 250 --work /tmp/sbs \
   --out "$OUT/side-by-side-gen.json" > /tmp/sbs.log 2>&1
 echo "side by side exit $?" | tee -a "$LOG"; tail -12 /tmp/sbs.log | tee -a "$LOG"
 else
