@@ -129,9 +129,24 @@ def oracle_run(case, inputs, key=None, **extra):
     return _ORACLE_CACHE[key]
 
 
-def check(case, impl, y, final, y_ref, final_ref, what=""):
+def oracle_magnitude(case, inputs):
+    """Per element of y, the sum of the absolute values of the terms that make it: the oracle on |x|, |B|,
+    |C|, |D| and |initial_state| (the decays are positive), times |silu(z)|."""
+    key = (case.id, "magnitude")
+    if key not in _ORACLE_CACHE:
+        ab = lambda v: None if v is None else np.abs(np.asarray(v, np.float64))
+        kw = {**inputs, **{k: ab(inputs[k]) for k in ("x", "B", "C", "D", "initial_state")}, "z": None}
+        y_abs, _ = oracle_ssd.ssd_scan(**kw, **case.options())
+        if inputs["z"] is not None:
+            z = np.asarray(inputs["z"], np.float64)
+            y_abs = y_abs * np.abs(z / (1.0 + np.exp(-z)))
+        _ORACLE_CACHE[key] = y_abs
+    return _ORACLE_CACHE[key]
+
+
+def check(case, impl, y, final, y_ref, final_ref, what="", y_magnitude=None):
     assert y.dtype == case.dtype and final.dtype == F32
-    assert_close(y, y_ref, case.dtype, "out", f"{impl} {what}y")
+    assert_close(y, y_ref, case.dtype, "out", f"{impl} {what}y", magnitude=y_magnitude)
     assert_close(final, final_ref, case.dtype, "state", f"{impl} {what}final_state")
 
 
@@ -177,7 +192,11 @@ REF_CASES = rows(
 def test_matches_oracle(case, impl):
     inputs = scan_inputs(case_rng(case), case)
     y, final = run(impl, inputs, case)
-    check(case, impl, y, final, *oracle_run(case, inputs))
+    # The pure-JAX path takes each decay exp(cs_t - cs_s) from prefix sums cs of dt A over a chunk (up to
+    # |cs| ~ 100 here), so every term carries a relative error ~|cs| x 6e-8 (1e-5 in float32 at chunk 256):
+    # its y error scales with the sum of the terms' absolute values, not with y.
+    mag = oracle_magnitude(case, inputs) if impl == "xla" else None
+    check(case, impl, y, final, *oracle_run(case, inputs), y_magnitude=mag)
 
 
 @pytest.mark.parametrize("case", REF_CASES)
