@@ -26,7 +26,7 @@ chunk, so with A <= 0 and dt >= 0 nothing exp's a positive number, however long 
 exp(cs_t - cs_s) taken from two prefix sums carries a relative error of about |cs| x 6e-8 (|cs| reaches
 ~100 over a chunk of 256 at Mamba-2's A and dt), so y's error scales with the sum of its terms' absolute
 values: ~1e-5 of it in float32 (the CUDA kernel, whose chunks are 64 positions whatever chunk_size
-says, keeps |cs| four times smaller: ~1e-6 on the same test case).
+says, sums over fewer positions: ~1e-6 on the same test case).
 
 Metal: only dot_general, elementwise math, single-operand reduce, while (scan with a static
 length), broadcast/reshape/transpose, concatenate, slices and gather. See metal_allowlist.py.
