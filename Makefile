@@ -58,9 +58,14 @@ gpu-fused:
 
 gpu-side-by-side: gpu-build
 	python3 benchmarks/bench_side_by_side.py --ops selective_scan,causal_conv1d,selective_state_update,causal_conv1d_update \
-	  --gen-cases mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64 --what ops,gen \
-	  --gen-models mamba-130m,mamba-2.8b --timeout 170 --profile --work $(or $(OUT),gpu-out)/sbs \
-	  --out $(or $(OUT),gpu-out)/side-by-side.json
+	  --gen-cases mamba-2.8b:1,mamba-2.8b:16,mamba-2.8b:64,mamba-130m:1,mamba-130m:64,mamba2-2.7b:1,mamba2-2.7b:16 \
+	  --what ops,gen --gen-models mamba-130m,mamba-2.8b,mamba2-2.7b --timeout 170 --profile \
+	  --work $(or $(OUT),gpu-out)/sbs --out $(or $(OUT),gpu-out)/side-by-side.json
+
+# Prefill of mamba-2.8b at 2048 and 65536 tokens on both sides (time and peak memory).
+gpu-side-by-side-prefill: gpu-build
+	python3 benchmarks/bench_side_by_side.py --ops '' --gen-cases mamba-2.8b:1 --prefill-lens 2048,65536 --what prefill \
+	  --timeout 300 --work $(or $(OUT),gpu-out)/sbs-prefill --out $(or $(OUT),gpu-out)/side-by-side-prefill.json
 
 clean:
 	rm -rf build $(VENV)/.built
