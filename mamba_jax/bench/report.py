@@ -69,8 +69,7 @@ def generation_tables(rows: list[dict], device: str) -> str:
     for model in models:
         # Each (kind, batch, prompt length) from the latest run that measured it, on each side: a run that
         # re-measured only some batches does not hide the others.
-        cases = sorted({(r["kind"], r.get("batch"), r.get("prompt_len")) for r in gen if r["model"] == model},
-                       key=lambda c: (c[0], c[1] or 0, c[2] or 0))
+        cases = {(r["kind"], r.get("batch"), r.get("prompt_len")) for r in gen if r["model"] == model}
         picked = [r for kind, batch, plen in cases for source in ("mamba-jax", "mamba_ssm")
                   for r in R.latest_run(gen, model=model, source=source, kind=kind, batch=batch, prompt_len=plen)]
         for r in sorted(picked, key=lambda r: (r["kind"], r.get("batch") or 0, r.get("prompt_len") or 0,

@@ -17,6 +17,7 @@ from flax import nnx
 
 from .. import ops
 from ..ops.elementwise import softplus
+from ..ops.mamba2_step import split_xbc
 from .mixer import (MixerBase, _torch_default_init, _uniform, default_precision, inverse_softplus_dt_init,
                     use_fused_step)
 from .norm import RMSNorm
@@ -110,11 +111,7 @@ class Mamba2Mixer(MixerBase):
 
     def _heads(self, xBC):
         """conv output [..., c] -> (x [..., h, p], B [..., g, n], C [..., g, n])."""
-        e, gn = self.d_inner, self.ngroups * self.d_state
-        lead = xBC.shape[:-1]
-        return (xBC[..., :e].reshape(*lead, self.nheads, self.headdim),
-                xBC[..., e:e + gn].reshape(*lead, self.ngroups, self.d_state),
-                xBC[..., e + gn:].reshape(*lead, self.ngroups, self.d_state))
+        return split_xbc(xBC, self.nheads, self.headdim, self.d_state)
 
     def _output(self, y, z, proj):
         """Scan output y [..., h, p] -> gated norm -> out_proj -> [..., d] in z's dtype."""

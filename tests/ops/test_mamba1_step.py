@@ -111,7 +111,7 @@ def oracle_step(xz, conv_state, ssm_state, conv_weight, conv_bias, x_proj, dt_pr
     y_mag = np.sum(state_mag * np.abs(C)[:, None, :], axis=-1)
     if D is not None:
         y_mag = y_mag + np.abs(np.asarray(D, np.float64)) * np.abs(u)
-    y_mag = y_mag * np.abs(z / (1.0 + np.exp(-z)))
+    y_mag = y_mag * np.abs(oracle.silu(z))
     return y, new_conv, new_ssm, y_mag, state_mag
 
 

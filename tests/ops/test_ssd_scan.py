@@ -138,8 +138,7 @@ def oracle_magnitude(case, inputs):
         kw = {**inputs, **{k: ab(inputs[k]) for k in ("x", "B", "C", "D", "initial_state")}, "z": None}
         y_abs, _ = oracle_ssd.ssd_scan(**kw, **case.options())
         if inputs["z"] is not None:
-            z = np.asarray(inputs["z"], np.float64)
-            y_abs = y_abs * np.abs(z / (1.0 + np.exp(-z)))
+            y_abs = y_abs * np.abs(oracle.silu(np.asarray(inputs["z"], np.float64)))
         _ORACLE_CACHE[key] = y_abs
     return _ORACLE_CACHE[key]
 
