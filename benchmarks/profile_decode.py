@@ -15,6 +15,8 @@ What it measures (random weights, greedy, prompts of --prompt-len tokens, --new-
             or "command buffer" are listed (work launched as CUDA graphs is traced differently, or not at all).
   --dump-hlo DIR  the optimized HLO of the compiled decode loop -> DIR/decode.hlo.txt, with counts of
             its custom-call, fusion and while instructions and of "command_buffer" mentions.
+  --prefill  profile the prefill of the prompt instead (`generate(prompts, 1)`): the activities of the
+            prefill function per call, against the call's wall time (e.g. --prompt-len 65536).
 Without a GPU plane (CPU backend) it lists the planes and lines the trace has and exits 0.
 """
 
@@ -146,11 +148,11 @@ def _aggregate(events) -> dict[str, list[int]]:
     return agg
 
 
-def _report(agg, steps: int, wall_ms: float, traced_wall_ms: float) -> None:
+def _report(agg, steps: int, wall_ms: float, traced_wall_ms: float, what: str = "decode step") -> None:
     launches = sum(c for c, _ in agg.values())
     busy_ns = sum(t for _, t in agg.values())
     busy_ms = busy_ns / steps / 1e6
-    print(f"\nper decode step ({steps} steps):")
+    print(f"\nper {what} ({steps} {'steps' if steps > 1 else 'call'}):")
     print(f"  GPU activities (kernel launches + copies): {launches / steps:.1f}")
     print(f"  GPU busy (sum of durations):               {busy_ms * 1e3:.1f} us")
     print(f"  wall, untraced call:                       {wall_ms * 1e3:.1f} us  -> idle {1 - busy_ms / wall_ms:.1%}")
@@ -159,6 +161,19 @@ def _report(agg, steps: int, wall_ms: float, traced_wall_ms: float) -> None:
     print(f"\ntop 25 by total time (per step):\n  {'us/step':>9} {'%busy':>6} {'count':>6} {'mean us':>8}  name")
     for name, (c, t) in sorted(agg.items(), key=lambda kv: -kv[1][1])[:25]:
         print(f"  {t / steps / 1e3:9.2f} {t / max(busy_ns, 1):6.1%} {c / steps:6.2f} {t / max(c, 1) / 1e3:8.2f}  {name[:110]}")
+
+
+def profile_prefill(gen, prompts, wall_ms) -> None:
+    """The prefill call's GPU activities (module name holding "prefill"), per call."""
+    with tempfile.TemporaryDirectory() as tmp:
+        pd, st = _trace(gen, prompts, 1, tmp)
+        events = _gpu_events(list(pd.planes))
+        if events is None:
+            print("no GPU plane in the trace (backend %s): nothing more to report" % jax.default_backend())
+            return
+        pre = [e for e in events if "prefill" in e[3]] or events
+        print(f"prefill activities: {len(pre)} of {len(events)} (picked by XLA module)")
+        _report(_aggregate(pre), 1, wall_ms, st.prefill_s * 1e3, what="prefill call")
 
 
 def profile(gen, prompts, n, wall_ms) -> None:
@@ -218,6 +233,7 @@ def main(argv=None) -> int:
     p.add_argument("--new-tokens", type=int, default=32, help="decode steps per call")
     p.add_argument("--prompt-len", type=int, default=128)
     p.add_argument("--dump-hlo", metavar="DIR", default=None, help="write DIR/decode.hlo.txt and count its ops")
+    p.add_argument("--prefill", action="store_true", help="profile the prefill call instead of the decode loop")
     args = p.parse_args(argv)
 
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}), jax {jax.__version__}", flush=True)
@@ -227,6 +243,17 @@ def main(argv=None) -> int:
     model.implementation = None if args.impl == "auto" else args.impl
     gen = Generator(model)
     prompts = random_prompts(args.batch, args.prompt_len, cfg.vocab_size, seed=args.batch)
+    if args.prefill:
+        for _ in range(3):  # compile, then two timed calls: the second's wall time is reported
+            gen.generate(prompts, 1)
+        wall_ms = gen.last_stats.prefill_s * 1e3
+        print(f"{args.model} batch {args.batch} prompt {args.prompt_len} {args.impl} {args.dtype}: prefill "
+              f"{wall_ms:.1f} ms", flush=True)
+        try:
+            profile_prefill(gen, prompts, wall_ms)
+        except Exception as e:  # the ProfileData API moves between jax versions
+            print(f"trace parsing failed: {type(e).__name__}: {e}")
+        return 0
     n = args.new_tokens + 1
     gen.generate(prompts, n)  # warm-up: compiles prefill and the decode loop
     gen.generate(prompts, n)
