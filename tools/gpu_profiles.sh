@@ -14,6 +14,7 @@ t0=$(date +%s)
 stamp() { echo "[$(($(date +%s) - t0))s] $*" | tee -a "$R/run.log"; }
 pack() { tar czf "$OUT/r.tgz" -C "$OUT" r && rm -rf "$R"; }
 trap pack EXIT
+trap "exit 143" TERM
 stamp "build"
 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$R/pip.log" 2>&1; echo "pip exit $?" | tee -a "$R/run.log"
 if [ -n "${PREFILL_SBS-1}" ]; then
