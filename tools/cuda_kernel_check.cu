@@ -170,19 +170,27 @@ static void check_scan(const ScanCase& c) {
   p.u = du.p; p.delta = ddl.p; p.A = dA.p; p.Bm = dB.p; p.Cm = dC.p; p.Dskip = dD.p; p.z = dz.p;
   p.delta_bias = dbias.p; p.initial_state = dinit.p; p.y = dy.p; p.last_state = dlast.p;
   p.delta_softplus = c.softplus;
-  // The launcher's pick (which splits the sequence of a small grid), the same without the split, and at
-  // dstate 9..16 also the register-capped kernel it takes for large grids.
-  for (int variant = 0; variant < (N > 8 && N <= 16 ? 3 : 2); ++variant) {
+  // The launcher's pick (the time-parallel kernel where it applies), the lane kernel with and without the
+  // sequence split of a small grid, at dstate 9..16 the register-capped lane kernel it takes for large
+  // grids, and in bfloat16 the other block shapes of the time-parallel kernel.
+  const char* names[] = {"", "-lane-nosplit", "-lane", "-mb4", "-tp8x8", "-tp4x16", "-tp2x8"};
+  for (int variant = 0; variant < 7; ++variant) {
+    if (variant == 3 && !(N > 8 && N <= 16)) continue;
+    if (variant >= 4 && !(std::is_same_v<T, __nv_bfloat16> && scan_tp_applies<T, 8>(p))) continue;
     dy.poison(); dlast.poison();
     if (variant == 0) CK(launch_selective_scan<T>(p, 0));
-    else if (variant == 1) CK(launch_selective_scan<T>(p, 0, false));
-    else CK((launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, 0)));
+    else if (variant == 1) CK(launch_selective_scan_lane<T>(p, 0, false));
+    else if (variant == 2) CK(launch_selective_scan_lane<T>(p, 0));
+    else if (variant == 3) CK((launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, 0)));
+    else if (variant == 4) CK((launch_scan_tp<T, 8, 8, 2>(p, 0)));
+    else if (variant == 5) CK((launch_scan_tp<T, 4, 16, 2>(p, 0)));
+    else CK((launch_scan_tp<T, 2, 8, 8>(p, 0)));
     CK(cudaDeviceSynchronize());
     char id[160];
-    std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s%s", (long long)B, (long long)L,
+    std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s%s%s", (long long)B, (long long)L,
                   (long long)D, (long long)N, (long long)G, tname<T>(), c.has_D ? "+D" : "", c.has_z ? "+z" : "",
-                  c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "",
-                  variant == 1 ? "-nosplit" : (variant == 2 ? "-mb4" : ""));
+                  c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "", names[variant],
+                  variant == 0 && scan_tp_applies<T, 4>(p) ? "-tp" : "");
     compare<T>("scan y", id, dy.get(), y, tol<T>());
     compare<float>("scan h", id, dlast.get(), last, 2e-4);
   }
@@ -478,6 +486,12 @@ static int run_checks() {
   check_scan<__nv_bfloat16>({2, 131, 40, 16, 1, true, true, true, true, true});  // D % 16 != 0: partial block
   check_scan<__nv_bfloat16>({1, 70, 48, 16, 2, true, true, true, true, false});  // group of 24: launch per group
   check_scan<__nv_bfloat16>({3, 70, 2128, 16, 1, true, true, true, true, true});  // 399 blocks: > 3 per SM on 132 SMs
+  // time-parallel kernel: several chunks of 256 steps with a partial last one, a long sequence (the
+  // carried state over 4099 steps), float16 with 3 groups of 8 channels, float32 with dstate 8
+  check_scan<__nv_bfloat16>({2, 1000, 64, 16, 1, true, true, true, true, true});
+  check_scan<__nv_bfloat16>({1, 4099, 32, 16, 1, true, true, true, true, false});
+  check_scan<__half>({2, 600, 24, 8, 3, true, true, true, true, true});
+  check_scan<float>({1, 513, 12, 8, 1, true, false, false, true, true});
   check_scan<float>({1, 64, 32, 4, 1, true, true, true, true, true});            // dstate 4 = one f32 vector
   // the sequence split (small grids, D % 16 == 0): pieces of a multiple of the staging chunk, the last
   // piece longer; with and without an initial state, two groups in one launch, dstate 8 and 64
@@ -843,9 +857,14 @@ static int run_kernel_times() {
       p.z = z.p; p.delta_bias = bias.p; p.initial_state = nullptr; p.y = y.p; p.last_state = last.p;
       p.delta_softplus = true;
       const float ms = time_ms([&] { return launch_selective_scan<bf>(p, 0); });
-      const float whole = time_ms([&] { return launch_selective_scan<bf>(p, 0, false); });
-      std::printf("kernel selective_scan B%lld L%lld D%lld N16 bf16: %.4f ms (without the sequence split %.4f)\n",
-                  (long long)B, (long long)L, (long long)D, ms, whole);
+      const float lane = time_ms([&] { return launch_selective_scan_lane<bf>(p, 0); });
+      const float whole = time_ms([&] { return launch_selective_scan_lane<bf>(p, 0, false); });
+      const float tp88 = time_ms([&] { return launch_scan_tp<bf, 8, 8, 2>(p, 0); });
+      const float tp416 = time_ms([&] { return launch_scan_tp<bf, 4, 16, 2>(p, 0); });
+      const float tp28 = time_ms([&] { return launch_scan_tp<bf, 2, 8, 8>(p, 0); });
+      std::printf("kernel selective_scan B%lld L%lld D%lld N16 bf16: %.4f ms (lane kernel %.4f, without the sequence "
+                  "split %.4f; tp K8 I8 %.4f, K4 I16 %.4f, K2 I8 %.4f)\n",
+                  (long long)B, (long long)L, (long long)D, ms, lane, whole, tp88, tp416, tp28);
     }
   }
   return 0;

@@ -113,7 +113,7 @@ fi
 if has ncuscan; then  # ours and mamba_ssm's selective scan on the same shapes (needs .anchors built)
   stamp "Nsight Compute: selective scan, ours and mamba_ssm's, at ${NCU_SCAN_SHAPES:=1,2048,5120 1,2048,1536}"
   sec="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats"
-  timeout 200 ncu --clock-control none $sec -k "regex:selective_scan_kernel|scan_carry" \
+  timeout 200 ncu --clock-control none $sec -k "regex:selective_scan_(tp_)?kernel|scan_carry" \
     python3 benchmarks/ncu_scan.py --side ours --shapes $NCU_SCAN_SHAPES > "$OUT/ncu-scan-ours.txt" 2>&1
   echo "ncu ours exit $?"
   timeout 200 ncu --clock-control none $sec -k "regex:selective_scan_fwd" \

@@ -70,6 +70,39 @@ MJ_DEVICE float softplus(float x) {
 MJ_DEVICE float silu(float x) { return __fdividef(x, 1.0f + exp_fast(-x)); }
 
 // vectors
+// S consecutive floats (shared memory), in the widest aligned accesses.
+template <int S>
+MJ_DEVICE void load_lane_floats(const float* src, float (&dst)[S]) {
+  if constexpr (S % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < S; i += 4) {
+      const float4 v = *reinterpret_cast<const float4*>(src + i);
+      dst[i] = v.x; dst[i + 1] = v.y; dst[i + 2] = v.z; dst[i + 3] = v.w;
+    }
+  } else if constexpr (S == 2) {
+    const float2 v = *reinterpret_cast<const float2*>(src);
+    dst[0] = v.x; dst[1] = v.y;
+  } else {
+#pragma unroll
+    for (int i = 0; i < S; ++i) dst[i] = src[i];
+  }
+}
+
+// M consecutive floats to shared memory, in the widest aligned accesses (dst aligned to 4 * M bytes
+// when M is 2 or a multiple of 4).
+template <int M>
+MJ_DEVICE void store_floats(float* dst, const float* v) {
+  if constexpr (M % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < M; i += 4) *reinterpret_cast<float4*>(dst + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
+  } else if constexpr (M == 2) {
+    *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < M; ++i) dst[i] = v[i];
+  }
+}
+
 // VEC elements of T loaded/stored as one access (16 bytes when VEC * sizeof(T) == 16).
 template <typename T, int VEC>
 struct alignas(sizeof(T) * VEC) Vec {

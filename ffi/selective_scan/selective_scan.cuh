@@ -19,9 +19,11 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
 
 #include "common/cuda_common.cuh"
 #include "selective_scan/params.h"
+#include "selective_scan/scan_tp.cuh"
 
 namespace mamba_jax {
 namespace cuda {
@@ -95,39 +97,6 @@ struct ScanCfg {
            (2 * 3 * kChunk * kChannels + 2 * 2 * kChunk * kNpad + kChunk * kChannels) * sizeof(T);
   }
 };
-
-// S consecutive floats from shared memory, in the widest aligned accesses.
-template <int S>
-MJ_DEVICE void load_lane_floats(const float* src, float (&dst)[S]) {
-  if constexpr (S % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < S; i += 4) {
-      const float4 v = *reinterpret_cast<const float4*>(src + i);
-      dst[i] = v.x; dst[i + 1] = v.y; dst[i + 2] = v.z; dst[i + 3] = v.w;
-    }
-  } else if constexpr (S == 2) {
-    const float2 v = *reinterpret_cast<const float2*>(src);
-    dst[0] = v.x; dst[1] = v.y;
-  } else {
-#pragma unroll
-    for (int i = 0; i < S; ++i) dst[i] = src[i];
-  }
-}
-
-// M consecutive floats to shared memory, in the widest aligned accesses (dst aligned to 4 * M bytes
-// when M is 2 or a multiple of 4).
-template <int M>
-MJ_DEVICE void store_floats(float* dst, const float* v) {
-  if constexpr (M % 4 == 0) {
-#pragma unroll
-    for (int i = 0; i < M; i += 4) *reinterpret_cast<float4*>(dst + i) = make_float4(v[i], v[i + 1], v[i + 2], v[i + 3]);
-  } else if constexpr (M == 2) {
-    *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
-  } else {
-#pragma unroll
-    for (int i = 0; i < M; ++i) dst[i] = v[i];
-  }
-}
 
 // f(v) for v = tid, tid + NT, ... below COUNT: a fixed trip count (unrolled, constant index math)
 // instead of a loop bounded at run time.
@@ -499,7 +468,7 @@ cudaError_t launch_scan_cfg(const SelectiveScanParams& p, cudaStream_t stream, b
 // SM (several waves) takes the register-capped kernel (4 blocks/SM instead of 3): 0.668 -> 0.621 ms
 // at B4; with fewer blocks the cap only costs (0.197 -> 0.207 at B1, 0.758 -> 0.797 at L8192).
 template <typename T>
-cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream, bool split_ok = true) {
+cudaError_t launch_selective_scan_lane(const SelectiveScanParams& p, cudaStream_t stream, bool split_ok = true) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   const int64_t n = p.dstate;
   if (n <= 4) return launch_scan_cfg<T, 1, 4, 16>(p, stream, split_ok);
@@ -516,6 +485,23 @@ cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t str
   if (n <= 64) return launch_scan_cfg<T, 4, 16, 16>(p, stream, split_ok);
   if (n <= 128) return launch_scan_cfg<T, 8, 16, 16>(p, stream, split_ok);
   return launch_scan_cfg<T, 16, 16, 16>(p, stream, split_ok);
+}
+
+// The time-parallel kernel (scan_tp.cuh) takes every call it applies to unless MAMBA_JAX_SCAN=lane;
+// split_ok = false (the checker's "whole sequence" variant) keeps the lane kernel.
+template <typename T>
+cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream, bool split_ok = true) {
+  if (p.batch == 0 || p.dim == 0) return cudaSuccess;
+  const ScanChoice choice = scan_choice();
+  if (choice.mode != 1 && split_ok && p.batch <= 65535 && scan_tp_applies<T, 4>(p)) {
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // block shapes to compare (MAMBA_JAX_SCAN=tp:K:I)
+      if (choice.K == 8 && choice.I == 8 && scan_tp_applies<T, 8>(p)) return launch_scan_tp<T, 8, 8, 2>(p, stream);
+      if (choice.K == 4 && choice.I == 16) return launch_scan_tp<T, 4, 16, 2>(p, stream);
+      if (choice.K == 2 && choice.I == 8) return launch_scan_tp<T, 2, 8, 8>(p, stream);
+    }
+    return launch_scan_tp<T, 4, 8, 4>(p, stream);
+  }
+  return launch_selective_scan_lane<T>(p, stream, split_ok);
 }
 
 }  // namespace cuda
