@@ -249,7 +249,7 @@ inline bool scan_tp_applies(const SelectiveScanParams& p) {
   constexpr uintptr_t va = VE * sizeof(T);
   const int64_t per_group = p.ngroups > 0 ? p.dim / p.ngroups : 0;
   auto al = [](const void* q, uintptr_t a) { return q == nullptr || (reinterpret_cast<uintptr_t>(q) % a) == 0; };
-  return p.dstate >= 1 && p.dstate <= 16 && (p.dstate * int64_t(sizeof(T))) % 16 == 0 && p.dim % K == 0 &&
+  return p.ngroups >= 1 && p.dstate >= 1 && p.dstate <= 16 && (p.dstate * int64_t(sizeof(T))) % 16 == 0 && p.dim % K == 0 &&
          per_group % K == 0 && al(p.u, va) && al(p.delta, va) && al(p.z, va) && al(p.y, va) && al(p.Bm, 16) &&
          al(p.Cm, 16) && (p.u_batch_stride * int64_t(sizeof(T))) % int64_t(va) == 0 &&
          (p.bc_batch_stride * int64_t(sizeof(T))) % 16 == 0 && (p.bc_seq_stride * int64_t(sizeof(T))) % 16 == 0 &&

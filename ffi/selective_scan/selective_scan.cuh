@@ -1,4 +1,5 @@
-// CUDA kernel of selective_scan (prefill).
+// CUDA kernels of selective_scan (prefill): the lane kernel below, and the time-parallel kernel of
+// scan_tp.cuh, which the launcher (end of file) takes wherever it applies.
 // Framework-free: SelectiveScanParams and a cudaStream_t in; the launcher returns
 // cudaGetLastError() of its launches and never allocates or synchronises.
 //
