@@ -173,24 +173,26 @@ static void check_scan(const ScanCase& c) {
   // The launcher's pick (the time-parallel kernel where it applies), the lane kernel with and without the
   // sequence split of a small grid, at dstate 9..16 the register-capped lane kernel it takes for large
   // grids, and in bfloat16 the other block shapes of the time-parallel kernel.
-  const char* names[] = {"", "-lane-nosplit", "-lane", "-mb4", "-tp8x8", "-tp4x16", "-tp2x8"};
+  const char* names[] = {"", "-lane-nosplit", "-lane", "-mb4", "-tp4x8", "-tp8x8", "-tp16x8"};
   for (int variant = 0; variant < 7; ++variant) {
     if (variant == 3 && !(N > 8 && N <= 16)) continue;
-    if (variant >= 4 && !(std::is_same_v<T, __nv_bfloat16> && scan_tp_applies<T, 8>(p))) continue;
+    if (variant == 4 && !scan_tp_applies<T, 4>(p)) continue;
+    if (variant >= 5 && !(std::is_same_v<T, __nv_bfloat16> &&
+                          (variant == 5 ? scan_tp_applies<T, 8>(p) : scan_tp_applies<T, 16>(p))))
+      continue;
     dy.poison(); dlast.poison();
     if (variant == 0) CK(launch_selective_scan<T>(p, 0));
     else if (variant == 1) CK(launch_selective_scan_lane<T>(p, 0, false));
     else if (variant == 2) CK(launch_selective_scan_lane<T>(p, 0));
     else if (variant == 3) CK((launch_scan_cfg<T, 2, 8, 16, 1, 4>(p, 0)));
-    else if (variant == 4) CK((launch_scan_tp<T, 8, 8, 2>(p, 0)));
-    else if (variant == 5) CK((launch_scan_tp<T, 4, 16, 2>(p, 0)));
-    else CK((launch_scan_tp<T, 2, 8, 8>(p, 0)));
+    else if (variant == 4) CK((launch_scan_tp<T, 4, 8, 3>(p, 0)));
+    else if (variant == 5) CK((launch_scan_tp<T, 8, 8, 2>(p, 0)));
+    else CK((launch_scan_tp<T, 16, 8, 1>(p, 0)));
     CK(cudaDeviceSynchronize());
     char id[160];
-    std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s%s%s", (long long)B, (long long)L,
+    std::snprintf(id, sizeof id, "B%lld-L%lld-D%lld-N%lld-G%lld-%s%s%s%s%s%s%s", (long long)B, (long long)L,
                   (long long)D, (long long)N, (long long)G, tname<T>(), c.has_D ? "+D" : "", c.has_z ? "+z" : "",
-                  c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "", names[variant],
-                  variant == 0 && scan_tp_applies<T, 4>(p) ? "-tp" : "");
+                  c.has_bias ? "+bias" : "", c.softplus ? "+sp" : "", c.has_init ? "+init" : "", names[variant]);
     compare<T>("scan y", id, dy.get(), y, tol<T>());
     compare<float>("scan h", id, dlast.get(), last, 2e-4);
   }
@@ -859,12 +861,12 @@ static int run_kernel_times() {
       const float ms = time_ms([&] { return launch_selective_scan<bf>(p, 0); });
       const float lane = time_ms([&] { return launch_selective_scan_lane<bf>(p, 0); });
       const float whole = time_ms([&] { return launch_selective_scan_lane<bf>(p, 0, false); });
+      const float tp48 = time_ms([&] { return launch_scan_tp<bf, 4, 8, 3>(p, 0); });
       const float tp88 = time_ms([&] { return launch_scan_tp<bf, 8, 8, 2>(p, 0); });
-      const float tp416 = time_ms([&] { return launch_scan_tp<bf, 4, 16, 2>(p, 0); });
-      const float tp28 = time_ms([&] { return launch_scan_tp<bf, 2, 8, 8>(p, 0); });
+      const float tp168 = time_ms([&] { return launch_scan_tp<bf, 16, 8, 1>(p, 0); });
       std::printf("kernel selective_scan B%lld L%lld D%lld N16 bf16: %.4f ms (lane kernel %.4f, without the sequence "
-                  "split %.4f; tp K8 I8 %.4f, K4 I16 %.4f, K2 I8 %.4f)\n",
-                  (long long)B, (long long)L, (long long)D, ms, lane, whole, tp88, tp416, tp28);
+                  "split %.4f; tp K4 I8 %.4f, K8 I8 %.4f, K16 I8 %.4f)\n",
+                  (long long)B, (long long)L, (long long)D, ms, lane, whole, tp48, tp88, tp168);
     }
   }
   return 0;

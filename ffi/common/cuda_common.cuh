@@ -201,6 +201,23 @@ cudaError_t launch_pdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t s
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
+// BYTES (4, 8 or 16) from global to shared memory, asynchronously (both addresses aligned to BYTES).
+template <int BYTES>
+MJ_DEVICE void cp_async_bytes(void* smem, const void* gmem) {
+  static_assert(BYTES == 4 || BYTES == 8 || BYTES == 16, "cp.async copies 4, 8 or 16 bytes");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  if constexpr (BYTES == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(s), "l"(gmem), "n"(BYTES) : "memory");
+#else
+  if constexpr (BYTES == 16) *reinterpret_cast<int4*>(smem) = *reinterpret_cast<const int4*>(gmem);
+  else if constexpr (BYTES == 8) *reinterpret_cast<int2*>(smem) = *reinterpret_cast<const int2*>(gmem);
+  else *reinterpret_cast<int*>(smem) = *reinterpret_cast<const int*>(gmem);
+#endif
+}
+
 // cp.async (sm_80+): global -> shared copies that complete in the background
 MJ_DEVICE void cp_async16(void* smem, const void* gmem) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -39,8 +39,13 @@ struct ScanTpCfg {
   static constexpr int kChunk = 32 * I;
   static constexpr int kRow = kChunk + kChunk / 8;  // floats per padded row
   static constexpr int kNmax = 16;                  // dstate <= 16
-  static constexpr size_t kSmem = (size_t(2 * K + 2 * kNmax) * kRow + 2 * K * kNmax) * sizeof(float);
   static_assert(I % 4 == 0 && 32 % I == 0, "a lane's steps are whole float4s inside one 32-step group");
+  // float32 rows, A and carried states, then the raw tiles of the next chunk (u, delta, z; B, C).
+  template <typename T>
+  static constexpr size_t smem_bytes() {
+    return (size_t(2 * K + 2 * kNmax) * kRow + 2 * K * kNmax) * sizeof(float) +
+           size_t(3 * kChunk * K + 2 * kChunk * kNmax) * sizeof(T);
+  }
 };
 
 // Index of step t in a padded row: 4 floats of padding after every 32 steps.
@@ -52,6 +57,7 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
   using Cfg = ScanTpCfg<K, I>;
   constexpr int TC = Cfg::kChunk, R = Cfg::kRow, NT = Cfg::kThreads, NMAX = Cfg::kNmax;
   constexpr int VE = K * int(sizeof(T)) >= 16 ? 16 / int(sizeof(T)) : K;  // elements per activation vector
+  constexpr int VB = VE * int(sizeof(T));                                  // its bytes
   constexpr int VPR = K / VE;                                              // vectors per tile row
   constexpr int NVA = TC * VPR / NT;                                       // per thread and tensor
   constexpr int BE = 16 / int(sizeof(T));                                  // elements per B/C vector
@@ -65,6 +71,8 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
   float* s_C = s_B + NMAX * R;                     // [NMAX][R]
   float* s_A2 = s_C + NMAX * R;                    // [K][NMAX]: A * log2(e) of the block's channels
   float* s_h = s_A2 + K * NMAX;                    // [K][NMAX]: the state carried from chunk to chunk
+  T* raw_act = reinterpret_cast<T*>(s_h + K * NMAX);  // [u, delta, z][TC][K]
+  T* raw_bc = raw_act + 3 * TC * K;                   // [B, C][TC][NMAX]
 
   const int tid = threadIdx.x, w = tid / 32, lane = tid % 32;
   const int64_t D = p.dim, N = p.dstate, L = p.seqlen;
@@ -95,31 +103,55 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
   }
 
   const int nchunks = static_cast<int>((L + TC - 1) / TC);
-  for (int k = 0; k < nchunks; ++k) {
+  auto rows_of = [&](int k) { return static_cast<int>(L - int64_t(k) * TC < TC ? L - int64_t(k) * TC : TC); };
+  // cp.async of chunk k's raw tiles. Every thread later reads back exactly the vectors it copied, so the
+  // copy of chunk k + 1 may start as soon as the thread has read chunk k's.
+  auto issue = [&](int k) {
     const int64_t t0 = int64_t(k) * TC;
-    const int rows = static_cast<int>(L - t0 < TC ? L - t0 : TC);
-    // The chunk's activation vectors (u and z kept for the write of y).
-    Vec<T, VE> ru[NVA], rd[NVA], rz[NVA];
+    const int rows = rows_of(k);
 #pragma unroll
     for (int j = 0; j < NVA; ++j) {
       const int t = (tid + j * NT) / VPR;
-      const int64_t off = (t0 + t) * D + c0;
       if (t < rows) {
-        ru[j] = load_vec<T, VE>(u_g + off);
-        rd[j] = load_vec<T, VE>(dl_g + off);
-        if (z_g) rz[j] = load_vec<T, VE>(z_g + off);
+        const int64_t off = (t0 + t) * D + c0;
+        cp_async_bytes<VB>(raw_act + t * K + c0, u_g + off);
+        cp_async_bytes<VB>(raw_act + (TC + t) * K + c0, dl_g + off);
+        if (z_g) cp_async_bytes<VB>(raw_act + (2 * TC + t) * K + c0, z_g + off);
       }
     }
-    __syncthreads();  // the previous chunk's y is written out of s_du
+#pragma unroll
+    for (int j = 0; j < NVB; ++j) {
+      const int v = tid + j * NT;
+      const int t = v / vbr, part = v % vbr;
+      if (v < TC * vbr && t < rows) {
+        const int64_t off = (t0 + t) * p.bc_seq_stride + part * BE;
+        cp_async16(raw_bc + t * NMAX + part * BE, B_g + off);
+        cp_async16(raw_bc + (TC + t) * NMAX + part * BE, C_g + off);
+      }
+    }
+    cp_async_commit();
+  };
+
+  if (nchunks > 0) issue(0);
+  for (int k = 0; k < nchunks; ++k) {
+    const int64_t t0 = int64_t(k) * TC;
+    const int rows = rows_of(k);
+    cp_async_wait_all();
+    __syncthreads();  // the previous chunk's compute and y are done with s_* (this thread's raw tiles landed)
+    // float32 dt = softplus(delta + bias), dt * u, B, C, transposed; u and z kept for the write of y.
+    Vec<T, VE> ru[NVA], rz[NVA];
 #pragma unroll
     for (int j = 0; j < NVA; ++j) {
       const int t = (tid + j * NT) / VPR;
       const bool ok = t < rows;
+      ru[j] = load_vec<T, VE>(raw_act + t * K + c0);
+      const Vec<T, VE> rd = load_vec<T, VE>(raw_act + (TC + t) * K + c0);
+      if (z_g) rz[j] = load_vec<T, VE>(raw_act + (2 * TC + t) * K + c0);
 #pragma unroll
       for (int e = 0; e < VE; ++e) {
         float dt = 0.0f, du = 0.0f;
         if (ok) {
-          dt = to_f32(rd[j].v[e]) + bias[e];
+          dt = to_f32(rd.v[e]) + bias[e];
           if (p.delta_softplus) dt = softplus(dt);
           du = dt * to_f32(ru[j].v[e]);
         }
@@ -127,20 +159,14 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
         s_du[(c0 + e) * R + tp_pad(t)] = du;
       }
     }
-    // B and C: loaded and stored a few vectors at a time (all at once, their registers made the
-    // kernel spill).
 #pragma unroll 2
     for (int j = 0; j < NVB; ++j) {
       const int v = tid + j * NT;
       const int t = v / vbr, part = v % vbr;
       if (v < TC * vbr) {
         const bool ok = t < rows;
-        Vec<T, BE> rb, rc;
-        if (ok) {
-          const int64_t off = (t0 + t) * p.bc_seq_stride + part * BE;
-          rb = load_vec<T, BE>(B_g + off);
-          rc = load_vec<T, BE>(C_g + off);
-        }
+        const Vec<T, BE> rb = load_vec<T, BE>(raw_bc + t * NMAX + part * BE);
+        const Vec<T, BE> rc = load_vec<T, BE>(raw_bc + (TC + t) * NMAX + part * BE);
 #pragma unroll
         for (int e = 0; e < BE; ++e) {
           s_B[(part * BE + e) * R + tp_pad(t)] = ok ? to_f32(rb.v[e]) : 0.0f;
@@ -149,8 +175,10 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
       }
     }
     __syncthreads();
+    if (k + 1 < nchunks) issue(k + 1);  // lands while this chunk is scanned
 
-    // The scan of channel d over this chunk: lane steps lane*I .. lane*I + I - 1.
+    // The scan of channel d over this chunk: lane steps lane*I .. lane*I + I - 1, two states at a time
+    // (two independent chains for the scheduler; dstate is even here).
     const int base = tp_pad(lane * I);
     float dt[I], du[I], y[I];
     load_lane_floats<I>(s_dt + w * R + base, dt);
@@ -162,38 +190,57 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
       y[i] = 0.0f;
     }
 #pragma unroll 1
-    for (int n = 0; n < N; ++n) {
-      const float A2 = s_A2[w * NMAX + n], carry = s_h[w * NMAX + n];
-      float Bv[I], Cv[I], q[I];
-      load_lane_floats<I>(s_B + n * R + base, Bv);
-      load_lane_floats<I>(s_C + n * R + base, Cv);
-      float h = 0.0f, P = 1.0f;
+    for (int n = 0; n < N; n += 2) {
+      float A2[2], carry[2], Bv[2][I], Cv[2][I], q[2][I], h[2], P[2], Ps[2];
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        A2[s] = s_A2[w * NMAX + n + s];
+        carry[s] = s_h[w * NMAX + n + s];
+        load_lane_floats<I>(s_B + (n + s) * R + base, Bv[s]);
+        load_lane_floats<I>(s_C + (n + s) * R + base, Cv[s]);
+        h[s] = 0.0f;
+        P[s] = 1.0f;
+      }
 #pragma unroll
       for (int i = 0; i < I; ++i) {
-        const float a = ex2_approx(dt[i] * A2);
-        h = fmaf(a, h, du[i] * Bv[i]);
-        P *= a;
-        y[i] = fmaf(Cv[i], h, y[i]);
-        q[i] = Cv[i] * P;
-      }
-      // Inclusive scan of (P_seg, h) over the lanes: (P1, h1) then (P2, h2) -> (P1 P2, P2 h1 + h2).
-      float Ps = exp2_decay(cs * A2);
 #pragma unroll
-      for (int off = 1; off < 32; off *= 2) {
-        const float hu = __shfl_up_sync(0xffffffffu, h, off);
-        const float pu = __shfl_up_sync(0xffffffffu, Ps, off);
-        if (lane >= off) {
-          h = fmaf(Ps, hu, h);
-          Ps *= pu;
+        for (int s = 0; s < 2; ++s) {
+          const float a = ex2_approx(dt[i] * A2[s]);
+          h[s] = fmaf(a, h[s], du[i] * Bv[s][i]);
+          P[s] *= a;
+          y[i] = fmaf(Cv[s][i], h[s], y[i]);
+          q[s][i] = Cv[s][i] * P[s];
         }
       }
-      const float h_end = fmaf(Ps, carry, h);
-      float h_in = __shfl_up_sync(0xffffffffu, h_end, 1);
-      if (lane == 0) h_in = carry;
+      // Inclusive scan of (P_seg, h) over the lanes: (P1, h1) then (P2, h2) -> (P1 P2, P2 h1 + h2).
 #pragma unroll
-      for (int i = 0; i < I; ++i) y[i] = fmaf(q[i], h_in, y[i]);
-      __syncwarp();  // every lane has read s_h[n] before lane 31 replaces it
-      if (lane == 31) s_h[w * NMAX + n] = h_end;
+      for (int s = 0; s < 2; ++s) Ps[s] = exp2_decay(cs * A2[s]);
+#pragma unroll
+      for (int off = 1; off < 32; off *= 2) {
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          const float hu = __shfl_up_sync(0xffffffffu, h[s], off);
+          const float pu = __shfl_up_sync(0xffffffffu, Ps[s], off);
+          if (lane >= off) {
+            h[s] = fmaf(Ps[s], hu, h[s]);
+            Ps[s] *= pu;
+          }
+        }
+      }
+      float h_end[2], h_in[2];
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        h_end[s] = fmaf(Ps[s], carry[s], h[s]);
+        h_in[s] = __shfl_up_sync(0xffffffffu, h_end[s], 1);
+        if (lane == 0) h_in[s] = carry[s];
+      }
+#pragma unroll
+      for (int i = 0; i < I; ++i) y[i] = fmaf(q[1][i], h_in[1], fmaf(q[0][i], h_in[0], y[i]));
+      __syncwarp();  // every lane has read s_h[n], s_h[n + 1] before lane 31 replaces them
+      if (lane == 31) {
+        s_h[w * NMAX + n] = h_end[0];
+        s_h[w * NMAX + n + 1] = h_end[1];
+      }
     }
     store_floats<I>(s_du + w * R + base, y);  // the lane's own steps: no other lane reads them
     __syncthreads();
@@ -249,7 +296,7 @@ inline bool scan_tp_applies(const SelectiveScanParams& p) {
   constexpr uintptr_t va = VE * sizeof(T);
   const int64_t per_group = p.ngroups > 0 ? p.dim / p.ngroups : 0;
   auto al = [](const void* q, uintptr_t a) { return q == nullptr || (reinterpret_cast<uintptr_t>(q) % a) == 0; };
-  return p.ngroups >= 1 && p.dstate >= 1 && p.dstate <= 16 && (p.dstate * int64_t(sizeof(T))) % 16 == 0 && p.dim % K == 0 &&
+  return p.ngroups >= 1 && p.dstate >= 2 && p.dstate <= 16 && p.dstate % 2 == 0 && (p.dstate * int64_t(sizeof(T))) % 16 == 0 && p.dim % K == 0 &&
          per_group % K == 0 && al(p.u, va) && al(p.delta, va) && al(p.z, va) && al(p.y, va) && al(p.Bm, 16) &&
          al(p.Cm, 16) && (p.u_batch_stride * int64_t(sizeof(T))) % int64_t(va) == 0 &&
          (p.bc_batch_stride * int64_t(sizeof(T))) % 16 == 0 && (p.bc_seq_stride * int64_t(sizeof(T))) % 16 == 0 &&
@@ -260,11 +307,12 @@ template <typename T, int K, int I, int MINB>
 cudaError_t launch_scan_tp(const SelectiveScanParams& p, cudaStream_t stream) {
   using Cfg = ScanTpCfg<K, I>;
   auto kernel = selective_scan_tp_kernel<T, K, I, MINB>;
-  if (Cfg::kSmem > 48 * 1024) {
-    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(Cfg::kSmem));
+  constexpr size_t smem = Cfg::template smem_bytes<T>();
+  if (smem > 48 * 1024) {
+    const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (e != cudaSuccess) return e;
   }
-  kernel<<<dim3(static_cast<unsigned>(p.dim / K), static_cast<unsigned>(p.batch)), Cfg::kThreads, Cfg::kSmem, stream>>>(
+  kernel<<<dim3(static_cast<unsigned>(p.dim / K), static_cast<unsigned>(p.batch)), Cfg::kThreads, smem, stream>>>(
       p, p.dim / p.ngroups);
   return cudaGetLastError();
 }

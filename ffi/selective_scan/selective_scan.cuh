@@ -488,19 +488,27 @@ cudaError_t launch_selective_scan_lane(const SelectiveScanParams& p, cudaStream_
   return launch_scan_cfg<T, 16, 16, 16>(p, stream, split_ok);
 }
 
-// The time-parallel kernel (scan_tp.cuh) takes every call it applies to unless MAMBA_JAX_SCAN=lane;
-// split_ok = false (the checker's "whole sequence" variant) keeps the lane kernel.
+// The time-parallel kernel (scan_tp.cuh) takes the calls it applies to whose lane-kernel grid would fill
+// at most half the chip (the lane kernel would split the sequence there); MAMBA_JAX_SCAN=tp gives it
+// every call it applies to, =lane none. split_ok = false (the checker's "whole sequence" variant) keeps
+// the lane kernel.
 template <typename T>
 cudaError_t launch_selective_scan(const SelectiveScanParams& p, cudaStream_t stream, bool split_ok = true) {
   if (p.batch == 0 || p.dim == 0) return cudaSuccess;
   const ScanChoice choice = scan_choice();
-  if (choice.mode != 1 && split_ok && p.batch <= 65535 && scan_tp_applies<T, 4>(p)) {
+  bool tp = choice.mode != 1 && split_ok && p.batch <= 65535 && scan_tp_applies<T, 4>(p);
+  if (tp && choice.mode == 0) {
+    int sms = 0;
+    const cudaError_t e = current_device_attribute(cudaDevAttrMultiProcessorCount, &sms);
+    if (e != cudaSuccess) return e;
+    tp = 2 * p.batch * ((p.dim + 15) / 16) <= 3 * int64_t(sms);  // the lane kernel holds 3 blocks per SM
+  }
+  if (tp) {
     if constexpr (std::is_same_v<T, __nv_bfloat16>) {  // block shapes to compare (MAMBA_JAX_SCAN=tp:K:I)
       if (choice.K == 8 && choice.I == 8 && scan_tp_applies<T, 8>(p)) return launch_scan_tp<T, 8, 8, 2>(p, stream);
-      if (choice.K == 4 && choice.I == 16) return launch_scan_tp<T, 4, 16, 2>(p, stream);
-      if (choice.K == 2 && choice.I == 8) return launch_scan_tp<T, 2, 8, 8>(p, stream);
+      if (choice.K == 16 && choice.I == 8 && scan_tp_applies<T, 16>(p)) return launch_scan_tp<T, 16, 8, 1>(p, stream);
     }
-    return launch_scan_tp<T, 4, 8, 4>(p, stream);
+    return launch_scan_tp<T, 4, 8, 3>(p, stream);
   }
   return launch_selective_scan_lane<T>(p, stream, split_ok);
 }
