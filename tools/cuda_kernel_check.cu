@@ -177,9 +177,8 @@ static void check_scan(const ScanCase& c) {
   for (int variant = 0; variant < 7; ++variant) {
     if (variant == 3 && !(N > 8 && N <= 16)) continue;
     if (variant == 4 && !scan_tp_applies<T, 4>(p)) continue;
-    if (variant >= 5 && !(std::is_same_v<T, __nv_bfloat16> &&
-                          (variant == 5 ? scan_tp_applies<T, 8>(p) : scan_tp_applies<T, 16>(p))))
-      continue;
+    if (variant == 5 && !(std::is_same_v<T, __nv_bfloat16> && scan_tp_applies<T, 8>(p))) continue;
+    if (variant == 6 && !scan_tp_applies<T, 16>(p)) continue;
     dy.poison(); dlast.poison();
     if (variant == 0) CK(launch_selective_scan<T>(p, 0));
     else if (variant == 1) CK(launch_selective_scan_lane<T>(p, 0, false));
@@ -494,6 +493,8 @@ static int run_checks() {
   check_scan<__nv_bfloat16>({1, 4099, 32, 16, 1, true, true, true, true, false});
   check_scan<__half>({2, 600, 24, 8, 3, true, true, true, true, true});
   check_scan<float>({1, 513, 12, 8, 1, true, false, false, true, true});
+  check_scan<__half>({1, 300, 32, 16, 1, true, true, true, true, true});   // 16-channel blocks, float16
+  check_scan<float>({2, 290, 48, 12, 1, true, true, true, true, true});    // 16-channel blocks, dstate 12
   check_scan<float>({1, 64, 32, 4, 1, true, true, true, true, true});            // dstate 4 = one f32 vector
   // the sequence split (small grids, D % 16 == 0): pieces of a multiple of the staging chunk, the last
   // piece longer; with and without an initial state, two groups in one launch, dstate 8 and 64

@@ -33,7 +33,7 @@ grep -E "^(FAILED|ERROR)" "$R/tests.log" | head -20 | tee -a "$R/run.log"
 if [ -n "${SBS-1}" ]; then
   wait $anchors_pid 2>/dev/null; tail -2 "$R/anchors-build.log" | tee -a "$R/run.log"
   stamp "op rows side by side"
-  timeout 200 python3 benchmarks/bench_side_by_side.py --ops selective_scan,causal_conv1d,selective_state_update,causal_conv1d_update \
+  timeout 200 python3 benchmarks/bench_side_by_side.py --ops "${SBS_OPS:-selective_scan,causal_conv1d,selective_state_update,causal_conv1d_update}" \
     --what ops --gen-cases '' --prefill-lens '' --timeout 150 --work "$R/sbs" --out "$R/side-by-side-ops.json" > "$R/sbs.log" 2>&1
   echo "exit $?" | tee -a "$R/run.log"; tail -14 "$R/sbs.log" | tee -a "$R/run.log"
 fi
@@ -52,17 +52,19 @@ if [ -n "${PREFILL-1}" ]; then
     --no-plots --no-progress --out "$R/prefill-tp.json" > "$R/prefill-tp.log" 2>&1
   echo "exit $?" | tee -a "$R/run.log"; grep -E "prefill" "$R/prefill-tp.log" | head -4 | tee -a "$R/run.log"
 fi
-for tool in memcheck racecheck; do
+for tool in ${SANITIZERS-memcheck racecheck}; do
   stamp "compute-sanitizer $tool: scan test cases"
   timeout 60 compute-sanitizer --tool $tool --error-exitcode 9 python3 -m pytest -q -x -p no:cacheprovider \
     tests/ops/test_selective_scan.py -k "${SAN_K:-ffi and matches_oracle and (L113 or L2048-D64 or L2048-D40 or D36)}" \
     > "$R/$tool.log" 2>&1
   echo "$tool exit $?" | tee -a "$R/run.log"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|passed|failed" "$R/$tool.log" | tail -2 | tee -a "$R/run.log"
 done
+if [ -n "${NCU-1}" ]; then
 stamp "Nsight Compute: our scan at ${NCU_SCAN_SHAPES:=1,2048,1536 1,2048,5120}"
 MAMBA_JAX_SCAN=${NCU_SCAN_CHOICE:-tp} timeout 90 ncu --clock-control none --section SpeedOfLight --section Occupancy \
   --section LaunchStats --section WarpStateStats --section SchedulerStats -k "regex:selective_scan_(tp_)?kernel|scan_carry" \
   python3 benchmarks/ncu_scan.py --side ours --shapes $NCU_SCAN_SHAPES > "$R/ncu-scan-ours.txt" 2>&1
 echo "ncu exit $?" | tee -a "$R/run.log"
 grep -E "Duration|Achieved Occupancy|Registers Per|Warp Cycles Per Issued|Issue Slots Busy|No Eligible" "$R/ncu-scan-ours.txt" | head -16 | tee -a "$R/run.log"
+fi
 stamp "done"
