@@ -9,7 +9,7 @@ DEPS := jax jaxlib flax numpy nanobind scikit-build-core cmake ninja safetensors
 TEST_DEPS := torch==2.13.0 transformers matplotlib nbclient nbformat ipykernel
 FFI_SOURCES := $(shell find ffi -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh') CMakeLists.txt pyproject.toml
 
-.PHONY: test generate build bench notebooks results gpu-test gpu-all clean
+.PHONY: test generate build bench notebooks results gpu-test gpu-all gpu-scan clean
 
 $(VENV)/.deps:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,11 @@ gpu-side-by-side: gpu-build
 gpu-side-by-side-prefill: gpu-build
 	python3 benchmarks/bench_side_by_side.py --ops '' --gen-cases mamba-2.8b:1 --prefill-lens 2048,65536 --what prefill \
 	  --timeout 300 --work $(or $(OUT),gpu-out)/sbs-prefill --out $(or $(OUT),gpu-out)/side-by-side-prefill.json
+
+# The selective scan on the GPU host in one call (tools/gpu_scan.sh: checker, tests, sanitizers, kernel
+# times, op rows and prefill side by side with .anchors carried, Nsight Compute).
+gpu-scan:
+	OUT=$(or $(OUT),gpu-out) tools/gpu_scan.sh
 
 clean:
 	rm -rf build $(VENV)/.built

@@ -12,15 +12,19 @@
 //   3. y_i += q_i h_in.
 // The MUFU error of a_i (~2 ulp near 1) only reaches the I steps of one lane: across lanes and chunks the
 // state is carried by P_seg, so it does not compound over the ~1/|dt A| steps a state remembers. Per state
-// and step this is ~9 instructions (the lane kernel: ~19), and the grid is B x D warps with no split of
-// the sequence across blocks.
+// and step this counts ~13 instructions (the lane kernel: ~19), and the grid is B x D warps with no split
+// of the sequence across blocks. Each state's chain (B/C loads, I dependent FMAs, exp2_decay, 5 shuffle
+// rounds, the carry) is latency-bound, and registers and shared memory allow only 12-16 warps per SM, so
+// the kernel wins only where the lane kernel would have to split the sequence (small grids; the launcher in
+// selective_scan.cuh decides, with the H200 times).
 //
-// A block is K warps = K consecutive channels of one batch row (one group). Per chunk the block loads the
-// [TC, K] tiles of u, delta, z and the [TC, N] tiles of B, C as vectors, turns them into float32 dt, dt*u,
-// B, C in shared memory transposed to [channel or state][step] (rows padded by 4 floats every 32 steps, so
-// that a lane's I consecutive floats are read as float4s without bank conflicts), runs the scan, puts y
-// (sum over states) back in the dt*u row of its channel, and the block writes y as row vectors with the
-// D skip and the silu(z) gate. u and z stay in registers between the load and the write.
+// A block is K warps = K consecutive channels of one batch row (one group). The raw [TC, K] tiles of u,
+// delta, z and [TC, N] tiles of B, C of chunk k + 1 come in by cp.async while chunk k is scanned. At the
+// chunk's start the block turns them into float32 dt, dt*u, B, C in shared memory transposed to
+// [channel or state][step] (rows padded by 4 floats every 32 steps, so that a lane's I consecutive floats
+// are read as float4s without bank conflicts). Each warp scans its channel two states at a time and puts y
+// (sum over states) back in the dt*u row of its channel, and the block writes y as row vectors with the D
+// skip and the silu(z) gate. u and z stay in registers between the conversion and the write.
 #pragma once
 
 #include <cstdio>
