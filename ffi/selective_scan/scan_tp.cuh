@@ -271,7 +271,8 @@ __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const S
 
 // Which kernel the launcher takes (environment MAMBA_JAX_SCAN, read once): "lane" the lane kernel
 // only, "tp" the time-parallel one wherever it applies, unset or anything else: the launcher's choice.
-// "tp:K:I" picks a tested block shape of the tp kernel (bfloat16 only; see launch_selective_scan).
+// "tp:8:8" and "tp:4:8" give the tp kernel 8- or 4-channel blocks instead of 16 (bfloat16 only; the
+// shapes the H200 measurements compared, see launch_selective_scan).
 struct ScanChoice {
   int mode;  // 0 auto, 1 lane, 2 tp
   int K, I;  // 0: default shape
@@ -292,16 +293,16 @@ inline ScanChoice scan_choice() {
   return c;
 }
 
-// Whether the tp kernel takes p with blocks of K channels: dstate <= 16 in whole 16-byte B/C vectors,
-// K-channel blocks inside one group, every row and pointer aligned for the vector accesses.
+// Whether the tp kernel takes p with blocks of K channels: an even dstate <= 16 in whole 16-byte B/C
+// vectors, K-channel blocks inside one group, every row and pointer aligned for the vector accesses.
 template <typename T, int K>
 inline bool scan_tp_applies(const SelectiveScanParams& p) {
   constexpr int VE = K * int(sizeof(T)) >= 16 ? 16 / int(sizeof(T)) : K;
   constexpr uintptr_t va = VE * sizeof(T);
   const int64_t per_group = p.ngroups > 0 ? p.dim / p.ngroups : 0;
   auto al = [](const void* q, uintptr_t a) { return q == nullptr || (reinterpret_cast<uintptr_t>(q) % a) == 0; };
-  return p.ngroups >= 1 && p.dstate >= 2 && p.dstate <= 16 && p.dstate % 2 == 0 && (p.dstate * int64_t(sizeof(T))) % 16 == 0 && p.dim % K == 0 &&
-         per_group % K == 0 && al(p.u, va) && al(p.delta, va) && al(p.z, va) && al(p.y, va) && al(p.Bm, 16) &&
+  return p.ngroups >= 1 && p.dstate >= 2 && p.dstate <= 16 && p.dstate % 2 == 0 &&
+         (p.dstate * int64_t(sizeof(T))) % 16 == 0 && p.dim % K == 0 && per_group % K == 0 && al(p.u, va) && al(p.delta, va) && al(p.z, va) && al(p.y, va) && al(p.Bm, 16) &&
          al(p.Cm, 16) && (p.u_batch_stride * int64_t(sizeof(T))) % int64_t(va) == 0 &&
          (p.bc_batch_stride * int64_t(sizeof(T))) % 16 == 0 && (p.bc_seq_stride * int64_t(sizeof(T))) % 16 == 0 &&
          (p.bc_group_stride * int64_t(sizeof(T))) % 16 == 0;
