@@ -24,7 +24,7 @@ $(VENV)/.built: $(VENV)/.deps $(FFI_SOURCES)
 build: $(VENV)/.built
 
 test: build
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=20 tests
 
 generate: build
 	$(PY) -m mamba_jax.cli generate --model default --prompt "def fibonacci(n):" --max-new-tokens 200
