@@ -5,6 +5,8 @@ options, dtypes, vmap and gradients on whatever backend runs them, the CUDA one 
   * selective_scan and causal_conv1d at batch 4, seqlen 8192, dim 5120 against a float64 oracle that
     runs on the GPU through CuPy (a NumPy loop would take minutes): a plain sequential recurrence in
     double precision, one thread per (batch, channel), written from the math of the design note;
+  * every MAMBA_JAX_SCAN choice (lane kernel, time-parallel kernel and its block shapes) at a small
+    grid, each in its own process;
   * seqlen 65536 at batch 1 stays exact, with no NaN/overflow, when delta_bias pushes the softplus'd
     step to ~1e-4 (long memory) and to ~10 (instant forgetting);
   * the peak device memory of a jitted selective_scan at batch 1, seqlen 65536, dim 5120 stays within
@@ -238,6 +240,45 @@ def test_causal_conv1d_real_size():
     y_ref = acc / (1.0 + cp.exp(-acc))
     assert_close_gpu(y, y_ref, jnp.bfloat16, "out", "y")
     assert_close_gpu(fin, cp.swapaxes(hist[:, seqlen:, :], 1, 2), jnp.bfloat16, "conv_state", "final_state")
+
+
+_SCAN_CHILD = r"""
+import sys
+import numpy as np
+import jax, jax.numpy as jnp
+from mamba_jax.ops import selective_scan
+a = np.load(sys.argv[1])
+bf = lambda k: jnp.asarray(a[k], jnp.bfloat16)
+y, last = jax.jit(lambda *x: selective_scan(*x, delta_softplus=True, return_last_state=True))(
+    bf("u"), bf("delta"), jnp.asarray(a["A"]), bf("B"), bf("C"), jnp.asarray(a["D"]), bf("z"), jnp.asarray(a["bias"]))
+np.savez(sys.argv[2], y=np.asarray(y.astype(jnp.float32)), last=np.asarray(last))
+"""
+
+
+@needs_cupy
+@pytest.mark.parametrize("choice", ["lane", "tp", "tp:8:8", "tp:4:8"])
+def test_selective_scan_kernel_choices(choice, tmp_path):
+    """Each MAMBA_JAX_SCAN choice (read once per process, so each runs in its own) at B1 L2048 D1536, the
+    small grid where the launcher picks between the lane kernel's sequence split and the time-parallel
+    kernel's 16-, 8- and 4-channel blocks, against the float64 oracle."""
+    batch, seqlen, dim, n = 1, 2048, 1536, 16
+    k = jax.random.split(jax.random.PRNGKey(23), 8)
+    u, delta, z = (_normal(k[i], (batch, seqlen, dim), jnp.bfloat16, s) for i, s in ((0, 1.0), (1, 0.5), (6, 1.0)))
+    A = -jnp.exp(jax.random.normal(k[2], (dim, n)) * 0.5)
+    B, C = (_normal(k[i], (batch, seqlen, n), jnp.bfloat16) for i in (3, 4))
+    D = jax.random.normal(k[5], (dim,))
+    bias = jnp.log(jnp.expm1(jnp.exp(jax.random.uniform(k[7], (dim,), minval=np.log(1e-3), maxval=np.log(1e-1)))))
+    f32 = lambda x: np.asarray(jnp.asarray(x, jnp.float32))  # noqa: E731  (bf16 -> f32 is exact)
+    np.savez(tmp_path / "in.npz", u=f32(u), delta=f32(delta), A=f32(A), B=f32(B), C=f32(C), D=f32(D), z=f32(z),
+             bias=f32(bias))
+    env = dict(os.environ, MAMBA_JAX_SCAN=choice, XLA_PYTHON_CLIENT_PREALLOCATE="false")
+    out = subprocess.run([sys.executable, "-c", _SCAN_CHILD, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                         env=env, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    y_ref, last_ref = scan_oracle(u, delta, A, B, C, D, z, bias)
+    assert_close_gpu(jnp.asarray(got["y"]).astype(jnp.bfloat16), y_ref, jnp.bfloat16, "out", f"{choice} y")
+    assert_close_gpu(jnp.asarray(got["last"]), last_ref, jnp.bfloat16, "state", f"{choice} last_state")
 
 
 @needs_cupy
