@@ -6,25 +6,26 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEPS := jax jaxlib flax numpy nanobind scikit-build-core cmake ninja safetensors tokenizers optax tqdm pytest
-TEST_DEPS := torch==2.13.0 transformers matplotlib nbclient nbformat ipykernel
+TEST_DEPS := torch==2.13.0 transformers matplotlib nbclient nbformat ipykernel pytest-xdist
 FFI_SOURCES := $(shell find ffi -name '*.h' -o -name '*.cc' -o -name '*.cu' -o -name '*.cuh') CMakeLists.txt pyproject.toml
 
 .PHONY: test generate build bench notebooks results gpu-test gpu-all gpu-scan clean
 
-$(VENV)/.deps:
+# (.deps-2: the dependency list grew pytest-xdist; an older .venv installs it once.)
+$(VENV)/.deps-2:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(DEPS) $(TEST_DEPS)
 	touch $@
 
-$(VENV)/.built: $(VENV)/.deps $(FFI_SOURCES)
+$(VENV)/.built: $(VENV)/.deps-2 $(FFI_SOURCES)
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 	touch $@
 
 build: $(VENV)/.built
 
 test: build
-	$(PY) -m pytest -q --durations=20 tests
+	XLA_PYTHON_CLIENT_PREALLOCATE=false $(PY) -m pytest -q -n 2 --durations=20 tests
 
 generate: build
 	$(PY) -m mamba_jax.cli generate --model default --prompt "def fibonacci(n):" --max-new-tokens 200

@@ -132,7 +132,7 @@ def test_train_without_stop_condition_is_one_line(tmp_path):
 
 def test_bench_quick_runs(tmp_path):
     out = tmp_path / "rows.json"
-    r = _run("bench", "--quick", "--out", str(out))
+    r = _run("bench", "--quick", "--impls", "auto", "--out", str(out))  # the smoke run; --impls xla doubles it
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())
     assert rows and all(np.isfinite(row["ms_per_token"]) for row in rows if "ms_per_token" in row)

@@ -231,14 +231,17 @@ def test_init_model_is_sharded_from_the_start(cfg):
 
 
 @multi
-def test_from_pretrained_onto_a_mesh():
+def test_from_pretrained_onto_a_mesh(tmp_path):
     """from_pretrained(folder, mesh=) puts each tensor of the checkpoint where shard_model puts it: the
-    same values and shardings, the same logits."""
+    same values and shardings, the same logits. (A small checkpoint folder written by train.export_hf:
+    the bundled default model took ~60 s of sharded compiles here for the same code path.)"""
     import mamba_jax
+    from mamba_jax import train
 
+    train.export_hf(MambaLM(M1, rngs=nnx.Rngs(5)), str(tmp_path), "float32", {"mamba_jax_tokenizer": "bytes"})
     mesh = sh.make_mesh(*TP_MESH)
-    got = mamba_jax.from_pretrained("default", mesh=mesh)
-    want = sh.shard_model(mamba_jax.from_pretrained("default"), mesh)
+    got = mamba_jax.from_pretrained(str(tmp_path), mesh=mesh)
+    want = sh.shard_model(mamba_jax.from_pretrained(str(tmp_path)), mesh)
     assert isinstance(got, sh.ShardedLM) and got.tokenizer is not None
     g_leaves = jax.tree_util.tree_flatten_with_path(nnx.state(got.model))[0]
     w_leaves = jax.tree.leaves(nnx.state(want.model))
@@ -247,7 +250,7 @@ def test_from_pretrained_onto_a_mesh():
         keys = "/".join(map(str, sh._keys(path)))
         np.testing.assert_array_equal(np.asarray(g), np.asarray(w), err_msg=keys)
         assert g.sharding.spec == w.sharding.spec, keys
-    ids = jnp.asarray(np.random.default_rng(0).integers(0, 256, (2, 12)), jnp.int32)
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, M1.vocab_size, (2, 12)), jnp.int32)
     np.testing.assert_array_equal(np.asarray(got(ids)), np.asarray(want(ids)))
 
 
