@@ -199,13 +199,10 @@ def test_linear_raw_ffi_rejects_bad_shapes():
         jax.block_until_ready(call(jnp.ones((16, 16), jnp.float32), 16))
 
 
-# ---- real sizes ----------------------------------------------------------------------------------
-@needs_cupy
-@pytest.mark.parametrize("ngroups", [0, 2], ids=["G-", "G2"])
-def test_selective_scan_real_size(ngroups):
-    """batch 4, seqlen 8192, dim 5120, dstate 16, bf16 with D, z, delta_bias, softplus, last state."""
-    batch, seqlen, dim, n = 4, 8192, 5120, 16
-    k = jax.random.split(jax.random.PRNGKey(11 + ngroups), 8)
+def _bf16_scan_inputs(seed, batch, seqlen, dim, ngroups=0, n=16):
+    """(u, delta, A, B, C, D, z, delta_bias) of a Mamba-1 scan in bf16: dt = softplus(delta + bias) between
+    1e-3 and 1e-1 (log-uniform), as the model initialises it; ngroups = 0: B, C without a group axis."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 8)
     bc = (batch, seqlen) + ((ngroups,) if ngroups else ()) + (n,)
     u = _normal(k[0], (batch, seqlen, dim), jnp.bfloat16)
     delta = _normal(k[1], (batch, seqlen, dim), jnp.bfloat16, 0.5)
@@ -215,6 +212,15 @@ def test_selective_scan_real_size(ngroups):
     D = jax.random.normal(k[5], (dim,))
     z = _normal(k[6], (batch, seqlen, dim), jnp.bfloat16)
     bias = jnp.log(jnp.expm1(jnp.exp(jax.random.uniform(k[7], (dim,), minval=np.log(1e-3), maxval=np.log(1e-1)))))
+    return u, delta, A, B, C, D, z, bias
+
+
+# ---- real sizes ----------------------------------------------------------------------------------
+@needs_cupy
+@pytest.mark.parametrize("ngroups", [0, 2], ids=["G-", "G2"])
+def test_selective_scan_real_size(ngroups):
+    """batch 4, seqlen 8192, dim 5120, dstate 16, bf16 with D, z, delta_bias, softplus, last state."""
+    u, delta, A, B, C, D, z, bias = _bf16_scan_inputs(11 + ngroups, 4, 8192, 5120, ngroups)
     y, last = jax.jit(lambda *a: selective_scan(*a, delta_softplus=True, return_last_state=True))(
         u, delta, A, B, C, D, z, bias)
     y_ref, last_ref = scan_oracle(u, delta, A, B, C, D, z, bias)
@@ -261,13 +267,7 @@ def test_selective_scan_kernel_choices(choice, tmp_path):
     """Each MAMBA_JAX_SCAN choice (read once per process, so each runs in its own) at B1 L2048 D1536, the
     small grid where the launcher picks between the lane kernel's sequence split and the time-parallel
     kernel's 16-, 8- and 4-channel blocks, against the float64 oracle."""
-    batch, seqlen, dim, n = 1, 2048, 1536, 16
-    k = jax.random.split(jax.random.PRNGKey(23), 8)
-    u, delta, z = (_normal(k[i], (batch, seqlen, dim), jnp.bfloat16, s) for i, s in ((0, 1.0), (1, 0.5), (6, 1.0)))
-    A = -jnp.exp(jax.random.normal(k[2], (dim, n)) * 0.5)
-    B, C = (_normal(k[i], (batch, seqlen, n), jnp.bfloat16) for i in (3, 4))
-    D = jax.random.normal(k[5], (dim,))
-    bias = jnp.log(jnp.expm1(jnp.exp(jax.random.uniform(k[7], (dim,), minval=np.log(1e-3), maxval=np.log(1e-1)))))
+    u, delta, A, B, C, D, z, bias = _bf16_scan_inputs(23, 1, 2048, 1536)
     f32 = lambda x: np.asarray(jnp.asarray(x, jnp.float32))  # noqa: E731  (bf16 -> f32 is exact)
     np.savez(tmp_path / "in.npz", u=f32(u), delta=f32(delta), A=f32(A), B=f32(B), C=f32(C), D=f32(D), z=f32(z),
              bias=f32(bias))

@@ -5,16 +5,7 @@
 # go to $OUT/r and come back as $OUT/r.tgz.
 #
 #   OUT=/tmp/o tools/gpu_profiles.sh
-set -uo pipefail
-OUT=${OUT:-gpu-out}
-R="$OUT/r"
-mkdir -p "$R"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-t0=$(date +%s)
-stamp() { echo "[$(($(date +%s) - t0))s] $*" | tee -a "$R/run.log"; }
-pack() { tar czf "$OUT/r.tgz" -C "$OUT" r && rm -rf "$R"; }
-trap pack EXIT
-trap "exit 143" TERM
+source "$(dirname "$0")/gpu_packed_run.sh"
 stamp "build"
 python3 -m pip install -q --no-build-isolation --no-deps -e . > "$R/pip.log" 2>&1; echo "pip exit $?" | tee -a "$R/run.log"
 if [ -n "${PREFILL_SBS-1}" ]; then

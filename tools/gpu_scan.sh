@@ -7,16 +7,7 @@
 # Logs come back as $OUT/r.tgz.
 #
 #   OUT=/tmp/o tools/gpu_scan.sh
-set -uo pipefail
-OUT=${OUT:-gpu-out}
-R="$OUT/r"
-mkdir -p "$R"
-export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
-t0=$(date +%s)
-stamp() { echo "[$(($(date +%s) - t0))s] $*" | tee -a "$R/run.log"; }
-pack() { tar czf "$OUT/r.tgz" -C "$OUT" r && rm -rf "$R"; }
-trap pack EXIT
-trap "exit 143" TERM
+source "$(dirname "$0")/gpu_packed_run.sh"
 [ -d .anchors ] && (python3 .anchors/build.py > "$R/anchors-build.log" 2>&1) &
 anchors_pid=$!
 stamp "build, checker, kernel times"

@@ -219,14 +219,7 @@ MJ_DEVICE void cp_async_bytes(void* smem, const void* gmem) {
 }
 
 // cp.async (sm_80+): global -> shared copies that complete in the background
-MJ_DEVICE void cp_async16(void* smem, const void* gmem) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-#else
-  *reinterpret_cast<int4*>(smem) = *reinterpret_cast<const int4*>(gmem);
-#endif
-}
+MJ_DEVICE void cp_async16(void* smem, const void* gmem) { cp_async_bytes<16>(smem, gmem); }
 
 MJ_DEVICE void cp_async_commit() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800

@@ -52,6 +52,10 @@ struct ScanTpCfg {
   }
 };
 
+// Elements of T per activation vector of a K-channel block row: 16 bytes, or the whole row when shorter.
+template <typename T, int K>
+constexpr int tp_vec_elems() { return K * int(sizeof(T)) >= 16 ? 16 / int(sizeof(T)) : K; }
+
 // Index of step t in a padded row: 4 floats of padding after every 32 steps.
 MJ_DEVICE int tp_pad(int t) { return t + ((t >> 5) << 2); }
 
@@ -60,7 +64,7 @@ template <typename T, int K, int I, int MINB>
 __global__ void __launch_bounds__(32 * K, MINB) selective_scan_tp_kernel(const SelectiveScanParams p, int64_t per_group) {
   using Cfg = ScanTpCfg<K, I>;
   constexpr int TC = Cfg::kChunk, R = Cfg::kRow, NT = Cfg::kThreads, NMAX = Cfg::kNmax;
-  constexpr int VE = K * int(sizeof(T)) >= 16 ? 16 / int(sizeof(T)) : K;  // elements per activation vector
+  constexpr int VE = tp_vec_elems<T, K>();                                 // elements per activation vector
   constexpr int VB = VE * int(sizeof(T));                                  // its bytes
   constexpr int VPR = K / VE;                                              // vectors per tile row
   constexpr int NVA = TC * VPR / NT;                                       // per thread and tensor
@@ -297,8 +301,7 @@ inline ScanChoice scan_choice() {
 // vectors, K-channel blocks inside one group, every row and pointer aligned for the vector accesses.
 template <typename T, int K>
 inline bool scan_tp_applies(const SelectiveScanParams& p) {
-  constexpr int VE = K * int(sizeof(T)) >= 16 ? 16 / int(sizeof(T)) : K;
-  constexpr uintptr_t va = VE * sizeof(T);
+  constexpr uintptr_t va = tp_vec_elems<T, K>() * sizeof(T);
   const int64_t per_group = p.ngroups > 0 ? p.dim / p.ngroups : 0;
   auto al = [](const void* q, uintptr_t a) { return q == nullptr || (reinterpret_cast<uintptr_t>(q) % a) == 0; };
   return p.ngroups >= 1 && p.dstate >= 2 && p.dstate <= 16 && p.dstate % 2 == 0 &&
