@@ -221,6 +221,24 @@ class MambaMixer(MixerBase):
         xz = self._project(x, proj)
         return xz[..., :self.d_inner], xz[..., self.d_inner:]
 
+    def _in_proj_halves(self, x):
+        """The forward pass's in_proj: (xi, z) as two products, over the kernel's x and z column halves.
+        Each product is written contiguous where the conv and scan kernels read it; slicing one
+        [..., 2e] product would copy both halves out again (about 100 us per 8192-token chunk of a
+        mamba-2.8b layer on the H200). nnx.Linear's numerics: its dtype promotion, precision, bias."""
+        lin, e = self.in_proj, self.d_inner
+        if self.dtype is not None:
+            x = x.astype(self.dtype)
+        bias = None if lin.bias is None else lin.bias[...]
+        x, k, bias = lin.promote_dtype((x, lin.kernel[...], bias), dtype=lin.dtype)
+        pet = getattr(lin, "preferred_element_type", None)
+        kw = {} if pet is None else {"preferred_element_type": pet}
+
+        def half(cols):
+            y = lin.dot_general(x, k[:, cols], (((x.ndim - 1,), (0,)), ((), ())), precision=lin.precision, **kw)
+            return y if bias is None else y + bias[cols]
+        return half(slice(0, e)), half(slice(e, 2 * e))
+
     def _ssm_inputs(self, xc, proj=None):
         """xc [..., e] -> (dt before bias [..., e], B [..., n], C [..., n]), all in xc's dtype."""
         proj = proj or self._linear
@@ -255,7 +273,7 @@ class MambaMixer(MixerBase):
         """
         impl = self._impl(implementation)
         conv0, ssm0 = (None, None) if initial_state is None else initial_state
-        xi, z = self._in_proj(x)
+        xi, z = self._in_proj_halves(x)
         act_dtype = xi.dtype
         xi, conv0 = self._conv_inputs(xi, mask, None if conv0 is None else conv0.astype(act_dtype))
         w, b = self._conv_params()
@@ -298,7 +316,10 @@ class MambaMixer(MixerBase):
                 xz, conv_state.astype(act_dtype), ssm_state, w, b, self.x_proj.kernel[...], self.dt_proj.kernel[...],
                 self.dt_bias[...], A, self.D[...], state_indices=state_indices, implementation=impl)
             return proj(self.out_proj, y).astype(act_dtype), conv_state, ssm_state
-        xi, z = self._in_proj(x, proj)
+        if os.environ.get("MAMBA_JAX_DECODE_HALVES") == "1":  # experiment (session 13): measured, not adopted yet
+            xi, z = self._in_proj_halves(x)
+        else:
+            xi, z = self._in_proj(x, proj)
         act_dtype = xi.dtype
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
                                                   state_indices=state_indices, implementation=impl)
