@@ -9,7 +9,6 @@ A_log, D and the dt bias are always float32.
 from __future__ import annotations
 
 import math
-import os
 from typing import Optional, Union
 
 import jax
@@ -316,10 +315,7 @@ class MambaMixer(MixerBase):
                 xz, conv_state.astype(act_dtype), ssm_state, w, b, self.x_proj.kernel[...], self.dt_proj.kernel[...],
                 self.dt_bias[...], A, self.D[...], state_indices=state_indices, implementation=impl)
             return proj(self.out_proj, y).astype(act_dtype), conv_state, ssm_state
-        if os.environ.get("MAMBA_JAX_DECODE_HALVES") == "1":  # experiment (session 13): measured, not adopted yet
-            xi, z = self._in_proj_halves(x)
-        else:
-            xi, z = self._in_proj(x, proj)
+        xi, z = self._in_proj(x, proj)
         act_dtype = xi.dtype
         xc, conv_state = ops.causal_conv1d_update(xi, conv_state.astype(act_dtype), w, b, activation="silu",
                                                   state_indices=state_indices, implementation=impl)
