@@ -9,6 +9,7 @@ A_log, D and the dt bias are always float32.
 from __future__ import annotations
 
 import math
+import os
 from typing import Optional, Union
 
 import jax
