@@ -228,7 +228,9 @@ MJ_INLINE V log_fast(V y) {
 }
 
 // softplus(x) = log(1 + e^x), accurate for small results: with u = 1 + e rounded,
-// log1p(e) = log(u) * e / (u - 1) (exact ratio correction); x > 20 returns x.
+// log1p(e) = log(u) * e / (u - 1) (exact ratio correction); x > 20 returns x, and x < -88 returns 0
+// (e^x is below float's smallest normal there, where exp_fast stops), as the CUDA kernels' MUFU exp
+// gives: a masked prefill's padded steps rely on softplus(very negative) being exactly 0.
 template <class V>
 MJ_INLINE V softplus_fast(V x) {
   const V e = exp_fast(vmin(x, splat_as<V>(20.0f)));
@@ -236,7 +238,8 @@ MJ_INLINE V softplus_fast(V x) {
   const V d = u - 1.0f;
   const auto tiny = d == splat_as<V>(0.0f);
   const V lp = tiny ? e : log_fast(u) * (e * recip(tiny ? splat_as<V>(1.0f) : d));
-  return x > splat_as<V>(20.0f) ? x : lp;
+  const V small = x < splat_as<V>(-88.0f) ? splat_as<V>(0.0f) : lp;
+  return x > splat_as<V>(20.0f) ? x : small;
 }
 
 template <class V> MJ_INLINE V silu_fast(V x) { return x * recip(exp_fast(-x) + 1.0f); }

@@ -18,7 +18,6 @@ from flax import nnx
 
 from .. import ops
 from ..ops.linear import kernel_applies
-from ..ops.elementwise import softplus
 
 f32 = jnp.float32
 
@@ -281,15 +280,13 @@ class MambaMixer(MixerBase):
                                            return_final_state=True, implementation=impl)
         dt, B, C = self._ssm_inputs(xc)
         A, D, dt_bias = self._A(), self.D[...], self.dt_bias[...]
-        if mask is None:
-            y, ssm_state = ops.selective_scan(xc, dt, A, B, C, D, z, dt_bias, delta_softplus=True,
-                                              initial_state=ssm0, return_last_state=True, implementation=impl)
-        else:
-            # dt = 0 at padded positions: exp(0 * A) = 1 and dt * B * u = 0 leave the state as it was.
-            dt = softplus(dt.astype(f32) + dt_bias.astype(f32)) * mask[..., None].astype(f32)
-            y, ssm_state = ops.selective_scan(xc, dt.astype(act_dtype), A, B, C, D, z, None,
-                                              delta_softplus=False, initial_state=ssm0, return_last_state=True,
-                                              implementation=impl)
+        if mask is not None:
+            # Padded positions get the dtype's lowest dt, whose softplus(dt + bias) is exactly 0 in every
+            # implementation: exp(0 * A) = 1 and 0 * B * u = 0 leave the state as it was. One select in
+            # the activation dtype; the scan applies the bias and softplus itself, as without a mask.
+            dt = jnp.where(mask[..., None], dt, jnp.finfo(dt.dtype).min)
+        y, ssm_state = ops.selective_scan(xc, dt, A, B, C, D, z, dt_bias, delta_softplus=True,
+                                          initial_state=ssm0, return_last_state=True, implementation=impl)
         out = self._sum_shards(self.out_proj(y)).astype(act_dtype)
         return (out, (conv_state, ssm_state)) if return_state else out
 

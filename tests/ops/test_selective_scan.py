@@ -95,6 +95,26 @@ def test_softplus_both_branches(impl, rng):
     check_against_oracle(case, impl, inputs, y, last)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, BF16, F16], ids=["f32", "bf16", "f16"])
+def test_lowest_delta_is_a_skipped_step(impl, dtype, rng):
+    """delta = the dtype's lowest value makes softplus(delta + bias) exactly 0, so the step leaves the
+    state as it was (a masked prefill's padded positions rely on it): with every step at that value the
+    last state is the initial state bit for bit, and with a left-padded prefix of a different length in
+    each row the result matches the oracle (which gets dt = 0 there)."""
+    case = ScanCase(batch=3, seqlen=37, dim=40, dstate=8, ngroups=2, init=True, dtype=dtype)
+    inputs = scan_inputs(rng, case)
+    lowest = jnp.finfo(dtype).min
+    all_low = {**inputs, "delta": jnp.full_like(inputs["delta"], lowest)}
+    for h0 in (inputs["initial_state"], jnp.zeros_like(inputs["initial_state"])):
+        _, last = run_scan(impl, {**all_low, "initial_state": h0}, True)
+        np.testing.assert_array_equal(np.asarray(last), np.asarray(h0))
+    pads = np.array([0, 5, 36])[:, None]
+    padded = np.arange(case.seqlen)[None, :] < pads  # [batch, seqlen]
+    inputs["delta"] = jnp.where(jnp.asarray(padded)[..., None], lowest, inputs["delta"])
+    y, last = run_scan(impl, inputs, True)
+    check_against_oracle(case, impl, inputs, y, last)
+
+
 def test_prefill_state_feeds_decode(impl, rng):
     """Scanning L - 1 steps, then one selective_state_update from the returned state, gives the
     same last output and state as the oracle on the whole sequence."""
