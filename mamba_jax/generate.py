@@ -275,8 +275,8 @@ class Generator:
         if cache is not None:  # bucket rows copy row 0's state, as their prompts copy row 0
             cache = jax.tree.map(lambda a: jnp.take(a, jnp.asarray([i if i < n else 0 for i in range(b)]), axis=0),
                                  cache)
-        # No padding, no mask: the mixers then take their unmasked path (the scan applies dt's bias and
-        # softplus itself; with a mask they are a float32 pass of their own, ~5% of a long prefill).
+        # No padding, no mask: the mixers then skip the masked path's selects over the conv input and dt
+        # (and, in Mamba-2, its float32 dt pass).
         args = (self.state, jnp.asarray(ids), None if mask.all() else jnp.asarray(mask), jnp.asarray(rows_done),
                 temperature_a, top_p_a, seed_a, cache)
         prefill, c_s = self._compiled("prefill", lambda: self._prefill_fn(mode), mode, args)

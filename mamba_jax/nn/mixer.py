@@ -21,6 +21,12 @@ from ..ops.linear import kernel_applies
 
 f32 = jnp.float32
 
+# dt at a masked prefill's padded positions: softplus(PAD_DT + bias) is exactly 0 in float32 (exp
+# underflows) for any dt_bias below ~9900 (Mamba initialises it to softplus^-1 of a step in [1e-3, 0.1],
+# about [-7, -2.3]). It is finite in every activation dtype, so no infinity arises on the way (a
+# fast-math exp, as on Metal, need not handle -inf).
+PAD_DT = -1e4
+
 # torch.nn.Linear / Conv1d's default init, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), which the reference keeps.
 _torch_default_init = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
@@ -281,10 +287,10 @@ class MambaMixer(MixerBase):
         dt, B, C = self._ssm_inputs(xc)
         A, D, dt_bias = self._A(), self.D[...], self.dt_bias[...]
         if mask is not None:
-            # Padded positions get the dtype's lowest dt, whose softplus(dt + bias) is exactly 0 in every
+            # Padded positions get dt = PAD_DT, whose softplus(dt + bias) is exactly 0 in every
             # implementation: exp(0 * A) = 1 and 0 * B * u = 0 leave the state as it was. One select in
             # the activation dtype; the scan applies the bias and softplus itself, as without a mask.
-            dt = jnp.where(mask[..., None], dt, jnp.finfo(dt.dtype).min)
+            dt = jnp.where(mask[..., None], dt, jnp.asarray(PAD_DT, dt.dtype))
         y, ssm_state = ops.selective_scan(xc, dt, A, B, C, D, z, dt_bias, delta_softplus=True,
                                           initial_state=ssm0, return_last_state=True, implementation=impl)
         out = self._sum_shards(self.out_proj(y)).astype(act_dtype)

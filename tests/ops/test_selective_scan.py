@@ -14,6 +14,7 @@ from jax.test_util import check_grads
 
 import oracle
 from conftest import ScanCase, assert_close, ffi_available, rows, scan_inputs, tolerance, vmap_stack
+from mamba_jax.nn.mixer import PAD_DT
 from mamba_jax.ops import selective_scan, selective_state_update
 
 BASE = ScanCase()  # B2-L63-D96-N16-G1-f32, with D, z, delta_bias, softplus
@@ -96,14 +97,15 @@ def test_softplus_both_branches(impl, rng):
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, BF16, F16], ids=["f32", "bf16", "f16"])
-def test_lowest_delta_is_a_skipped_step(impl, dtype, rng):
-    """delta = the dtype's lowest value makes softplus(delta + bias) exactly 0, so the step leaves the
-    state as it was (a masked prefill's padded positions rely on it): with every step at that value the
-    last state is the initial state bit for bit, and with a left-padded prefix of a different length in
-    each row the result matches the oracle (which gets dt = 0 there)."""
+@pytest.mark.parametrize("low", ["pad_dt", "lowest"])
+def test_very_negative_delta_is_a_skipped_step(impl, dtype, low, rng):
+    """delta = the mixer's PAD_DT (or the dtype's lowest value) makes softplus(delta + bias) exactly 0,
+    so the step leaves the state as it was (a masked prefill's padded positions rely on it): with every
+    step at that value the last state is the initial state bit for bit, and with a left-padded prefix of
+    a different length in each row the result matches the oracle (which gets dt = 0 there)."""
     case = ScanCase(batch=3, seqlen=37, dim=40, dstate=8, ngroups=2, init=True, dtype=dtype)
     inputs = scan_inputs(rng, case)
-    lowest = jnp.finfo(dtype).min
+    lowest = PAD_DT if low == "pad_dt" else jnp.finfo(dtype).min
     all_low = {**inputs, "delta": jnp.full_like(inputs["delta"], lowest)}
     for h0 in (inputs["initial_state"], jnp.zeros_like(inputs["initial_state"])):
         _, last = run_scan(impl, {**all_low, "initial_state": h0}, True)
