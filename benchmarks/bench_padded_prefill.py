@@ -4,22 +4,22 @@
 
 Random weights in --dtype (default bfloat16). Row i of the batch is padded on the left by i * len / (2 *
 batch) positions (row 0 is whole). The jitted prefill (last_only logits) is compiled and run once, then
-timed --reps times to the end of the device work; prints the median and the minimum in ms, and writes one
-JSON row to --out when given.
+timed --reps times to the end of the device work (benchmarks' harness.measure); prints the median and the
+minimum in ms, and writes one generation row (with the commit and date) to --out when given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mamba_jax.bench.generation import model_config
+from mamba_jax.bench import harness
+from mamba_jax.bench.generation import generation_row, model_config, random_prompts
 from mamba_jax.nn import MambaLM
 
 
@@ -35,7 +35,7 @@ def main() -> None:
     dtype = getattr(jnp, a.dtype)
     model = MambaLM(model_config(a.model), dtype=dtype, param_dtype=dtype, rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
-    ids = jnp.asarray(np.random.default_rng(0).integers(0, 1000, (a.batch, a.len)), jnp.int32)
+    ids = jnp.asarray(random_prompts(a.batch, a.len, 1000, seed=0), jnp.int32)
     pads = np.arange(a.batch) * (a.len // (2 * a.batch))
     mask = jnp.asarray(np.arange(a.len)[None, :] >= pads[:, None])
 
@@ -44,16 +44,10 @@ def main() -> None:
         logits, _ = nnx.merge(graphdef, state).prefill(ids, mask, last_only=True)
         return logits
 
-    prefill(state, ids, mask).block_until_ready()
-    times = []
-    for _ in range(a.reps):
-        t0 = time.perf_counter()
-        prefill(state, ids, mask).block_until_ready()
-        times.append((time.perf_counter() - t0) * 1e3)
-    row = dict(bench="padded_prefill", model=a.model, batch=a.batch, len=a.len, dtype=a.dtype,
-               backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind,
-               median_ms=float(np.median(times)), min_ms=float(np.min(times)), n_samples=a.reps,
-               real_tokens=int(np.sum(np.asarray(mask))))
+    timing = harness.measure(prefill, (state, ids, mask), warmup=1, reps=a.reps, max_seconds=float("inf"))
+    row = generation_row("prefill", a.model, a.batch, "auto", a.dtype, timing.samples_ms, bench="padded_prefill",
+                         prompt_len=a.len, real_tokens=int(np.sum(np.asarray(mask))),
+                         backend=jax.default_backend(), device_kind=jax.devices()[0].device_kind)
     print(f"{a.model} batch {a.batch} len {a.len} {a.dtype}, {row['real_tokens']} real tokens: padded prefill "
           f"median {row['median_ms']:.1f} ms (min {row['min_ms']:.1f})")
     if a.out:

@@ -43,7 +43,7 @@ if has gen; then
 fi
 for v in ${VARIANTS-}; do
   has variants || break
-  for e in "MAMBA_JAX_NONE=1" "$v"; do
+  for e in "MAMBA_JAX_NONE=1" "$v"; do  # the baseline first: env needs an assignment, and this one is read by nothing
     stamp "decode with $e"
     env "$e" timeout "${GEN_TIMEOUT:-90}" python3 -m mamba_jax.cli bench generate --cases "${VARIANT_CASES:-mamba-2.8b:64,mamba-130m:64}" \
       --impls auto --prefill-lens '' --no-plots --no-progress --out "$R/gen-${e//[^A-Za-z0-9_]/_}.json" > "$R/gen-${e//[^A-Za-z0-9_]/_}.log" 2>&1

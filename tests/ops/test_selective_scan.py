@@ -105,14 +105,14 @@ def test_very_negative_delta_is_a_skipped_step(impl, dtype, low, rng):
     a different length in each row the result matches the oracle (which gets dt = 0 there)."""
     case = ScanCase(batch=3, seqlen=37, dim=40, dstate=8, ngroups=2, init=True, dtype=dtype)
     inputs = scan_inputs(rng, case)
-    lowest = PAD_DT if low == "pad_dt" else jnp.finfo(dtype).min
-    all_low = {**inputs, "delta": jnp.full_like(inputs["delta"], lowest)}
+    low_dt = PAD_DT if low == "pad_dt" else jnp.finfo(dtype).min
+    all_low = {**inputs, "delta": jnp.full_like(inputs["delta"], low_dt)}
     for h0 in (inputs["initial_state"], jnp.zeros_like(inputs["initial_state"])):
         _, last = run_scan(impl, {**all_low, "initial_state": h0}, True)
         np.testing.assert_array_equal(np.asarray(last), np.asarray(h0))
     pads = np.array([0, 5, 36])[:, None]
     padded = np.arange(case.seqlen)[None, :] < pads  # [batch, seqlen]
-    inputs["delta"] = jnp.where(jnp.asarray(padded)[..., None], lowest, inputs["delta"])
+    inputs["delta"] = jnp.where(jnp.asarray(padded)[..., None], low_dt, inputs["delta"])
     y, last = run_scan(impl, inputs, True)
     check_against_oracle(case, impl, inputs, y, last)
 
